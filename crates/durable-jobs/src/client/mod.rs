@@ -1,0 +1,112 @@
+//! The typed client (spec §11): `client.continuous::<T>()`, `.debounce::<T>()`,
+//! `.worker_pool::<T>()`, over any [`Transport`].
+
+use std::future::Future;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
+use crate::errors::JobError;
+use crate::ids::JobKind;
+use crate::jobs::continuous::{Continuous, ContinuousClient};
+use crate::jobs::debounce::{Debounce, DebounceClient};
+use crate::jobs::worker_pool::{WorkerPool, WorkerPoolClient};
+use crate::registry::Registry;
+use crate::wire::{Request, Response};
+
+/// Delivers a request to the instance it addresses and brings back the answer. Each
+/// runtime provides one (in-process, Durable Object stub, HTTP).
+///
+/// The future has no `Send` bound in the trait; a transport whose future is `Send` makes
+/// the client's futures `Send` too, so they can be spawned on a multi-threaded executor.
+pub trait Transport {
+    /// Sends one request.
+    fn send(&self, request: Request) -> impl Future<Output = Result<Response, JobError>>;
+}
+
+impl<T: Transport + ?Sized> Transport for &T {
+    fn send(&self, request: Request) -> impl Future<Output = Result<Response, JobError>> {
+        (**self).send(request)
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn send(&self, request: Request) -> impl Future<Output = Result<Response, JobError>> {
+        (**self).send(request)
+    }
+}
+
+/// The typed client. Cheap to clone when the transport is.
+#[derive(Debug, Clone)]
+pub struct JobsClient<T> {
+    pub(crate) registry: Registry,
+    pub(crate) transport: T,
+    pub(crate) round_robin: Arc<AtomicU32>,
+}
+
+impl<T: Transport> JobsClient<T> {
+    /// A client for the jobs of `registry`, sending through `transport`.
+    pub fn new(registry: Registry, transport: T) -> Self {
+        JobsClient {
+            registry,
+            transport,
+            round_robin: Arc::default(),
+        }
+    }
+
+    /// The Continuous job of type `J` (registered once).
+    pub fn continuous<J: Continuous>(&self) -> ContinuousClient<'_, J, T> {
+        ContinuousClient::new(self, self.name_of::<J>(JobKind::Continuous))
+    }
+
+    /// The Continuous job of type `J` registered as `name`.
+    pub fn continuous_named<J: Continuous>(&self, name: &str) -> ContinuousClient<'_, J, T> {
+        ContinuousClient::new(self, Ok(name.to_string()))
+    }
+
+    /// The Debounce job of type `J` (registered once).
+    pub fn debounce<J: Debounce>(&self) -> DebounceClient<'_, J, T> {
+        DebounceClient::new(self, self.name_of::<J>(JobKind::Debounce))
+    }
+
+    /// The Debounce job of type `J` registered as `name`.
+    pub fn debounce_named<J: Debounce>(&self, name: &str) -> DebounceClient<'_, J, T> {
+        DebounceClient::new(self, Ok(name.to_string()))
+    }
+
+    /// The WorkerPool of type `J` (registered once).
+    pub fn worker_pool<J: WorkerPool>(&self) -> WorkerPoolClient<'_, J, T> {
+        WorkerPoolClient::new(self, self.name_of::<J>(JobKind::WorkerPool))
+    }
+
+    /// The WorkerPool of type `J` registered as `name`.
+    pub fn worker_pool_named<J: WorkerPool>(&self, name: &str) -> WorkerPoolClient<'_, J, T> {
+        WorkerPoolClient::new(self, Ok(name.to_string()))
+    }
+
+    /// Sends a raw request (what the typed accessors build).
+    pub async fn send(&self, request: Request) -> Result<Response, JobError> {
+        self.transport.send(request).await
+    }
+
+    /// The registry the client routes by.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    fn name_of<J: 'static>(&self, kind: JobKind) -> Result<String, JobError> {
+        self.registry.name_of::<J>(kind).map(str::to_string)
+    }
+}
+
+/// The error for an answer of the wrong kind (a transport or version mismatch).
+pub(crate) fn unexpected(response: Response) -> JobError {
+    JobError::Client {
+        status: 0,
+        message: format!("unexpected response {response:?}"),
+    }
+}

@@ -1,0 +1,119 @@
+//! One job instance's engine: `handle(request)` and `alarm()` (spec §8, §9).
+//!
+//! A runtime creates one [`Engine`] per live instance, over that instance's storage, and
+//! sends it every request and alarm of the instance. The engine keeps two promises on every
+//! runtime (guarantee 2):
+//!
+//! - storage transitions are serialised by an async lock, and each commits atomically;
+//! - user code (`execute` and the hooks) runs *between* two transitions, without the lock,
+//!   so requests are answered while a long execution runs; at most one execution runs at a
+//!   time.
+//!
+//! Requests never run user code other than the Debounce reducer; executions happen only in
+//! `alarm`, which a request asks for by setting the alarm to "now".
+
+mod dispatch;
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use futures::lock::Mutex;
+
+use crate::adapters::{Runtime, Scheduler, Storage, WriteBatch};
+use crate::errors::JobError;
+use crate::events::{EventKind, JobEvent};
+use crate::ids::InstanceId;
+use crate::registry::Registry;
+use crate::services::tracker::{EventTracker, NoopTracker};
+
+/// How many executions one `alarm` call performs at most before handing back to the
+/// runtime (it sets the alarm to now so the rest follows at once).
+pub(crate) const EXECUTIONS_PER_ALARM: usize = 64;
+
+/// The engine of one job instance, over its storage `B`.
+pub struct Engine<B> {
+    pub(crate) registry: Registry,
+    pub(crate) backend: B,
+    pub(crate) tracker: Arc<dyn EventTracker>,
+    pub(crate) lock: Mutex<()>,
+    executing: Cell<bool>,
+    /// The storage key of the WorkerPool event being processed, if any.
+    pub(crate) running: RefCell<Option<String>>,
+}
+
+impl<B: Storage + Scheduler + Runtime> Engine<B> {
+    /// An engine for the instance stored in `backend`, running the jobs of `registry`.
+    pub fn new(registry: Registry, backend: B) -> Self {
+        Engine {
+            registry,
+            backend,
+            tracker: Arc::new(NoopTracker),
+            lock: Mutex::new(()),
+            executing: Cell::new(false),
+            running: RefCell::new(None),
+        }
+    }
+
+    /// Sends lifecycle events to `tracker`.
+    pub fn with_tracker(mut self, tracker: Arc<dyn EventTracker>) -> Self {
+        self.tracker = tracker;
+        self
+    }
+
+    /// The instance's storage.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Whether user code of this instance is running now.
+    pub fn is_executing(&self) -> bool {
+        self.executing.get()
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.backend.now()
+    }
+
+    /// Commits a step, then reports its events (only committed steps are reported).
+    pub(crate) async fn commit(
+        &self,
+        batch: WriteBatch,
+        events: Vec<JobEvent>,
+    ) -> Result<(), JobError> {
+        if !batch.is_empty() {
+            self.backend.commit(batch).await?;
+        }
+        for event in events {
+            self.tracker.emit(event);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn event(&self, instance: &InstanceId, kind: EventKind) -> JobEvent {
+        JobEvent {
+            timestamp: self.now(),
+            job_name: instance.name.clone(),
+            instance_id: instance.to_string(),
+            kind,
+        }
+    }
+
+    /// Marks the instance as executing user code until the guard drops; `None` if an
+    /// execution is already running.
+    pub(crate) fn begin_execution(&self) -> Option<ExecutionGuard<'_>> {
+        if self.executing.replace(true) {
+            None
+        } else {
+            Some(ExecutionGuard(&self.executing))
+        }
+    }
+}
+
+/// Clears the executing flag when dropped, even if the execution's future is dropped.
+pub(crate) struct ExecutionGuard<'a>(&'a Cell<bool>);
+
+impl Drop for ExecutionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}

@@ -1,0 +1,210 @@
+//! Lifecycle events (spec §6.2), one serde enum on the wire.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a Debounce batch is flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FlushReason {
+    /// `flush_after` elapsed since the batch's first event.
+    FlushAfter,
+    /// The batch reached `max_events`.
+    MaxEvents,
+    /// A client asked for it.
+    Manual,
+}
+
+/// One lifecycle event of one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEvent {
+    /// When it happened (ms since the epoch, on the runtime's clock).
+    pub timestamp: i64,
+    /// The registered job name.
+    pub job_name: String,
+    /// The instance id, `{kind}:{name}:{key}`.
+    pub instance_id: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened, tagged by the spec's `type` names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EventKind {
+    /// A Continuous instance was started.
+    #[serde(rename = "continuous.started")]
+    ContinuousStarted,
+    /// A Continuous run completed.
+    #[serde(rename = "continuous.executed", rename_all = "camelCase")]
+    ContinuousExecuted {
+        /// Successful runs so far, this one included.
+        run_count: u64,
+        /// How long `execute` took.
+        duration_ms: i64,
+    },
+    /// The next regular run was scheduled.
+    #[serde(rename = "continuous.scheduled", rename_all = "camelCase")]
+    ContinuousScheduled {
+        /// When it will run.
+        next_run_at: i64,
+    },
+    /// The instance was stopped.
+    #[serde(rename = "continuous.stopped", rename_all = "camelCase")]
+    ContinuousStopped {
+        /// Why, if given.
+        reason: Option<String>,
+    },
+    /// A run failed.
+    #[serde(rename = "continuous.error", rename_all = "camelCase")]
+    ContinuousError {
+        /// The error's text.
+        error: String,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+    },
+    /// An event was added to a Debounce batch.
+    #[serde(rename = "debounce.eventReceived", rename_all = "camelCase")]
+    DebounceEventReceived {
+        /// The event's id, if it had one.
+        event_id: Option<String>,
+        /// Events in the batch now.
+        event_count: u32,
+    },
+    /// A batch is being flushed.
+    #[serde(rename = "debounce.flushing", rename_all = "camelCase")]
+    DebounceFlushing {
+        /// Events in the batch.
+        event_count: u32,
+        /// Why.
+        reason: FlushReason,
+    },
+    /// A batch was flushed successfully.
+    #[serde(rename = "debounce.flushed", rename_all = "camelCase")]
+    DebounceFlushed {
+        /// Events in the batch.
+        event_count: u32,
+        /// How long `execute` took.
+        duration_ms: i64,
+    },
+    /// Pending events were discarded.
+    #[serde(rename = "debounce.cleared", rename_all = "camelCase")]
+    DebounceCleared {
+        /// How many.
+        discarded_events: u32,
+    },
+    /// A flush failed.
+    #[serde(rename = "debounce.error", rename_all = "camelCase")]
+    DebounceError {
+        /// The error's text.
+        error: String,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+    },
+    /// An event joined a WorkerPool queue.
+    #[serde(rename = "workerPool.enqueued", rename_all = "camelCase")]
+    WorkerPoolEnqueued {
+        /// The event's id.
+        event_id: String,
+        /// Pending events on the instance, this one included.
+        position: u64,
+    },
+    /// An event is being processed.
+    #[serde(rename = "workerPool.processing", rename_all = "camelCase")]
+    WorkerPoolProcessing {
+        /// The event's id.
+        event_id: String,
+        /// The attempt (1-based).
+        attempt: u32,
+    },
+    /// An event was processed successfully.
+    #[serde(rename = "workerPool.completed", rename_all = "camelCase")]
+    WorkerPoolCompleted {
+        /// The event's id.
+        event_id: String,
+        /// How long `execute` took.
+        duration_ms: i64,
+    },
+    /// An attempt failed.
+    #[serde(rename = "workerPool.failed", rename_all = "camelCase")]
+    WorkerPoolFailed {
+        /// The event's id.
+        event_id: String,
+        /// The error's text.
+        error: String,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+    },
+    /// An event exhausted its attempts and moved to the dead-letter list.
+    #[serde(rename = "workerPool.deadLettered", rename_all = "camelCase")]
+    WorkerPoolDeadLettered {
+        /// The event's id.
+        event_id: String,
+        /// The last error's text.
+        error: String,
+    },
+    /// A pending event was cancelled.
+    #[serde(rename = "workerPool.cancelled", rename_all = "camelCase")]
+    WorkerPoolCancelled {
+        /// The event's id.
+        event_id: String,
+    },
+    /// The instance was paused.
+    #[serde(rename = "workerPool.paused")]
+    WorkerPoolPaused,
+    /// The instance was resumed.
+    #[serde(rename = "workerPool.resumed")]
+    WorkerPoolResumed,
+}
+
+impl EventKind {
+    /// The spec's `type` name, e.g. `workerPool.enqueued`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::ContinuousStarted => "continuous.started",
+            EventKind::ContinuousExecuted { .. } => "continuous.executed",
+            EventKind::ContinuousScheduled { .. } => "continuous.scheduled",
+            EventKind::ContinuousStopped { .. } => "continuous.stopped",
+            EventKind::ContinuousError { .. } => "continuous.error",
+            EventKind::DebounceEventReceived { .. } => "debounce.eventReceived",
+            EventKind::DebounceFlushing { .. } => "debounce.flushing",
+            EventKind::DebounceFlushed { .. } => "debounce.flushed",
+            EventKind::DebounceCleared { .. } => "debounce.cleared",
+            EventKind::DebounceError { .. } => "debounce.error",
+            EventKind::WorkerPoolEnqueued { .. } => "workerPool.enqueued",
+            EventKind::WorkerPoolProcessing { .. } => "workerPool.processing",
+            EventKind::WorkerPoolCompleted { .. } => "workerPool.completed",
+            EventKind::WorkerPoolFailed { .. } => "workerPool.failed",
+            EventKind::WorkerPoolDeadLettered { .. } => "workerPool.deadLettered",
+            EventKind::WorkerPoolCancelled { .. } => "workerPool.cancelled",
+            EventKind::WorkerPoolPaused => "workerPool.paused",
+            EventKind::WorkerPoolResumed => "workerPool.resumed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_follow_the_spec() {
+        let e = JobEvent {
+            timestamp: 5,
+            job_name: "mail".into(),
+            instance_id: "workerPool:mail:0".into(),
+            kind: EventKind::WorkerPoolEnqueued {
+                event_id: "e1".into(),
+                position: 1,
+            },
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "workerPool.enqueued");
+        assert_eq!(v["eventId"], "e1");
+        assert_eq!(v["jobName"], "mail");
+        let back: JobEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(e.kind.type_name(), "workerPool.enqueued");
+    }
+}

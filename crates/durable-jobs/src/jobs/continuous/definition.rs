@@ -1,0 +1,73 @@
+//! The Continuous job trait, implemented by the user's struct.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::context::ContinuousContext;
+use super::schedule::Schedule;
+use crate::retry::RetryPolicy;
+
+/// How long a stopped instance stays inspectable before its data is purged, by default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Recurring per-id work with persistent state (spec §7.1).
+///
+/// The struct's fields are its dependencies (clients, pools); it is shared by every
+/// instance, so it is `Send + Sync`. The futures it returns need not be `Send`.
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_jobs::{Continuous, ContinuousContext, Schedule};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Counter { ticks: u64 }
+///
+/// struct Ticker;
+///
+/// impl Continuous for Ticker {
+///     type State = Counter;
+///     type Error = std::convert::Infallible;
+///     fn schedule(&self) -> Schedule { Schedule::every(Duration::from_secs(60)) }
+///     async fn execute(&self, ctx: &mut ContinuousContext<Counter>) -> Result<(), Self::Error> {
+///         ctx.state_mut().ticks += 1;
+///         Ok(())
+///     }
+/// }
+/// ```
+#[allow(async_fn_in_trait)] // deliberately no `Send` bound: Durable Object futures are not `Send`
+pub trait Continuous: Send + Sync + 'static {
+    /// The instance's persistent state.
+    type State: Serialize + DeserializeOwned + 'static;
+    /// What `execute` fails with; its `Display` text is recorded.
+    type Error: Display + 'static;
+
+    /// When to run.
+    fn schedule(&self) -> Schedule;
+
+    /// Whether `start` schedules a run right away (the default) or waits for the schedule.
+    fn start_immediately(&self) -> bool {
+        true
+    }
+
+    /// How failing runs are retried.
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
+
+    /// How long a stopped instance stays inspectable before it is purged.
+    fn retention(&self) -> Duration {
+        DEFAULT_RETENTION
+    }
+
+    /// One run. Changes made to the context's state are saved when it returns `Ok`.
+    async fn execute(&self, ctx: &mut ContinuousContext<Self::State>) -> Result<(), Self::Error>;
+
+    /// Called once a run has failed all its attempts. The next regular run still happens.
+    async fn on_error(&self, error: &Self::Error, ctx: &ContinuousContext<Self::State>) {
+        let _ = (error, ctx);
+    }
+}

@@ -1,0 +1,141 @@
+//! Debounce: per-id event coalescing (spec §7.2).
+
+mod client;
+mod context;
+mod definition;
+pub(crate) mod erased;
+mod executor;
+mod handler;
+
+pub use client::{Added, DebounceClient};
+pub use context::DebounceContext;
+pub use definition::{keep_latest, Debounce, Rejected};
+pub(crate) use executor::alarm;
+pub(crate) use handler::handle;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::events::FlushReason;
+use crate::jobs::continuous::ErrorInfo;
+use crate::services::metadata::{Metadata, Status};
+use crate::services::schedule::earliest;
+
+pub(crate) const RECORD_KEY: &str = "debounce";
+pub(crate) const FAILED_PREFIX: &str = "failed:";
+
+pub(crate) fn failed_key(seq: u64) -> String {
+    format!("{FAILED_PREFIX}{seq:020}")
+}
+
+/// Events gathered and not yet flushed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Batch {
+    pub state: Value,
+    pub event_count: u32,
+    pub started_at: i64,
+    pub flush_at: i64,
+    /// Flush at once, for this reason (max events reached, or a manual flush).
+    pub forced: Option<FlushReason>,
+}
+
+/// A batch taken out for flushing: running now, or waiting for its retry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Inflight {
+    pub batch: Batch,
+    pub reason: FlushReason,
+    /// Failed attempts so far.
+    pub attempt: u32,
+    pub claimed_at: i64,
+    pub retry_at: Option<i64>,
+}
+
+/// The Debounce record: everything of an instance except failed batches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Record {
+    pub batch: Option<Batch>,
+    pub inflight: Option<Inflight>,
+    pub failed_count: u32,
+    /// A manual flush asked for the failed batches to be tried again.
+    pub retry_failed: bool,
+    pub next_seq: u64,
+    pub last_error: Option<ErrorInfo>,
+}
+
+impl Record {
+    pub fn is_idle(&self) -> bool {
+        self.batch.is_none() && self.inflight.is_none() && self.failed_count == 0
+    }
+
+    fn alarm(&self) -> Option<i64> {
+        let inflight = self
+            .inflight
+            .as_ref()
+            .map(|i| i.retry_at.unwrap_or(i.claimed_at));
+        let retry_failed = (self.retry_failed && self.failed_count > 0).then_some(i64::MIN);
+        let batch = self.batch.as_ref().map(|b| match b.forced {
+            Some(_) => b.started_at.min(b.flush_at),
+            None => b.flush_at,
+        });
+        earliest([inflight, retry_failed, batch]).map(|t| t.max(0))
+    }
+}
+
+/// The alarm implied by the stored records.
+pub(crate) fn alarm_time(meta: Option<&Metadata>, rec: &Record) -> Option<i64> {
+    let meta = meta?;
+    match rec.alarm() {
+        Some(t) => Some(t),
+        None => meta.purge_at,
+    }
+}
+
+/// A batch whose flush failed all its attempts. It stays until a flush retries it or a
+/// clear drops it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedBatch {
+    /// Its order among failed batches.
+    pub seq: u64,
+    /// The reduced state (JSON).
+    pub state: Value,
+    /// Events in it.
+    pub event_count: u32,
+    /// When its first event arrived.
+    pub started_at: i64,
+    /// The last error's text.
+    pub error: String,
+    /// When it failed.
+    pub failed_at: i64,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// What `status` reports of a Debounce instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DebounceStatus {
+    /// `Error` while failed batches are kept.
+    pub status: Status,
+    /// Events in the pending batch.
+    pub event_count: u32,
+    /// When the pending batch's first event arrived.
+    pub started_at: Option<i64>,
+    /// When the pending batch flushes.
+    pub flush_at: Option<i64>,
+    /// Whether a batch is being flushed or waits for a retry.
+    pub flushing: bool,
+    /// When a failed flush attempt is retried.
+    pub retry_at: Option<i64>,
+    /// Batches whose flush failed all attempts.
+    pub failed_batches: u32,
+    /// The last flush that failed all its attempts.
+    pub last_error: Option<ErrorInfo>,
+    /// When the instance was created.
+    pub created_at: i64,
+    /// When an idle instance's data will be purged.
+    pub purge_at: Option<i64>,
+}

@@ -1,0 +1,6 @@
+//! The three job kinds, each with its definition trait, context, request handler, alarm
+//! executor and typed client.
+
+pub mod continuous;
+pub mod debounce;
+pub mod worker_pool;

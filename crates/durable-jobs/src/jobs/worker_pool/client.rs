@@ -1,0 +1,327 @@
+//! The typed WorkerPool client: routing, and operations on one instance or all.
+
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::routing::jump_hash;
+use super::{DeadLetter, PoolInstanceStatus, WorkerPool};
+use crate::client::{unexpected, JobsClient, Transport};
+use crate::errors::JobError;
+use crate::ids::{InstanceId, JobKind};
+use crate::services::codec;
+use crate::wire::{Operation, Request, Response};
+
+/// Options of an `enqueue`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnqueueRequest {
+    /// Deduplication and cancel id (generated when absent).
+    pub event_id: Option<String>,
+    /// Events with the same key go to the same instance, in order.
+    pub partition_key: Option<String>,
+    /// Higher runs first (default 0).
+    pub priority: i32,
+}
+
+impl EnqueueRequest {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the event id.
+    pub fn event_id(mut self, id: impl Into<String>) -> Self {
+        self.event_id = Some(id.into());
+        self
+    }
+
+    /// Sets the partition key.
+    pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+/// The outcome of an `enqueue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The event id (given or generated).
+    pub event_id: String,
+    /// The instance it went to.
+    pub instance_index: u32,
+    /// Pending events on that instance, this one included.
+    pub position: u64,
+    /// The id was seen before: nothing changed.
+    pub duplicate: bool,
+}
+
+/// The status of a whole pool: every instance, and totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    /// One entry per instance, by index.
+    pub instances: Vec<PoolInstanceStatus>,
+    /// Pending events in all.
+    pub pending: u64,
+    /// Processed events in all.
+    pub processed: u64,
+    /// Dead letters in all.
+    pub dead_letters: u64,
+    /// Instances paused.
+    pub paused: u32,
+}
+
+/// Operations on one WorkerPool.
+pub struct WorkerPoolClient<'a, J, T> {
+    client: &'a JobsClient<T>,
+    name: Result<String, JobError>,
+    _job: PhantomData<fn() -> J>,
+}
+
+impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
+    pub(crate) fn new(client: &'a JobsClient<T>, name: Result<String, JobError>) -> Self {
+        WorkerPoolClient {
+            client,
+            name,
+            _job: PhantomData,
+        }
+    }
+
+    fn name(&self) -> Result<&str, JobError> {
+        self.name.as_deref().map_err(Clone::clone)
+    }
+
+    /// The pool's instance count.
+    pub fn concurrency(&self) -> Result<u32, JobError> {
+        self.client.registry.concurrency(self.name()?)
+    }
+
+    async fn send(&self, index: u32, op: Operation) -> Result<Response, JobError> {
+        let instance = InstanceId::new(JobKind::WorkerPool, self.name()?, index.to_string());
+        self.client.transport.send(Request { instance, op }).await
+    }
+
+    fn check_index(&self, index: u32) -> Result<u32, JobError> {
+        let n = self.concurrency()?;
+        if index < n {
+            Ok(index)
+        } else {
+            Err(JobError::bad_request(format!(
+                "instance index {index} is out of range for a pool of {n}"
+            )))
+        }
+    }
+
+    /// Where an event goes: by partition key (jump consistent hash), else by event id
+    /// (so that duplicates meet on one instance), else round robin.
+    pub fn route(&self, options: &EnqueueRequest) -> Result<u32, JobError> {
+        let n = self.concurrency()?;
+        Ok(match (&options.partition_key, &options.event_id) {
+            (Some(key), _) => jump_hash(key, n),
+            (None, Some(id)) => jump_hash(id, n),
+            (None, None) => self.client.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+        })
+    }
+
+    /// Enqueues an event with default options. Committed when it returns `Ok`.
+    pub async fn enqueue(&self, event: &J::Event) -> Result<Enqueued, JobError> {
+        self.enqueue_with(event, EnqueueRequest::new()).await
+    }
+
+    /// Enqueues an event with an id, a partition key or a priority.
+    pub async fn enqueue_with(
+        &self,
+        event: &J::Event,
+        options: EnqueueRequest,
+    ) -> Result<Enqueued, JobError> {
+        let index = self.route(&options)?;
+        let event = codec::to_value("event", event)?;
+        let op = Operation::WorkerPoolEnqueue {
+            event,
+            event_id: options.event_id,
+            priority: options.priority,
+        };
+        match self.send(index, op).await? {
+            Response::Enqueued {
+                event_id,
+                instance_index,
+                position,
+                duplicate,
+            } => Ok(Enqueued {
+                event_id,
+                instance_index,
+                position,
+                duplicate,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Pauses one instance: it keeps its events and processes none.
+    pub async fn pause(&self, index: u32) -> Result<(), JobError> {
+        match self
+            .send(self.check_index(index)?, Operation::WorkerPoolPause)
+            .await?
+        {
+            Response::Paused => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Resumes one instance.
+    pub async fn resume(&self, index: u32) -> Result<(), JobError> {
+        match self
+            .send(self.check_index(index)?, Operation::WorkerPoolResume)
+            .await?
+        {
+            Response::Resumed => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Pauses every instance.
+    pub async fn pause_all(&self) -> Result<(), JobError> {
+        for index in 0..self.concurrency()? {
+            self.pause(index).await?;
+        }
+        Ok(())
+    }
+
+    /// Resumes every instance.
+    pub async fn resume_all(&self) -> Result<(), JobError> {
+        for index in 0..self.concurrency()? {
+            self.resume(index).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a pending event wherever it is. Returns `false` if it was not pending
+    /// (unknown, already processed, dead-lettered, or running now).
+    pub async fn cancel(&self, event_id: &str) -> Result<bool, JobError> {
+        for index in 0..self.concurrency()? {
+            let op = Operation::WorkerPoolCancel {
+                event_id: event_id.to_string(),
+            };
+            match self.send(index, op).await? {
+                Response::Cancelled { cancelled: true } => return Ok(true),
+                Response::Cancelled { cancelled: false } => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// One instance's status.
+    pub async fn instance_status(&self, index: u32) -> Result<PoolInstanceStatus, JobError> {
+        match self
+            .send(self.check_index(index)?, Operation::WorkerPoolStatus)
+            .await?
+        {
+            Response::WorkerPoolStatus { status } => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The status of every instance, with totals.
+    pub async fn status(&self) -> Result<PoolStatus, JobError> {
+        let mut status = PoolStatus {
+            instances: Vec::new(),
+            pending: 0,
+            processed: 0,
+            dead_letters: 0,
+            paused: 0,
+        };
+        for index in 0..self.concurrency()? {
+            let s = self.instance_status(index).await?;
+            status.pending += s.pending;
+            status.processed += s.processed;
+            status.dead_letters += s.dead_letters;
+            if matches!(s.status, crate::services::metadata::Status::Paused { .. }) {
+                status.paused += 1;
+            }
+            status.instances.push(s);
+        }
+        Ok(status)
+    }
+
+    /// Up to `limit` dead letters of one instance, after sequence `after`.
+    pub async fn dead_letters(
+        &self,
+        index: u32,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, JobError> {
+        let op = Operation::WorkerPoolDeadLetters { after, limit };
+        match self.send(self.check_index(index)?, op).await? {
+            Response::DeadLetters { items } => Ok(items),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every dead letter of the pool, with the instance index it is on.
+    pub async fn all_dead_letters(&self) -> Result<Vec<(u32, DeadLetter)>, JobError> {
+        let mut out = Vec::new();
+        for index in 0..self.concurrency()? {
+            let mut after = None;
+            loop {
+                let page = self.dead_letters(index, after, 500).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.seq);
+                out.extend(page.into_iter().map(|d| (index, d)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts dead letters back in the queue with fresh attempts: the given ids, or all of
+    /// them. Returns how many were replayed.
+    pub async fn replay(&self, event_ids: Option<&[&str]>) -> Result<u32, JobError> {
+        self.change_dead_letters(event_ids, true).await
+    }
+
+    /// Deletes dead letters: the given ids, or all of them. Returns how many.
+    pub async fn discard_dead_letters(&self, event_ids: Option<&[&str]>) -> Result<u32, JobError> {
+        self.change_dead_letters(event_ids, false).await
+    }
+
+    async fn change_dead_letters(
+        &self,
+        event_ids: Option<&[&str]>,
+        replay: bool,
+    ) -> Result<u32, JobError> {
+        let ids: Option<Vec<String>> =
+            event_ids.map(|ids| ids.iter().map(|s| s.to_string()).collect());
+        let mut total = 0;
+        for index in 0..self.concurrency()? {
+            loop {
+                let op = if replay {
+                    Operation::WorkerPoolReplay {
+                        event_ids: ids.clone(),
+                    }
+                } else {
+                    Operation::WorkerPoolDiscard {
+                        event_ids: ids.clone(),
+                    }
+                };
+                match self.send(index, op).await? {
+                    Response::DeadLettersChanged { count } => {
+                        total += count;
+                        // All-dead-letter requests work in pages; named ids in one go.
+                        if count == 0 || ids.is_some() {
+                            break;
+                        }
+                    }
+                    other => return Err(unexpected(other)),
+                }
+            }
+        }
+        Ok(total)
+    }
+}

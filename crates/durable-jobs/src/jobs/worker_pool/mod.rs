@@ -1,0 +1,136 @@
+//! WorkerPool: partitioned work queues served by N sequential instances (spec §7.3).
+
+mod client;
+mod context;
+mod definition;
+pub(crate) mod erased;
+mod executor;
+mod handler;
+mod routing;
+
+pub use client::{EnqueueRequest, Enqueued, PoolStatus, WorkerPoolClient};
+pub use context::{EmptyContext, WorkerPoolContext};
+pub use definition::WorkerPool;
+pub use erased::MAX_CONCURRENCY;
+pub(crate) use executor::alarm;
+pub(crate) use handler::handle;
+pub use routing::jump_hash;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::services::metadata::{Metadata, Status};
+
+pub(crate) const POOL_KEY: &str = "pool";
+pub(crate) const QUEUE_PREFIX: &str = "q:";
+pub(crate) const DEAD_PREFIX: &str = "dead:";
+
+/// Orders the queue: higher priority first, then enqueue order.
+pub(crate) fn queue_key(priority: i32, seq: u64) -> String {
+    let rank = i64::from(i32::MAX) - i64::from(priority);
+    format!("{QUEUE_PREFIX}{rank:010}:{seq:020}")
+}
+
+pub(crate) fn dead_key(seq: u64) -> String {
+    format!("{DEAD_PREFIX}{seq:020}")
+}
+
+/// Counters and flags of one pool instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PoolRecord {
+    pub paused: bool,
+    pub pending: u64,
+    pub processed: u64,
+    pub dead: u64,
+    pub next_seq: u64,
+    pub next_dead_seq: u64,
+    /// The head event waiting for its retry: it stays first whatever arrives meanwhile.
+    pub current: Option<String>,
+    pub retry_at: Option<i64>,
+    /// `on_empty` has run since the queue last had events.
+    pub drained: bool,
+}
+
+/// The alarm implied by the records: due at once while there is work (or `on_empty` to
+/// run), at the retry time while the head waits, none while paused or done.
+pub(crate) fn alarm_time(meta: Option<&Metadata>, pool: &PoolRecord) -> Option<i64> {
+    meta?;
+    if pool.paused {
+        None
+    } else if pool.current.is_some() {
+        pool.retry_at.or(Some(0))
+    } else if pool.pending > 0 || !pool.drained {
+        Some(0)
+    } else {
+        None
+    }
+}
+
+/// A queued event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Pending {
+    pub event_id: String,
+    pub event: Value,
+    pub priority: i32,
+    pub seq: u64,
+    pub enqueued_at: i64,
+    /// Failed attempts so far.
+    pub attempt: u32,
+    pub last_error: Option<String>,
+}
+
+/// What an event id refers to on its instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "at", rename_all = "camelCase")]
+pub(crate) enum IdRecord {
+    /// Queued under this key.
+    Queued { key: String },
+    /// Processed (or discarded); remembered until it expires.
+    Done { expires: i64 },
+    /// In the dead-letter list under this key.
+    Dead { key: String },
+}
+
+/// An event that failed all its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Its order in the dead-letter list.
+    pub seq: u64,
+    /// The event's id.
+    pub event_id: String,
+    /// The event (JSON).
+    pub event: Value,
+    /// Its priority.
+    pub priority: i32,
+    /// The last error's text.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was first enqueued.
+    pub enqueued_at: i64,
+    /// When it was dead-lettered.
+    pub dead_at: i64,
+}
+
+/// What `status` reports of one pool instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolInstanceStatus {
+    /// The instance index.
+    pub index: u32,
+    /// `Paused` while paused.
+    pub status: Status,
+    /// Events waiting (the running one included).
+    pub pending: u64,
+    /// Events processed successfully.
+    pub processed: u64,
+    /// Events in the dead-letter list.
+    pub dead_letters: u64,
+    /// The event whose retry is awaited, if any.
+    pub retrying: Option<String>,
+    /// When it is retried.
+    pub retry_at: Option<i64>,
+}

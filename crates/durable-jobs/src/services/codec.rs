@@ -1,0 +1,97 @@
+//! Encoding of user values and internal records.
+//!
+//! User values (state, events) cross the wire as JSON values and are checked against the
+//! job's Rust type here, so a schema mismatch is a `Validation` error with the failing path.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::adapters::Storage;
+use crate::errors::JobError;
+
+/// Decodes a JSON value into `T`, reporting the path of the first mismatch.
+pub fn decode_value<T: DeserializeOwned>(schema: &str, value: &Value) -> Result<T, JobError> {
+    serde_path_to_error::deserialize(value).map_err(|e| validation(schema, e))
+}
+
+/// Decodes JSON bytes into `T`, reporting the path of the first mismatch.
+pub fn decode_bytes<T: DeserializeOwned>(schema: &str, bytes: &[u8]) -> Result<T, JobError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| validation(schema, e))
+}
+
+fn validation(schema: &str, e: serde_path_to_error::Error<serde_json::Error>) -> JobError {
+    JobError::Validation {
+        schema: schema.to_string(),
+        path: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    }
+}
+
+/// Encodes a user value to a JSON value.
+pub fn to_value<T: Serialize>(schema: &str, value: &T) -> Result<Value, JobError> {
+    serde_json::to_value(value).map_err(|e| JobError::Validation {
+        schema: schema.to_string(),
+        path: ".".to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Encodes an internal record.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, JobError> {
+    serde_json::to_vec(value).map_err(|e| JobError::Storage {
+        message: format!("cannot encode record: {e}"),
+    })
+}
+
+/// Decodes an internal record read from `key`.
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, JobError> {
+    serde_json::from_slice(bytes).map_err(|e| JobError::corrupt(key, e))
+}
+
+/// Decodes an optional internal record read from `key`.
+pub(crate) fn decode_opt<T: DeserializeOwned>(
+    key: &str,
+    bytes: Option<&Vec<u8>>,
+) -> Result<Option<T>, JobError> {
+    bytes.map(|b| decode(key, b)).transpose()
+}
+
+/// Reads and decodes an internal record.
+pub(crate) async fn read<T: DeserializeOwned, S: Storage>(
+    storage: &S,
+    key: &str,
+) -> Result<Option<T>, JobError> {
+    let bytes = storage.get(key).await?;
+    decode_opt(key, bytes.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Vec<Inner>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[test]
+    fn validation_errors_carry_the_path() {
+        let v = serde_json::json!({"inner": [{"n": 1}, {"n": "two"}]});
+        match decode_value::<Outer>("event", &v) {
+            Err(JobError::Validation { schema, path, .. }) => {
+                assert_eq!(schema, "event");
+                assert_eq!(path, "inner[1].n");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The wire format: one [`Request`] and one [`Response`] enum, the same on every transport.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::errors::JobError;
+use crate::ids::{InstanceId, JobKind};
+use crate::jobs::continuous::ContinuousStatus;
+use crate::jobs::debounce::{DebounceStatus, FailedBatch};
+use crate::jobs::worker_pool::{DeadLetter, PoolInstanceStatus};
+
+/// A request to one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The instance addressed.
+    pub instance: InstanceId,
+    /// What to do.
+    #[serde(flatten)]
+    pub op: Operation,
+}
+
+impl Request {
+    /// Decodes a request from JSON bytes, with a typed error for malformed input.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, JobError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| JobError::bad_request(format!("malformed request: {e}")))
+    }
+
+    /// Encodes the request as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Requests hold only strings, numbers and JSON values: encoding cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Every operation, tagged by `op`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Operation {
+    /// Start a Continuous instance with an initial state.
+    ContinuousStart {
+        /// The initial state.
+        state: Value,
+    },
+    /// Stop a Continuous instance.
+    ContinuousStop {
+        /// Why, recorded in the status.
+        reason: Option<String>,
+    },
+    /// Run a Continuous instance now, keeping its schedule.
+    ContinuousTrigger,
+    /// Read a Continuous instance's status.
+    ContinuousStatus,
+    /// Read a Continuous instance's state.
+    ContinuousGetState,
+    /// Add an event to a Debounce batch.
+    #[serde(rename_all = "camelCase")]
+    DebounceAdd {
+        /// The event.
+        event: Value,
+        /// An id for deduplication.
+        event_id: Option<String>,
+    },
+    /// Flush now (and retry failed batches).
+    DebounceFlush,
+    /// Discard the pending batch and failed batches.
+    DebounceClear,
+    /// Read a Debounce instance's status.
+    DebounceStatus,
+    /// Read the pending batch's reduced state.
+    DebounceGetState,
+    /// List the batches whose flush failed.
+    DebounceFailedBatches,
+    /// Add an event to a WorkerPool instance's queue.
+    #[serde(rename_all = "camelCase")]
+    WorkerPoolEnqueue {
+        /// The event.
+        event: Value,
+        /// An id for deduplication and cancelling.
+        event_id: Option<String>,
+        /// Higher runs first.
+        priority: i32,
+    },
+    /// Stop processing (pending events are kept).
+    WorkerPoolPause,
+    /// Resume processing.
+    WorkerPoolResume,
+    /// Remove a pending event.
+    #[serde(rename_all = "camelCase")]
+    WorkerPoolCancel {
+        /// The event's id.
+        event_id: String,
+    },
+    /// Read one instance's status.
+    WorkerPoolStatus,
+    /// List dead letters, oldest first.
+    WorkerPoolDeadLetters {
+        /// Start after this dead-letter sequence number.
+        after: Option<u64>,
+        /// At most this many.
+        limit: u32,
+    },
+    /// Put dead letters back in the queue (all when `event_ids` is absent).
+    #[serde(rename_all = "camelCase")]
+    WorkerPoolReplay {
+        /// Which ones.
+        event_ids: Option<Vec<String>>,
+    },
+    /// Delete dead letters (all when `event_ids` is absent).
+    #[serde(rename_all = "camelCase")]
+    WorkerPoolDiscard {
+        /// Which ones.
+        event_ids: Option<Vec<String>>,
+    },
+}
+
+impl Operation {
+    /// The job kind the operation belongs to.
+    pub fn kind(&self) -> JobKind {
+        use Operation::*;
+        match self {
+            ContinuousStart { .. }
+            | ContinuousStop { .. }
+            | ContinuousTrigger
+            | ContinuousStatus
+            | ContinuousGetState => JobKind::Continuous,
+            DebounceAdd { .. }
+            | DebounceFlush
+            | DebounceClear
+            | DebounceStatus
+            | DebounceGetState
+            | DebounceFailedBatches => JobKind::Debounce,
+            WorkerPoolEnqueue { .. }
+            | WorkerPoolPause
+            | WorkerPoolResume
+            | WorkerPoolCancel { .. }
+            | WorkerPoolStatus
+            | WorkerPoolDeadLetters { .. }
+            | WorkerPoolReplay { .. }
+            | WorkerPoolDiscard { .. } => JobKind::WorkerPool,
+        }
+    }
+}
+
+/// Every answer, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Response {
+    /// Answer to `continuousStart`.
+    Started {
+        /// False when an active instance already existed (nothing changed).
+        created: bool,
+    },
+    /// Answer to `continuousStop`.
+    Stopped {
+        /// False when there was nothing to stop.
+        stopped: bool,
+    },
+    /// Answer to `continuousTrigger`: a run is due now.
+    Triggered,
+    /// Answer to `continuousStatus`.
+    ContinuousStatus {
+        /// `None` when the instance does not exist.
+        status: Option<ContinuousStatus>,
+    },
+    /// Answer to the `getState` operations.
+    State {
+        /// `None` when there is no state.
+        state: Option<Value>,
+    },
+    /// Answer to `debounceAdd`.
+    #[serde(rename_all = "camelCase")]
+    Added {
+        /// Events in the pending batch now.
+        event_count: u32,
+        /// True when the event id was seen before; nothing changed.
+        duplicate: bool,
+        /// When the batch will flush.
+        flush_at: Option<i64>,
+    },
+    /// Answer to `debounceFlush`.
+    #[serde(rename_all = "camelCase")]
+    FlushRequested {
+        /// Events in the batch that will flush.
+        event_count: u32,
+        /// Failed batches queued for another attempt.
+        retried_batches: u32,
+    },
+    /// Answer to `debounceClear`.
+    Cleared {
+        /// Events discarded (pending and failed batches).
+        discarded: u32,
+    },
+    /// Answer to `debounceStatus`.
+    DebounceStatus {
+        /// `None` when the instance does not exist.
+        status: Option<DebounceStatus>,
+    },
+    /// Answer to `debounceFailedBatches`.
+    FailedBatches {
+        /// Oldest first.
+        batches: Vec<FailedBatch>,
+    },
+    /// Answer to `workerPoolEnqueue`.
+    #[serde(rename_all = "camelCase")]
+    Enqueued {
+        /// The event's id (generated when none was given).
+        event_id: String,
+        /// The instance it went to.
+        instance_index: u32,
+        /// Pending events on that instance, this one included.
+        position: u64,
+        /// True when the event id was seen before; nothing changed.
+        duplicate: bool,
+    },
+    /// Answer to `workerPoolPause`.
+    Paused,
+    /// Answer to `workerPoolResume`.
+    Resumed,
+    /// Answer to `workerPoolCancel`.
+    Cancelled {
+        /// False when the event was not pending (unknown, done, or running now).
+        cancelled: bool,
+    },
+    /// Answer to `workerPoolStatus`.
+    WorkerPoolStatus {
+        /// The instance's status.
+        status: PoolInstanceStatus,
+    },
+    /// Answer to `workerPoolDeadLetters`.
+    DeadLetters {
+        /// Oldest first.
+        items: Vec<DeadLetter>,
+    },
+    /// Answer to `workerPoolReplay` and `workerPoolDiscard`.
+    DeadLettersChanged {
+        /// How many dead letters were replayed or discarded.
+        count: u32,
+    },
+}
+
+/// A response or an error, as a remote transport carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Reply {
+    /// The request succeeded.
+    Ok(Response),
+    /// The request failed.
+    Err(JobError),
+}
+
+impl From<Result<Response, JobError>> for Reply {
+    fn from(r: Result<Response, JobError>) -> Self {
+        match r {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Err(e),
+        }
+    }
+}
+
+impl From<Reply> for Result<Response, JobError> {
+    fn from(r: Reply) -> Self {
+        match r {
+            Reply::Ok(v) => Ok(v),
+            Reply::Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let r = Request {
+            instance: InstanceId::new(JobKind::WorkerPool, "mail", "3"),
+            op: Operation::WorkerPoolEnqueue {
+                event: serde_json::json!({"to": "a@b"}),
+                event_id: Some("e:1".into()),
+                priority: 5,
+            },
+        };
+        let bytes = r.to_json();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"op\":\"workerPoolEnqueue\""), "{text}");
+        assert_eq!(Request::from_json(&bytes).unwrap(), r);
+        assert!(matches!(
+            Request::from_json(b"{\"op\":\"nope\"}"),
+            Err(JobError::BadRequest { .. })
+        ));
+    }
+}
