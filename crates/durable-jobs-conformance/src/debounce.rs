@@ -1,0 +1,222 @@
+//! Debounce behaviour.
+
+use durable_jobs::{Registry, Status};
+
+use crate::jobs::{Collector, Failures, Gate, Hook, Latest, Log};
+use crate::{secs, TestRuntime};
+
+async fn with<R: TestRuntime>(collector: Collector) -> R {
+    R::start(
+        Registry::builder()
+            .debounce("hooks", collector)
+            .build()
+            .unwrap(),
+    )
+    .await
+}
+
+fn hook(n: u32) -> Hook {
+    Hook { n }
+}
+
+/// The batch flushes `flush_after` after its first event, with the reduced state.
+pub async fn flushes_after_delay_from_first_event<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Collector::new(&log)).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    let first = hooks.add("c1", &hook(1)).await.unwrap();
+    assert_eq!(first.event_count, 1);
+    assert_eq!(first.flush_at, Some(rt.now() + 5_000));
+    rt.advance(secs(1)).await;
+    let second = hooks.add("c1", &hook(2)).await.unwrap();
+    assert_eq!(second.event_count, 2);
+    assert_eq!(
+        second.flush_at, first.flush_at,
+        "the delay counts from the first event"
+    );
+    assert_eq!(hooks.state("c1").await.unwrap(), Some(vec![1, 2]));
+    rt.advance(secs(3)).await;
+    assert!(log.lines().is_empty());
+    rt.advance(secs(1)).await;
+    assert_eq!(log.lines(), ["flush [1, 2] count 2 FlushAfter attempt 1"]);
+    assert_eq!(hooks.state("c1").await.unwrap(), None);
+    let status = hooks.status("c1").await.unwrap().unwrap();
+    assert_eq!(status.event_count, 0);
+    assert!(!status.flushing);
+}
+
+/// Reaching `max_events` flushes at once.
+pub async fn flushes_at_max_events<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Collector::new(&log)).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    for n in 1..=3 {
+        hooks.add("c1", &hook(n)).await.unwrap();
+    }
+    rt.advance(secs(0)).await;
+    assert_eq!(log.lines(), ["flush [1, 2, 3] count 3 MaxEvents attempt 1"]);
+    hooks.add("c1", &hook(4)).await.unwrap();
+    rt.advance(secs(5)).await;
+    assert_eq!(log.lines()[1], "flush [4] count 1 FlushAfter attempt 1");
+}
+
+/// `flush` flushes now.
+pub async fn manual_flush<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Collector::new(&log)).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    assert_eq!(hooks.flush("nobody").await.unwrap(), 0);
+    hooks.add("c1", &hook(7)).await.unwrap();
+    assert_eq!(hooks.flush("c1").await.unwrap(), 1);
+    rt.advance(secs(0)).await;
+    assert_eq!(log.lines(), ["flush [7] count 1 Manual attempt 1"]);
+    rt.advance(secs(10)).await;
+    assert_eq!(log.lines().len(), 1, "nothing left to flush");
+}
+
+/// `clear` discards the pending batch.
+pub async fn clear_discards<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Collector::new(&log)).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    hooks.add("c1", &hook(1)).await.unwrap();
+    hooks.add("c1", &hook(2)).await.unwrap();
+    assert_eq!(hooks.clear("c1").await.unwrap(), 2);
+    rt.advance(secs(10)).await;
+    assert!(log.lines().is_empty());
+    assert_eq!(hooks.status("c1").await.unwrap().unwrap().event_count, 0);
+    assert_eq!(hooks.state("c1").await.unwrap(), None);
+}
+
+/// A repeated event id is reported and ignored, before and after its batch flushed.
+pub async fn duplicate_event_ids_are_ignored_also_after_flush<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Collector::new(&log)).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    assert!(
+        !hooks
+            .add_with_id("c1", &hook(1), "evt-1")
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let again = hooks.add_with_id("c1", &hook(1), "evt-1").await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.event_count, 1);
+    rt.advance(secs(5)).await;
+    assert_eq!(log.lines(), ["flush [1] count 1 FlushAfter attempt 1"]);
+    assert!(
+        hooks
+            .add_with_id("c1", &hook(1), "evt-1")
+            .await
+            .unwrap()
+            .duplicate
+    );
+    rt.advance(secs(10)).await;
+    assert_eq!(log.lines().len(), 1);
+    assert!(
+        !hooks
+            .add_with_id("c1", &hook(2), "evt-2")
+            .await
+            .unwrap()
+            .duplicate
+    );
+}
+
+/// An event added while a flush is executing is not lost: it forms the next batch.
+pub async fn event_during_flush_joins_the_next_batch<R: TestRuntime>() {
+    let log = Log::default();
+    let (gate, control) = Gate::closed();
+    let mut c = Collector::new(&log);
+    c.gate = Some(gate);
+    let rt: R = with(c).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    hooks.add("c1", &hook(1)).await.unwrap();
+    let test = async {
+        control.started.await.unwrap();
+        let added = hooks.add("c1", &hook(2)).await.unwrap();
+        assert_eq!(added.event_count, 1, "a new batch");
+        assert!(hooks.status("c1").await.unwrap().unwrap().flushing);
+        control.release.send(()).unwrap();
+    };
+    futures::join!(rt.advance(secs(5)), test);
+    rt.advance(secs(5)).await;
+    assert_eq!(
+        log.lines(),
+        [
+            "flush [1] count 1 FlushAfter attempt 1",
+            "flush [2] count 1 FlushAfter attempt 1"
+        ]
+    );
+}
+
+/// A flush that fails all its attempts keeps its batch (status Error, listed as a failed
+/// batch); newer events flush as usual; `flush` retries the failed batch.
+pub async fn failed_flush_keeps_the_batch<R: TestRuntime>() {
+    let log = Log::default();
+    let mut c = Collector::new(&log);
+    c.failures = Failures::next(3);
+    let rt: R = with(c).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    hooks.add("c1", &hook(1)).await.unwrap();
+    rt.advance(secs(5)).await;
+    assert_eq!(
+        hooks.status("c1").await.unwrap().unwrap().retry_at,
+        Some(rt.now() + 10_000)
+    );
+    rt.advance(secs(20)).await;
+    assert_eq!(log.matching("flush").len(), 3);
+    assert_eq!(log.matching("on_error"), ["on_error collector down [1]"]);
+    let status = hooks.status("c1").await.unwrap().unwrap();
+    assert!(matches!(status.status, Status::Error { .. }));
+    assert_eq!(status.failed_batches, 1);
+    let failed = hooks.failed_batches("c1").await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].state, serde_json::json!([1]));
+    assert_eq!(failed[0].attempts, 3);
+
+    hooks.add("c1", &hook(2)).await.unwrap();
+    rt.advance(secs(5)).await;
+    assert_eq!(
+        log.lines().last().unwrap(),
+        "flush [2] count 1 FlushAfter attempt 1"
+    );
+    assert_eq!(hooks.status("c1").await.unwrap().unwrap().failed_batches, 1);
+
+    hooks.flush("c1").await.unwrap();
+    rt.advance(secs(0)).await;
+    assert_eq!(
+        log.lines().last().unwrap(),
+        "flush [1] count 1 Manual attempt 1"
+    );
+    let status = hooks.status("c1").await.unwrap().unwrap();
+    assert_eq!(status.failed_batches, 0);
+    assert_eq!(status.status, Status::Active);
+    assert!(hooks.failed_batches("c1").await.unwrap().is_empty());
+}
+
+/// Without an `on_event`, the state is the latest event.
+pub async fn default_reducer_keeps_the_latest_event<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = R::start(
+        Registry::builder()
+            .debounce("latest", Latest { log: log.clone() })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let client = rt.client();
+    let latest = client.debounce::<Latest>();
+    for n in [3, 1, 4] {
+        latest.add("k", &hook(n)).await.unwrap();
+    }
+    rt.advance(secs(1)).await;
+    assert_eq!(log.lines(), ["latest 4 of 3"]);
+}

@@ -1,0 +1,387 @@
+//! Job definitions the suite drives. They record what they see in a shared [`Log`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use durable_jobs::{
+    Continuous, ContinuousContext, Debounce, DebounceContext, EmptyContext, Rejected, RetryPolicy,
+    Schedule, WorkerPool, WorkerPoolContext,
+};
+use futures::channel::oneshot;
+use serde::{Deserialize, Serialize};
+
+/// Lines written by jobs as they run, shared with the test.
+#[derive(Clone, Default, Debug)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    /// Appends a line.
+    pub fn push(&self, line: impl Into<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line.into());
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Lines starting with `prefix`.
+    pub fn matching(&self, prefix: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.starts_with(prefix))
+            .collect()
+    }
+}
+
+/// Makes one execution wait until the test releases it, and tells the test it started.
+#[derive(Clone, Default)]
+pub struct Gate {
+    started: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+    release: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+}
+
+/// The test's side of a [`Gate`].
+pub struct GateControl {
+    /// Resolves when the gated execution has started.
+    pub started: oneshot::Receiver<()>,
+    /// Send (or drop) to let it finish.
+    pub release: oneshot::Sender<()>,
+}
+
+impl Gate {
+    /// A closed gate and its control.
+    pub fn closed() -> (Gate, GateControl) {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        let gate = Gate {
+            started: Arc::new(Mutex::new(Some(started_tx))),
+            release: Arc::new(Mutex::new(Some(release_rx))),
+        };
+        (
+            gate,
+            GateControl {
+                started: started_rx,
+                release: release_tx,
+            },
+        )
+    }
+
+    /// Waits at the gate the first time; passes freely afterwards.
+    pub async fn pass(&self) {
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tx) = started {
+            let _ = tx.send(());
+        }
+        let release = self
+            .release
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rx) = release {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Counts down failures: `fail()` is true while the counter is above zero.
+#[derive(Clone, Default)]
+pub struct Failures(Arc<AtomicU32>);
+
+impl Failures {
+    /// Fails the next `n` calls.
+    pub fn next(n: u32) -> Self {
+        Failures(Arc::new(AtomicU32::new(n)))
+    }
+
+    /// Sets the remaining failures.
+    pub fn set(&self, n: u32) {
+        self.0.store(n, Ordering::SeqCst);
+    }
+
+    /// Whether this call fails.
+    pub fn fail(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// A Continuous job's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    /// Runs that changed it.
+    pub n: u64,
+}
+
+/// A configurable Continuous job.
+#[derive(Clone)]
+pub struct Ticker {
+    /// Where runs are written: `run {n} at {now} attempt {attempt}`.
+    pub log: Log,
+    /// The schedule.
+    pub schedule: Schedule,
+    /// Whether to run on start.
+    pub immediately: bool,
+    /// Failures to produce.
+    pub failures: Failures,
+    /// Stop itself after the run that brings `n` to this.
+    pub terminate_at: Option<u64>,
+    /// Wait here during runs.
+    pub gate: Option<Gate>,
+}
+
+impl Ticker {
+    /// Every `period`, starting immediately.
+    pub fn every(log: &Log, period: Duration) -> Self {
+        Ticker {
+            log: log.clone(),
+            schedule: Schedule::every(period),
+            immediately: true,
+            failures: Failures::default(),
+            terminate_at: None,
+            gate: None,
+        }
+    }
+}
+
+impl Continuous for Ticker {
+    type State = Count;
+    type Error = String;
+
+    fn schedule(&self) -> Schedule {
+        self.schedule.clone()
+    }
+
+    fn start_immediately(&self) -> bool {
+        self.immediately
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::fixed(3, Duration::from_secs(10))
+    }
+
+    fn retention(&self) -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    async fn execute(&self, ctx: &mut ContinuousContext<Count>) -> Result<(), String> {
+        self.log.push(format!(
+            "run {} at {} attempt {}",
+            ctx.state().n,
+            ctx.now(),
+            ctx.attempt()
+        ));
+        if let Some(gate) = &self.gate {
+            gate.pass().await;
+        }
+        if self.failures.fail() {
+            return Err(format!("failure at attempt {}", ctx.attempt()));
+        }
+        ctx.state_mut().n += 1;
+        if self.terminate_at == Some(ctx.state().n) {
+            ctx.terminate_with("done");
+        }
+        Ok(())
+    }
+
+    async fn on_error(&self, error: &String, ctx: &ContinuousContext<Count>) {
+        self.log
+            .push(format!("on_error {error} after {}", ctx.attempt()));
+    }
+}
+
+/// A Debounce event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    /// Its number.
+    pub n: u32,
+}
+
+/// A Debounce job collecting event numbers.
+#[derive(Clone)]
+pub struct Collector {
+    /// Where flushes are written: `flush {state:?} count {c} {reason:?} attempt {a}`.
+    pub log: Log,
+    /// Failures to produce.
+    pub failures: Failures,
+    /// Wait here during flushes.
+    pub gate: Option<Gate>,
+}
+
+impl Collector {
+    /// A collector writing to `log`.
+    pub fn new(log: &Log) -> Self {
+        Collector {
+            log: log.clone(),
+            failures: Failures::default(),
+            gate: None,
+        }
+    }
+}
+
+impl Debounce for Collector {
+    type Event = Hook;
+    type State = Vec<u32>;
+    type Error = String;
+
+    fn flush_after(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    fn max_events(&self) -> Option<u32> {
+        Some(3)
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::fixed(3, Duration::from_secs(10))
+    }
+
+    fn on_event(&self, state: Option<Vec<u32>>, event: Hook) -> Result<Vec<u32>, Rejected> {
+        let mut all = state.unwrap_or_default();
+        all.push(event.n);
+        Ok(all)
+    }
+
+    async fn execute(&self, ctx: &DebounceContext<Vec<u32>>) -> Result<(), String> {
+        self.log.push(format!(
+            "flush {:?} count {} {:?} attempt {}",
+            ctx.state(),
+            ctx.event_count(),
+            ctx.flush_reason(),
+            ctx.attempt()
+        ));
+        if let Some(gate) = &self.gate {
+            gate.pass().await;
+        }
+        if self.failures.fail() {
+            return Err("collector down".into());
+        }
+        Ok(())
+    }
+
+    async fn on_error(&self, error: &String, ctx: &DebounceContext<Vec<u32>>) {
+        self.log.push(format!("on_error {error} {:?}", ctx.state()));
+    }
+}
+
+/// A Debounce job with the default reducer (the state is the latest event).
+#[derive(Clone)]
+pub struct Latest {
+    /// Where flushes are written: `latest {n}`.
+    pub log: Log,
+}
+
+impl Debounce for Latest {
+    type Event = Hook;
+    type State = Hook;
+    type Error = String;
+
+    fn flush_after(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    async fn execute(&self, ctx: &DebounceContext<Hook>) -> Result<(), String> {
+        self.log
+            .push(format!("latest {} of {}", ctx.state().n, ctx.event_count()));
+        Ok(())
+    }
+}
+
+/// A WorkerPool event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Its name, written to the log.
+    pub name: String,
+}
+
+impl Task {
+    /// A task named `name`.
+    pub fn named(name: &str) -> Self {
+        Task { name: name.into() }
+    }
+}
+
+/// A WorkerPool job.
+#[derive(Clone)]
+pub struct Worker {
+    /// Where it writes: `exec {name} on {index} attempt {a}`, `dead {name}`, `empty {index}`.
+    pub log: Log,
+    /// Instances.
+    pub concurrency: u32,
+    /// Tasks that fail, with how many more failures each.
+    pub failing: Arc<Mutex<HashMap<String, u32>>>,
+    /// Wait here during executions.
+    pub gate: Option<Gate>,
+}
+
+impl Worker {
+    /// A pool of `concurrency` writing to `log`.
+    pub fn new(log: &Log, concurrency: u32) -> Self {
+        Worker {
+            log: log.clone(),
+            concurrency,
+            failing: Arc::default(),
+            gate: None,
+        }
+    }
+
+    /// Makes task `name` fail its next `times` executions.
+    pub fn fail(&self, name: &str, times: u32) {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), times);
+    }
+}
+
+impl WorkerPool for Worker {
+    type Event = Task;
+    type Error = String;
+
+    fn concurrency(&self) -> u32 {
+        self.concurrency
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::fixed(3, Duration::from_secs(10))
+    }
+
+    async fn execute(&self, ctx: &WorkerPoolContext<Task>) -> Result<(), String> {
+        let name = &ctx.event().name;
+        self.log.push(format!(
+            "exec {name} on {} attempt {}",
+            ctx.instance_index(),
+            ctx.attempt()
+        ));
+        if let Some(gate) = &self.gate {
+            gate.pass().await;
+        }
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = failing.get_mut(name) {
+            if *n > 0 {
+                *n -= 1;
+                return Err(format!("{name} failed"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_dead_letter(&self, error: &String, ctx: &WorkerPoolContext<Task>) {
+        self.log
+            .push(format!("dead {} ({error})", ctx.event().name));
+    }
+
+    async fn on_empty(&self, ctx: &EmptyContext) {
+        self.log.push(format!("empty {}", ctx.instance_index()));
+    }
+}

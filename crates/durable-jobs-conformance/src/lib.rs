@@ -1,0 +1,127 @@
+//! The behaviour suite that every durable-jobs runtime must pass.
+//!
+//! Each test is an async function generic over [`TestRuntime`]; a runtime implements the
+//! trait once and instantiates every test with [`conformance_tests!`], so the in-memory
+//! harness and the embedded runtime run the very same suite.
+//!
+//! ```text
+//! durable_jobs_conformance::conformance_tests!(MyRuntime, |fut| my_block_on(fut));
+//! ```
+
+pub mod continuous;
+pub mod debounce;
+pub mod input;
+pub mod jobs;
+pub mod tracking;
+pub mod worker_pool;
+
+use std::future::Future;
+use std::time::Duration;
+
+use durable_jobs::testing::{TestJobs, TestTransport};
+use durable_jobs::{JobsClient, Registry, Transport};
+
+/// A runtime under test: started from a registry, driven on a virtual clock.
+pub trait TestRuntime: Sized {
+    /// How its client reaches instances.
+    type Transport: Transport;
+
+    /// Starts the runtime with `registry`, its clock at a fixed time.
+    fn start(registry: Registry) -> impl Future<Output = Self>;
+
+    /// A typed client.
+    fn client(&self) -> JobsClient<Self::Transport>;
+
+    /// Moves the virtual clock forward by `by`, running every alarm due on the way in time
+    /// order, and returns when no due work remains.
+    fn advance(&self, by: Duration) -> impl Future<Output = ()>;
+
+    /// The virtual time (ms since the epoch).
+    fn now(&self) -> i64;
+
+    /// The lifecycle event `type` names of one instance, in order.
+    fn events_of(&self, instance_id: &str) -> Vec<&'static str>;
+}
+
+impl TestRuntime for TestJobs {
+    type Transport = TestTransport;
+
+    async fn start(registry: Registry) -> Self {
+        TestJobs::new(registry)
+    }
+
+    fn client(&self) -> JobsClient<TestTransport> {
+        TestJobs::client(self)
+    }
+
+    async fn advance(&self, by: Duration) {
+        TestJobs::advance(self, by).await;
+    }
+
+    fn now(&self) -> i64 {
+        TestJobs::now(self)
+    }
+
+    fn events_of(&self, instance_id: &str) -> Vec<&'static str> {
+        TestJobs::events_of(self, instance_id)
+    }
+}
+
+/// Seconds, shorter to read in tests.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Generates one `#[test]` per behaviour for runtime `$rt`, each run by `$run`
+/// (a closure taking the test's future).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($rt:ty, $run:expr) => {
+        $crate::conformance_tests!(@each $rt, $run;
+            continuous::runs_immediately_then_every_period,
+            continuous::waits_for_the_schedule_when_not_immediate,
+            continuous::follows_a_cron_schedule,
+            continuous::start_twice_creates_once,
+            continuous::trigger_runs_now_and_keeps_the_schedule,
+            continuous::stop_cancels_and_purges_after_retention,
+            continuous::retries_then_on_error_then_next_run,
+            continuous::terminate_from_execute_stops,
+            continuous::stop_during_a_run_discards_its_state,
+            continuous::restart_after_stop_creates_again,
+            debounce::flushes_after_delay_from_first_event,
+            debounce::flushes_at_max_events,
+            debounce::manual_flush,
+            debounce::clear_discards,
+            debounce::duplicate_event_ids_are_ignored_also_after_flush,
+            debounce::event_during_flush_joins_the_next_batch,
+            debounce::failed_flush_keeps_the_batch,
+            debounce::default_reducer_keeps_the_latest_event,
+            worker_pool::same_partition_same_instance_in_order,
+            worker_pool::higher_priority_first,
+            worker_pool::retries_then_dead_letter_then_replay,
+            worker_pool::pause_and_resume,
+            worker_pool::cancel_a_pending_event,
+            worker_pool::on_empty_runs_when_drained,
+            worker_pool::status_aggregates_instances,
+            worker_pool::enqueue_answers_during_a_long_execute,
+            worker_pool::duplicate_event_ids_are_ignored,
+            tracking::continuous_lifecycle_events,
+            tracking::debounce_lifecycle_events,
+            tracking::worker_pool_lifecycle_events,
+            input::unknown_job_names_are_errors,
+            input::schema_invalid_values_store_nothing,
+            input::ids_with_colons_are_distinct_instances,
+            input::oversized_values_are_rejected,
+            input::wrong_kind_requests_are_rejected,
+        );
+    };
+    (@each $rt:ty, $run:expr; $($module:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let run = $run;
+                run($crate::$module::$name::<$rt>());
+            }
+        )*
+    };
+}
