@@ -185,8 +185,11 @@ pub async fn on_empty_runs_when_drained<R: TestRuntime>() {
     let client = rt.client();
     let pool = client.worker_pool::<Worker>();
     let opts = || EnqueueRequest::new().partition_key("k");
+    // Paused, so that both events are queued before processing starts.
+    pool.pause_all().await.unwrap();
     let first = pool.enqueue_with(&Task::named("a"), opts()).await.unwrap();
     pool.enqueue_with(&Task::named("b"), opts()).await.unwrap();
+    pool.resume_all().await.unwrap();
     rt.advance(secs(0)).await;
     let index = first.instance_index;
     assert_eq!(

@@ -1,0 +1,147 @@
+//! One live instance's storage: its rows held in memory, every commit written through to
+//! the store before it is applied, so reads never touch SQLite.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use durable_jobs::adapters::{AlarmWrite, ListOptions, Runtime, Scheduler, Storage, WriteBatch, WriteOp};
+use durable_jobs::{SchedulerError, StorageError};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::shard::alarms::AlarmQueue;
+use crate::store::{LoadedInstance, StoreHandle};
+
+pub(crate) struct InstanceStorage {
+    id: Arc<str>,
+    rows: RefCell<BTreeMap<String, Vec<u8>>>,
+    alarm: Cell<Option<i64>>,
+    store: StoreHandle,
+    clock: Clock,
+    alarms: Rc<RefCell<AlarmQueue>>,
+    wake: Rc<Notify>,
+    alarm_writes: Cell<u64>,
+}
+
+impl InstanceStorage {
+    pub fn new(
+        id: Arc<str>,
+        loaded: LoadedInstance,
+        store: StoreHandle,
+        clock: Clock,
+        alarms: Rc<RefCell<AlarmQueue>>,
+        wake: Rc<Notify>,
+    ) -> Self {
+        InstanceStorage {
+            id,
+            rows: RefCell::new(loaded.rows.into_iter().collect()),
+            alarm: Cell::new(loaded.alarm),
+            store,
+            clock,
+            alarms,
+            wake,
+            alarm_writes: Cell::new(0),
+        }
+    }
+
+    /// Commits that changed the alarm so far (to tell whether an alarm was set again).
+    pub fn alarm_writes(&self) -> u64 {
+        self.alarm_writes.get()
+    }
+
+    /// Forgets an alarm that fired at `at` and was not set again.
+    pub fn consume_alarm(&self, at: i64) {
+        if self.alarm.get() == Some(at) {
+            self.alarm.set(None);
+        }
+    }
+}
+
+impl Storage for InstanceStorage {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.rows.borrow().get(key).cloned())
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        let rows = self.rows.borrow();
+        Ok(keys.iter().map(|k| rows.get(*k).cloned()).collect())
+    }
+
+    async fn list(&self, options: ListOptions<'_>) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let rows = self.rows.borrow();
+        let from = match options.start {
+            Some(s) if s > options.prefix => s,
+            _ => options.prefix,
+        };
+        Ok(rows
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(options.prefix))
+            .filter(|(k, _)| options.contains(k))
+            .take(options.limit.unwrap_or(usize::MAX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        // Durable first; memory only changes once SQLite has the step.
+        let batch = self.store.commit(self.id.clone(), batch).await?;
+        let mut rows = self.rows.borrow_mut();
+        if batch.delete_all {
+            rows.clear();
+            self.alarm.set(None);
+        }
+        for op in batch.ops {
+            match op {
+                WriteOp::Put(k, v) => {
+                    rows.insert(k, v);
+                }
+                WriteOp::Delete(k) => {
+                    rows.remove(&k);
+                }
+            }
+        }
+        let alarm = match batch.alarm {
+            Some(AlarmWrite::Set(t)) => Some(Some(t)),
+            Some(AlarmWrite::Clear) => Some(None),
+            None if batch.delete_all => Some(None),
+            None => None,
+        };
+        if let Some(at) = alarm {
+            self.alarm.set(at);
+            self.alarm_writes.set(self.alarm_writes.get() + 1);
+            self.alarms.borrow_mut().set(&self.id, at);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Scheduler for InstanceStorage {
+    async fn schedule(&self, at: i64) -> Result<(), SchedulerError> {
+        let mut batch = WriteBatch::new();
+        batch.set_alarm(Some(at));
+        self.commit(batch).await.map_err(|e| SchedulerError(e.to_string()))
+    }
+
+    async fn cancel(&self) -> Result<(), SchedulerError> {
+        let mut batch = WriteBatch::new();
+        batch.set_alarm(None);
+        self.commit(batch).await.map_err(|e| SchedulerError(e.to_string()))
+    }
+
+    async fn scheduled(&self) -> Result<Option<i64>, SchedulerError> {
+        Ok(self.alarm.get())
+    }
+}
+
+impl Runtime for InstanceStorage {
+    fn instance_key(&self) -> &str {
+        &self.id
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,293 @@
+//! The embedded durable-jobs runtime: one process, one SQLite file, no other service.
+//!
+//! Instances live on a few single-threaded *shards* (one thread each); an instance's rows
+//! are held in memory while it is live and written through to SQLite, where commits from
+//! many instances share one transaction. Alarms sit in a persistent index; each shard keeps
+//! only a short window of upcoming alarms in memory, so idle instances cost nothing but
+//! their rows on disk.
+//!
+//! ```no_run
+//! # use durable_jobs::Registry;
+//! # async fn run(registry: Registry) -> Result<(), Box<dyn std::error::Error>> {
+//! use durable_jobs_local::LocalRuntime;
+//!
+//! let runtime = LocalRuntime::open("jobs.db", registry)?;
+//! let client = runtime.client();
+//! // client.debounce::<WebhookBatcher>().add("contact-456", &hook).await?;
+//! runtime.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod clock;
+mod error;
+mod instance;
+mod shard;
+mod store;
+mod transport;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use durable_jobs::services::tracker::{EventTracker, NoopTracker};
+use durable_jobs::{JobError, JobsClient, Registry};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::OpenError;
+pub use shard::ShardStats;
+pub use store::{Durability, Location};
+pub use transport::LocalTransport;
+
+use clock::Clock;
+use shard::{ShardConfig, ShardMsg};
+use store::StoreHandle;
+
+/// Requests queued per shard at most; callers wait beyond (backpressure).
+const SHARD_QUEUE: usize = 4096;
+
+/// Configures and opens a [`LocalRuntime`].
+pub struct Builder {
+    registry: Registry,
+    location: Location,
+    durability: Durability,
+    shards: usize,
+    clock: Clock,
+    tracker: Arc<dyn EventTracker>,
+    window: Duration,
+    evict_after: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Builder {
+    /// The database file (default `durable-jobs.db` in the working directory).
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.location = Location::File(path.into());
+        self
+    }
+
+    /// A private in-memory database: nothing survives the process (for tests).
+    pub fn in_memory(mut self) -> Self {
+        self.location = Location::Memory;
+        self
+    }
+
+    /// How commits are synced (default [`Durability::Normal`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Shard threads (default: the number of CPUs).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
+    /// Runs on a virtual clock starting at `start` (ms since the epoch), moved only by
+    /// [`LocalRuntime::advance`]. For tests.
+    pub fn virtual_clock(mut self, start: i64) -> Self {
+        self.clock = Clock::virtual_at(start);
+        self
+    }
+
+    /// Sends lifecycle events to `tracker`.
+    pub fn tracker(mut self, tracker: Arc<dyn EventTracker>) -> Self {
+        self.tracker = tracker;
+        self
+    }
+
+    /// How far ahead alarms are held in memory (default 10 s).
+    pub fn alarm_window(mut self, window: Duration) -> Self {
+        self.window = window.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How long an instance stays in memory after its last use (default 30 s).
+    pub fn evict_after(mut self, idle: Duration) -> Self {
+        self.evict_after = idle;
+        self
+    }
+
+    /// How long shutdown waits for running executions (default 5 s). Executions still
+    /// running then are abandoned safely: they run again after the next start.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Opens the database and starts the runtime. Blocks briefly while the file is opened.
+    pub fn open(self) -> Result<LocalRuntime, OpenError> {
+        let (store, store_thread) = StoreHandle::open(self.location, self.durability)?;
+        let mut senders = Vec::with_capacity(self.shards);
+        let mut threads = Vec::with_capacity(self.shards);
+        for index in 0..self.shards {
+            let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+            let cfg = ShardConfig {
+                index,
+                count: self.shards,
+                registry: self.registry.clone(),
+                tracker: self.tracker.clone(),
+                clock: self.clock.clone(),
+                store: store.clone(),
+                window: self.window,
+                evict_after: self.evict_after,
+                shutdown_grace: self.shutdown_grace,
+            };
+            let thread = shard::spawn(cfg, rx).map_err(|e| OpenError::Io {
+                message: format!("cannot start a shard thread: {e}"),
+            })?;
+            senders.push(tx);
+            threads.push(thread);
+        }
+        drop(store);
+        Ok(LocalRuntime {
+            registry: self.registry,
+            transport: LocalTransport {
+                shards: senders.into(),
+            },
+            clock: self.clock,
+            threads,
+            store_thread: Some(store_thread),
+        })
+    }
+}
+
+/// The embedded runtime. Dropping it stops it like [`shutdown`](Self::shutdown) without
+/// waiting.
+pub struct LocalRuntime {
+    registry: Registry,
+    transport: LocalTransport,
+    clock: Clock,
+    threads: Vec<JoinHandle<()>>,
+    store_thread: Option<JoinHandle<()>>,
+}
+
+impl LocalRuntime {
+    /// A builder with the defaults.
+    pub fn builder(registry: Registry) -> Builder {
+        Builder {
+            registry,
+            location: Location::File(PathBuf::from("durable-jobs.db")),
+            durability: Durability::Normal,
+            shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            clock: Clock::System,
+            tracker: Arc::new(NoopTracker),
+            window: Duration::from_secs(10),
+            evict_after: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Opens `path` with the defaults.
+    pub fn open(path: impl Into<PathBuf>, registry: Registry) -> Result<Self, OpenError> {
+        Self::builder(registry).path(path).open()
+    }
+
+    /// A typed client. Its futures are `Send`; use it from any executor or thread.
+    pub fn client(&self) -> JobsClient<LocalTransport> {
+        JobsClient::new(self.registry.clone(), self.transport.clone())
+    }
+
+    /// The runtime's time (ms since the epoch).
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    async fn ask<T>(&self, make: impl Fn(oneshot::Sender<T>) -> ShardMsg) -> Result<Vec<T>, JobError> {
+        let mut out = Vec::with_capacity(self.transport.shards.len());
+        for shard in self.transport.shards.iter() {
+            let (tx, rx) = oneshot::channel();
+            shard.send(make(tx)).await.map_err(|_| down())?;
+            out.push(rx.await.map_err(|_| down())?);
+        }
+        Ok(out)
+    }
+
+    /// Waits until no request or alarm runs and none is due.
+    pub async fn settle(&self) -> Result<(), JobError> {
+        loop {
+            let answers = self.ask(|reply| ShardMsg::WhenIdle { reply }).await?;
+            if answers.into_iter().all(|already_idle| already_idle) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// With a virtual clock: moves time forward by `by`, firing every alarm due on the way
+    /// in time order, and returns once nothing due remains.
+    pub async fn advance(&self, by: Duration) -> Result<(), JobError> {
+        if !self.clock.is_virtual() {
+            return Err(JobError::BadRequest {
+                message: "advance needs a runtime opened with a virtual clock".into(),
+            });
+        }
+        let target = self
+            .clock
+            .now()
+            .saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+        loop {
+            self.settle().await?;
+            let next = self
+                .ask(|reply| ShardMsg::NextAlarm { up_to: target, reply })
+                .await?
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(at) if at <= target => self.clock.set(at),
+                _ => {
+                    self.clock.set(target);
+                    return self.settle().await;
+                }
+            }
+        }
+    }
+
+    /// What the shards hold now.
+    pub async fn stats(&self) -> Result<ShardStats, JobError> {
+        let all = self.ask(|reply| ShardMsg::Stats { reply }).await?;
+        Ok(all.into_iter().fold(ShardStats::default(), |a, s| ShardStats {
+            live_instances: a.live_instances + s.live_instances,
+            alarms_in_window: a.alarms_in_window + s.alarms_in_window,
+            in_flight: a.in_flight + s.in_flight,
+        }))
+    }
+
+    /// Stops taking requests, lets running work finish (up to the grace period), writes
+    /// everything out and closes the file. Clients answer "shut down" afterwards.
+    pub async fn shutdown(mut self) {
+        let _ = self.ask(|reply| ShardMsg::Shutdown { reply }).await;
+        self.join();
+    }
+
+    fn join(&mut self) {
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        if let Some(store) = self.store_thread.take() {
+            let _ = store.join();
+        }
+    }
+}
+
+impl Drop for LocalRuntime {
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        for shard in self.transport.shards.iter() {
+            let (reply, _) = oneshot::channel();
+            let _ = shard.try_send(ShardMsg::Shutdown { reply });
+        }
+    }
+}
+
+fn down() -> JobError {
+    JobError::Client {
+        status: 503,
+        message: "the runtime is shut down".into(),
+    }
+}

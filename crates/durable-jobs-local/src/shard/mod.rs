@@ -1,0 +1,416 @@
+//! A shard: one thread, one single-threaded executor, and the live instances whose ids
+//! hash to it. Like a Durable Object's own thread, it runs an instance's requests and
+//! alarms concurrently while the core engine serialises its storage transitions.
+
+pub(crate) mod alarms;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use durable_jobs::services::tracker::EventTracker;
+use durable_jobs::wire::{Request, Response};
+use durable_jobs::{Engine, JobError, Registry};
+use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
+
+use self::alarms::AlarmQueue;
+use crate::clock::Clock;
+use crate::instance::InstanceStorage;
+use crate::store::StoreHandle;
+
+/// Alarm index rows read per page.
+const ALARM_PAGE: usize = 10_000;
+
+pub(crate) enum ShardMsg {
+    Request {
+        request: Request,
+        reply: oneshot::Sender<Result<Response, JobError>>,
+    },
+    /// The earliest alarm of the shard, looking at least up to `up_to`.
+    NextAlarm {
+        up_to: i64,
+        reply: oneshot::Sender<Result<Option<i64>, JobError>>,
+    },
+    /// Answers once nothing runs and no alarm is due; `true` if that was already so.
+    WhenIdle { reply: oneshot::Sender<bool> },
+    Stats { reply: oneshot::Sender<ShardStats> },
+    /// Stop taking work, let running work finish (up to the grace period), then exit.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// What a shard holds, for monitoring and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Instances held in memory.
+    pub live_instances: usize,
+    /// Alarms in the in-memory window.
+    pub alarms_in_window: usize,
+    /// Requests and alarms running now.
+    pub in_flight: usize,
+}
+
+#[derive(Clone)]
+pub(crate) struct ShardConfig {
+    pub index: usize,
+    pub count: usize,
+    pub registry: Registry,
+    pub tracker: Arc<dyn EventTracker>,
+    pub clock: Clock,
+    pub store: StoreHandle,
+    pub window: Duration,
+    pub evict_after: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// The shard an instance id belongs to (FNV-1a).
+pub(crate) fn shard_of(id: &str, count: usize) -> usize {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % count.max(1) as u64) as usize
+}
+
+type LiveEngine = Rc<Engine<InstanceStorage>>;
+
+struct Slot {
+    engine: OnceCell<LiveEngine>,
+    last_used: Cell<Instant>,
+}
+
+struct Shard {
+    cfg: ShardConfig,
+    slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
+    alarms: Rc<RefCell<AlarmQueue>>,
+    wake: Rc<Notify>,
+    in_flight: Cell<usize>,
+    idle_waiters: RefCell<Vec<oneshot::Sender<bool>>>,
+    failures: RefCell<HashMap<Arc<str>, u32>>,
+    refill_lock: futures::lock::Mutex<()>,
+    stopping: Cell<bool>,
+}
+
+/// Starts a shard on its own thread.
+pub(crate) fn spawn(cfg: ShardConfig, rx: mpsc::Receiver<ShardMsg>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("durable-jobs-shard-{}", cfg.index))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                Ok(rt) => rt,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start a shard executor");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            let shard = Rc::new(Shard {
+                cfg,
+                slots: RefCell::default(),
+                alarms: Rc::new(RefCell::new(AlarmQueue::new())),
+                wake: Rc::new(Notify::new()),
+                in_flight: Cell::new(0),
+                idle_waiters: RefCell::default(),
+                failures: RefCell::default(),
+                refill_lock: futures::lock::Mutex::new(()),
+                stopping: Cell::new(false),
+            });
+            local.block_on(&rt, shard.run(rx));
+        })
+}
+
+impl Shard {
+    async fn run(self: Rc<Self>, mut rx: mpsc::Receiver<ShardMsg>) {
+        let now = self.cfg.clock.now();
+        if let Err(error) = self.refill(now.saturating_add(self.window_ms())).await {
+            tracing::error!(%error, shard = self.cfg.index, "cannot read the alarm index");
+        }
+        let mut clock_rx = self.cfg.clock.subscribe();
+        let mut maintenance = tokio::time::interval(Duration::from_millis(500));
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        loop {
+            self.fire_due();
+            self.check_idle();
+            let next = self.alarms.borrow_mut().peek();
+            let sleep_for = match (&self.cfg.clock, next) {
+                (Clock::System, Some(at)) => {
+                    Some(Duration::from_millis(at.saturating_sub(self.cfg.clock.now()).max(0) as u64))
+                }
+                _ => None,
+            };
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(ShardMsg::Shutdown { reply }) => {
+                        shutdown = Some(reply);
+                        break;
+                    }
+                    Some(msg) => self.handle(msg),
+                    None => break,
+                },
+                _ = sleep_opt(sleep_for) => {}
+                _ = changed(&mut clock_rx) => {}
+                _ = self.wake.notified() => {}
+                _ = maintenance.tick() => self.maintain(),
+            }
+        }
+        self.stopping.set(true);
+        let deadline = Instant::now() + self.cfg.shutdown_grace;
+        while self.in_flight.get() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if self.in_flight.get() > 0 {
+            tracing::warn!(
+                shard = self.cfg.index,
+                running = self.in_flight.get(),
+                "shutting down with work still running; it will run again after restart"
+            );
+        }
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.cfg.window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Request { request, reply } => {
+                if self.stopping.get() {
+                    let _ = reply.send(Err(shutting_down()));
+                    return;
+                }
+                let shard = self.clone();
+                self.track(async move {
+                    let id: Arc<str> = Arc::from(request.instance.to_string());
+                    let result = match shard.engine(&id).await {
+                        Ok(engine) => engine.handle(request).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
+            ShardMsg::NextAlarm { up_to, reply } => {
+                let shard = self.clone();
+                self.track(async move {
+                    let target = up_to.saturating_add(1).max(shard.cfg.clock.now().saturating_add(shard.window_ms()));
+                    let result = shard.refill(target).await.map(|()| shard.alarms.borrow_mut().peek());
+                    let _ = reply.send(result);
+                });
+            }
+            ShardMsg::WhenIdle { reply } => {
+                if self.is_idle() {
+                    let _ = reply.send(true);
+                } else {
+                    self.idle_waiters.borrow_mut().push(reply);
+                }
+            }
+            ShardMsg::Stats { reply } => {
+                let _ = reply.send(ShardStats {
+                    live_instances: self.slots.borrow().len(),
+                    alarms_in_window: self.alarms.borrow().len(),
+                    in_flight: self.in_flight.get(),
+                });
+            }
+            ShardMsg::Shutdown { .. } => {}
+        }
+    }
+
+    /// Runs `work` as a task counted in `in_flight`.
+    fn track(self: &Rc<Self>, work: impl std::future::Future<Output = ()> + 'static) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        let shard = self.clone();
+        tokio::task::spawn_local(async move {
+            work.await;
+            shard.in_flight.set(shard.in_flight.get() - 1);
+            shard.wake.notify_one();
+        });
+    }
+
+    fn is_idle(&self) -> bool {
+        let due = self
+            .alarms
+            .borrow_mut()
+            .peek()
+            .is_some_and(|t| t <= self.cfg.clock.now());
+        self.in_flight.get() == 0 && !due && !self.alarms.borrow().is_refilling()
+    }
+
+    fn check_idle(&self) {
+        if !self.idle_waiters.borrow().is_empty() && self.is_idle() {
+            for waiter in self.idle_waiters.borrow_mut().drain(..) {
+                let _ = waiter.send(false);
+            }
+        }
+    }
+
+    /// The live engine of an instance, loading it from the store if needed.
+    async fn engine(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
+        let slot = self
+            .slots
+            .borrow_mut()
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Rc::new(Slot {
+                    engine: OnceCell::new(),
+                    last_used: Cell::new(Instant::now()),
+                })
+            })
+            .clone();
+        slot.last_used.set(Instant::now());
+        let engine = slot
+            .engine
+            .get_or_try_init(|| async {
+                let loaded = self.cfg.store.load(id.clone()).await?;
+                let storage = InstanceStorage::new(
+                    id.clone(),
+                    loaded,
+                    self.cfg.store.clone(),
+                    self.cfg.clock.clone(),
+                    self.alarms.clone(),
+                    self.wake.clone(),
+                );
+                Ok::<_, JobError>(Rc::new(
+                    Engine::new(self.cfg.registry.clone(), storage).with_tracker(self.cfg.tracker.clone()),
+                ))
+            })
+            .await?;
+        Ok(engine.clone())
+    }
+
+    fn fire_due(self: &Rc<Self>) {
+        if self.stopping.get() {
+            return;
+        }
+        let now = self.cfg.clock.now();
+        loop {
+            let Some((id, at)) = self.alarms.borrow_mut().pop_due(now) else {
+                return;
+            };
+            let shard = self.clone();
+            self.track(async move { shard.fire(id, at).await });
+        }
+    }
+
+    /// Runs one alarm. On success an alarm not set again is removed from the index; on an
+    /// engine failure it fires again with exponential backoff (as Durable Objects do).
+    async fn fire(&self, id: Arc<str>, at: i64) {
+        let engine = match self.engine(&id).await {
+            Ok(e) => e,
+            Err(error) => {
+                tracing::warn!(instance = %id, %error, "cannot load an instance for its alarm");
+                self.retry_later(&id);
+                return;
+            }
+        };
+        let writes = engine.backend().alarm_writes();
+        match engine.alarm().await {
+            Ok(()) => {
+                self.failures.borrow_mut().remove(&id);
+                if engine.backend().alarm_writes() == writes {
+                    engine.backend().consume_alarm(at);
+                    self.cfg.store.consume_alarm(id, at).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(instance = %id, %error, "alarm failed; retrying with backoff");
+                self.retry_later(&id);
+            }
+        }
+    }
+
+    fn retry_later(&self, id: &Arc<str>) {
+        let failures = {
+            let mut map = self.failures.borrow_mut();
+            let n = map.entry(id.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let backoff = (500i64 << failures.min(10)).min(300_000);
+        let at = self.cfg.clock.now().saturating_add(backoff);
+        self.alarms.borrow_mut().retry(id, at);
+    }
+
+    /// Extends the in-memory alarm window to `target` from the index.
+    async fn refill(&self, target: i64) -> Result<(), JobError> {
+        let _one_at_a_time = self.refill_lock.lock().await;
+        let from = self.alarms.borrow().horizon();
+        if target <= from {
+            return Ok(());
+        }
+        self.alarms.borrow_mut().begin_refill();
+        let mut after = (from > i64::MIN).then(|| (from, Arc::<str>::from("")));
+        let mut mine = Vec::new();
+        loop {
+            let page = match self.cfg.store.alarms(after.clone(), target, ALARM_PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.alarms.borrow_mut().abort_refill();
+                    return Err(e.into());
+                }
+            };
+            let full = page.len() == ALARM_PAGE;
+            after = page.last().cloned().map(|(id, at)| (at, id));
+            mine.extend(
+                page.into_iter()
+                    .filter(|(id, _)| shard_of(id, self.cfg.count) == self.cfg.index),
+            );
+            if !full {
+                break;
+            }
+        }
+        self.alarms.borrow_mut().finish_refill(mine, target);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Keeps the window ahead of the clock and drops instances idle for a while.
+    fn maintain(self: &Rc<Self>) {
+        let now = self.cfg.clock.now();
+        if !self.cfg.clock.is_virtual() && now.saturating_add(self.window_ms() / 2) >= self.alarms.borrow().horizon() {
+            let shard = self.clone();
+            tokio::task::spawn_local(async move {
+                if let Err(error) = shard.refill(now.saturating_add(shard.window_ms())).await {
+                    tracing::error!(%error, "alarm window refill failed");
+                }
+            });
+        }
+        let evict_after = self.cfg.evict_after;
+        self.slots.borrow_mut().retain(|_, slot| {
+            let idle = slot.last_used.get().elapsed() >= evict_after;
+            let unused = Rc::strong_count(slot) == 1
+                && slot
+                    .engine
+                    .get()
+                    .is_none_or(|e| Rc::strong_count(e) == 1 && !e.is_executing());
+            !(idle && unused)
+        });
+    }
+}
+
+fn shutting_down() -> JobError {
+    JobError::Client {
+        status: 503,
+        message: "the runtime is shutting down".into(),
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn changed(rx: &mut Option<tokio::sync::watch::Receiver<i64>>) {
+    match rx {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}

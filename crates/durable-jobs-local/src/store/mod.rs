@@ -1,0 +1,154 @@
+//! The SQLite store: one thread owns the connection; everything else talks to it through
+//! [`StoreHandle`].
+//!
+//! Commits from many instances are grouped into one transaction (one sync), and each is
+//! acknowledged only after that transaction is durable.
+
+mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use durable_jobs::adapters::WriteBatch;
+use durable_jobs::StorageError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::OpenError;
+
+/// How hard a commit tries to survive a power loss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = NORMAL` in WAL mode: a commit survives a crash of the process; a power
+    /// loss may lose the last commits (never corrupts). The default.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every group commit is synced to disk before it is acknowledged.
+    Full,
+}
+
+/// An instance's rows and alarm, as loaded when it becomes live.
+pub(crate) struct LoadedInstance {
+    pub rows: Vec<(String, Vec<u8>)>,
+    pub alarm: Option<i64>,
+}
+
+/// A page of the alarm index.
+pub(crate) type AlarmPage = Vec<(Arc<str>, i64)>;
+
+pub(crate) enum StoreOp {
+    Commit {
+        instance: Arc<str>,
+        batch: WriteBatch,
+        /// The batch comes back once durable, so the caller applies it without a copy.
+        reply: oneshot::Sender<Result<WriteBatch, StorageError>>,
+    },
+    Load {
+        instance: Arc<str>,
+        reply: oneshot::Sender<Result<LoadedInstance, StorageError>>,
+    },
+    /// Alarms with `at < before`, after the cursor `(at, instance)`, in order.
+    Alarms {
+        after: Option<(i64, Arc<str>)>,
+        before: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<AlarmPage, StorageError>>,
+    },
+    /// Removes an alarm that fired and was not set again, if it still has that time.
+    ConsumeAlarm { instance: Arc<str>, at: i64 },
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A file.
+    File(PathBuf),
+    /// A private in-memory database (tests).
+    Memory,
+}
+
+/// A cheap handle on the store thread.
+#[derive(Clone)]
+pub(crate) struct StoreHandle {
+    tx: mpsc::Sender<StoreOp>,
+}
+
+/// Ops queued for the store thread at most (backpressure beyond).
+const QUEUE: usize = 65_536;
+
+fn closed() -> StorageError {
+    StorageError::new("the store is shut down")
+}
+
+impl StoreHandle {
+    /// Opens the database and starts its thread.
+    pub fn open(location: Location, durability: Durability) -> Result<(Self, JoinHandle<()>), OpenError> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("durable-jobs-store".into())
+            .spawn(move || match sqlite::Db::open(&location, durability) {
+                Ok(db) => {
+                    let _ = ready_tx.send(Ok(()));
+                    db.run(rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| OpenError::Io {
+                message: format!("cannot start the store thread: {e}"),
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok((StoreHandle { tx }, thread)),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(OpenError::Io {
+                message: "the store thread stopped while opening".into(),
+            }),
+        }
+    }
+
+    pub async fn commit(&self, instance: Arc<str>, batch: WriteBatch) -> Result<WriteBatch, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(StoreOp::Commit { instance, batch, reply })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    pub async fn load(&self, instance: Arc<str>) -> Result<LoadedInstance, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(StoreOp::Load { instance, reply })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    pub async fn alarms(
+        &self,
+        after: Option<(i64, Arc<str>)>,
+        before: i64,
+        limit: usize,
+    ) -> Result<AlarmPage, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(StoreOp::Alarms {
+                after,
+                before,
+                limit,
+                reply,
+            })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    pub async fn consume_alarm(&self, instance: Arc<str>, at: i64) {
+        let _ = self.tx.send(StoreOp::ConsumeAlarm { instance, at }).await;
+    }
+}

@@ -1,0 +1,250 @@
+//! The thread that owns the SQLite connection.
+
+use std::sync::Arc;
+
+use durable_jobs::adapters::{AlarmWrite, WriteBatch, WriteOp};
+use durable_jobs::StorageError;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AlarmPage, Durability, LoadedInstance, Location, StoreOp};
+use crate::error::OpenError;
+
+/// Marks our files (`PRAGMA application_id`), so a foreign SQLite file is refused.
+const APPLICATION_ID: i32 = 0x444a_4f42; // "DJOB"
+const SCHEMA_VERSION: i32 = 1;
+/// Commits grouped into one transaction at most.
+const GROUP: usize = 4096;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    instance TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    value    BLOB NOT NULL,
+    PRIMARY KEY (instance, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alarms (
+    instance TEXT PRIMARY KEY,
+    at       INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms (at, instance);
+";
+
+pub(super) struct Db {
+    conn: Connection,
+}
+
+fn storage_error(context: &str, e: rusqlite::Error) -> StorageError {
+    StorageError::with_source(context.to_string(), e)
+}
+
+impl Db {
+    pub fn open(location: &Location, durability: Durability) -> Result<Self, OpenError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let (conn, path) = match location {
+            Location::File(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    if !dir.is_dir() {
+                        return Err(OpenError::Io {
+                            message: format!("the directory {} does not exist", dir.display()),
+                        });
+                    }
+                }
+                let conn = Connection::open_with_flags(path, flags)
+                    .map_err(|e| OpenError::from_sqlite(path.display().to_string(), e))?;
+                (conn, path.display().to_string())
+            }
+            Location::Memory => (
+                Connection::open_in_memory().map_err(|e| OpenError::from_sqlite(":memory:".into(), e))?,
+                ":memory:".to_string(),
+            ),
+        };
+        let fail = |e: rusqlite::Error| OpenError::from_sqlite(path.clone(), e);
+        conn.busy_timeout(std::time::Duration::from_millis(200)).map_err(fail)?;
+        // One process per file: the exclusive lock is taken at the first write below and
+        // held until the connection closes, so a second runtime on the same file fails fast.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(fail)?;
+        let app_id: i32 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(fail)?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(fail)?;
+        if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
+            return Err(OpenError::Foreign { path });
+        }
+        if matches!(location, Location::File(_)) {
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                .map_err(fail)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(OpenError::Io {
+                    message: format!("{path}: cannot use WAL mode (got {mode})"),
+                });
+            }
+        }
+        let sync = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync).map_err(fail)?;
+        let version: i32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(fail)?;
+        if version > SCHEMA_VERSION {
+            return Err(OpenError::Version {
+                path,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(fail)?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(fail)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(fail)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Db { conn })
+    }
+
+    /// Serves ops until every handle is dropped.
+    pub fn run(mut self, mut rx: mpsc::Receiver<StoreOp>) {
+        let mut group: Vec<(Arc<str>, WriteBatch, oneshot::Sender<Result<WriteBatch, StorageError>>)> = Vec::new();
+        let mut consumed: Vec<(Arc<str>, i64)> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(op) = next.take() {
+                match op {
+                    StoreOp::Commit { instance, batch, reply } => group.push((instance, batch, reply)),
+                    StoreOp::ConsumeAlarm { instance, at } => consumed.push((instance, at)),
+                    read => {
+                        // Reads see every write queued before them.
+                        self.flush(&mut group, &mut consumed);
+                        self.read(read);
+                    }
+                }
+                if group.len() + consumed.len() < GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.flush(&mut group, &mut consumed);
+        }
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!(error = %e, "checkpoint at close failed");
+        }
+    }
+
+    fn flush(
+        &mut self,
+        group: &mut Vec<(Arc<str>, WriteBatch, oneshot::Sender<Result<WriteBatch, StorageError>>)>,
+        consumed: &mut Vec<(Arc<str>, i64)>,
+    ) {
+        if group.is_empty() && consumed.is_empty() {
+            return;
+        }
+        let result = self.write_group(group, consumed);
+        consumed.clear();
+        for (_, batch, reply) in group.drain(..) {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(batch),
+                Err(e) => Err(StorageError::new(format!("commit failed: {e}"))),
+            });
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %e, "group commit failed");
+        }
+    }
+
+    fn write_group(
+        &mut self,
+        group: &[(Arc<str>, WriteBatch, oneshot::Sender<Result<WriteBatch, StorageError>>)],
+        consumed: &[(Arc<str>, i64)],
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached("INSERT OR REPLACE INTO kv (instance, key, value) VALUES (?1, ?2, ?3)")?;
+            let mut delete = tx.prepare_cached("DELETE FROM kv WHERE instance = ?1 AND key = ?2")?;
+            let mut delete_all = tx.prepare_cached("DELETE FROM kv WHERE instance = ?1")?;
+            let mut set_alarm = tx.prepare_cached("INSERT OR REPLACE INTO alarms (instance, at) VALUES (?1, ?2)")?;
+            let mut clear_alarm = tx.prepare_cached("DELETE FROM alarms WHERE instance = ?1")?;
+            let mut consume = tx.prepare_cached("DELETE FROM alarms WHERE instance = ?1 AND at = ?2")?;
+            for (instance, at) in consumed {
+                consume.execute(params![instance.as_ref(), at])?;
+            }
+            for (instance, batch, _) in group {
+                let id = instance.as_ref();
+                if batch.delete_all {
+                    delete_all.execute([id])?;
+                    clear_alarm.execute([id])?;
+                }
+                for op in &batch.ops {
+                    match op {
+                        WriteOp::Put(k, v) => put.execute(params![id, k, v])?,
+                        WriteOp::Delete(k) => delete.execute(params![id, k])?,
+                    };
+                }
+                match batch.alarm {
+                    Some(AlarmWrite::Set(at)) => set_alarm.execute(params![id, at])?,
+                    Some(AlarmWrite::Clear) => clear_alarm.execute([id])?,
+                    None => 0,
+                };
+            }
+        }
+        tx.commit()
+    }
+
+    fn read(&mut self, op: StoreOp) {
+        match op {
+            StoreOp::Load { instance, reply } => {
+                let _ = reply.send(self.load(&instance).map_err(|e| storage_error("load failed", e)));
+            }
+            StoreOp::Alarms {
+                after,
+                before,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.alarms(after, before, limit)
+                        .map_err(|e| storage_error("alarm index read failed", e)),
+                );
+            }
+            StoreOp::Commit { .. } | StoreOp::ConsumeAlarm { .. } => {}
+        }
+    }
+
+    fn load(&self, instance: &str) -> rusqlite::Result<LoadedInstance> {
+        let mut rows_stmt = self
+            .conn
+            .prepare_cached("SELECT key, value FROM kv WHERE instance = ?1 ORDER BY key")?;
+        let rows = rows_stmt
+            .query_map([instance], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let alarm = self
+            .conn
+            .prepare_cached("SELECT at FROM alarms WHERE instance = ?1")?
+            .query_row([instance], |r| r.get(0))
+            .optional()?;
+        Ok(LoadedInstance { rows, alarm })
+    }
+
+    fn alarms(&self, after: Option<(i64, Arc<str>)>, before: i64, limit: usize) -> rusqlite::Result<AlarmPage> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let map = |r: &rusqlite::Row<'_>| Ok((Arc::<str>::from(r.get::<_, String>(0)?), r.get::<_, i64>(1)?));
+        match after {
+            None => self
+                .conn
+                .prepare_cached("SELECT instance, at FROM alarms WHERE at < ?1 ORDER BY at, instance LIMIT ?2")?
+                .query_map(params![before, limit], map)?
+                .collect(),
+            Some((at, instance)) => self
+                .conn
+                .prepare_cached(
+                    "SELECT instance, at FROM alarms WHERE at < ?1 AND (at, instance) > (?2, ?3) \
+                     ORDER BY at, instance LIMIT ?4",
+                )?
+                .query_map(params![before, at, instance.as_ref(), limit], map)?
+                .collect(),
+        }
+    }
+}
