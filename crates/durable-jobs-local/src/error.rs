@@ -51,11 +51,15 @@ impl OpenError {
     pub(crate) fn from_sqlite(path: String, e: rusqlite::Error) -> Self {
         use rusqlite::ffi::ErrorCode;
         match e.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => OpenError::Locked { path },
-            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => OpenError::Corrupt {
-                path,
-                message: e.to_string(),
-            },
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+                OpenError::Locked { path }
+            }
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+                OpenError::Corrupt {
+                    path,
+                    message: e.to_string(),
+                }
+            }
             _ => OpenError::Io {
                 message: format!("{path}: {e}"),
             },

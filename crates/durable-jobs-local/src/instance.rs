@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use durable_jobs::adapters::{AlarmWrite, ListOptions, Runtime, Scheduler, Storage, WriteBatch, WriteOp};
+use durable_jobs::adapters::{
+    AlarmWrite, ListOptions, Runtime, Scheduler, Storage, WriteBatch, WriteOp,
+};
 use durable_jobs::{SchedulerError, StorageError};
 use tokio::sync::Notify;
 
@@ -122,13 +124,17 @@ impl Scheduler for InstanceStorage {
     async fn schedule(&self, at: i64) -> Result<(), SchedulerError> {
         let mut batch = WriteBatch::new();
         batch.set_alarm(Some(at));
-        self.commit(batch).await.map_err(|e| SchedulerError(e.to_string()))
+        self.commit(batch)
+            .await
+            .map_err(|e| SchedulerError(e.to_string()))
     }
 
     async fn cancel(&self) -> Result<(), SchedulerError> {
         let mut batch = WriteBatch::new();
         batch.set_alarm(None);
-        self.commit(batch).await.map_err(|e| SchedulerError(e.to_string()))
+        self.commit(batch)
+            .await
+            .map_err(|e| SchedulerError(e.to_string()))
     }
 
     async fn scheduled(&self) -> Result<Option<i64>, SchedulerError> {

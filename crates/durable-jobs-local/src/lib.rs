@@ -194,7 +194,10 @@ impl LocalRuntime {
         self.clock.now()
     }
 
-    async fn ask<T>(&self, make: impl Fn(oneshot::Sender<T>) -> ShardMsg) -> Result<Vec<T>, JobError> {
+    async fn ask<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> ShardMsg,
+    ) -> Result<Vec<T>, JobError> {
         let mut out = Vec::with_capacity(self.transport.shards.len());
         for shard in self.transport.shards.iter() {
             let (tx, rx) = oneshot::channel();
@@ -229,7 +232,10 @@ impl LocalRuntime {
         loop {
             self.settle().await?;
             let next = self
-                .ask(|reply| ShardMsg::NextAlarm { up_to: target, reply })
+                .ask(|reply| ShardMsg::NextAlarm {
+                    up_to: target,
+                    reply,
+                })
                 .await?
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()?
@@ -249,11 +255,13 @@ impl LocalRuntime {
     /// What the shards hold now.
     pub async fn stats(&self) -> Result<ShardStats, JobError> {
         let all = self.ask(|reply| ShardMsg::Stats { reply }).await?;
-        Ok(all.into_iter().fold(ShardStats::default(), |a, s| ShardStats {
-            live_instances: a.live_instances + s.live_instances,
-            alarms_in_window: a.alarms_in_window + s.alarms_in_window,
-            in_flight: a.in_flight + s.in_flight,
-        }))
+        Ok(all
+            .into_iter()
+            .fold(ShardStats::default(), |a, s| ShardStats {
+                live_instances: a.live_instances + s.live_instances,
+                alarms_in_window: a.alarms_in_window + s.alarms_in_window,
+                in_flight: a.in_flight + s.in_flight,
+            }))
     }
 
     /// Stops taking requests, lets running work finish (up to the grace period), writes

@@ -34,10 +34,16 @@ pub(crate) enum ShardMsg {
         reply: oneshot::Sender<Result<Option<i64>, JobError>>,
     },
     /// Answers once nothing runs and no alarm is due; `true` if that was already so.
-    WhenIdle { reply: oneshot::Sender<bool> },
-    Stats { reply: oneshot::Sender<ShardStats> },
+    WhenIdle {
+        reply: oneshot::Sender<bool>,
+    },
+    Stats {
+        reply: oneshot::Sender<ShardStats>,
+    },
     /// Stop taking work, let running work finish (up to the grace period), then exit.
-    Shutdown { reply: oneshot::Sender<()> },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// What a shard holds, for monitoring and benchmarks.
@@ -92,11 +98,17 @@ struct Shard {
 }
 
 /// Starts a shard on its own thread.
-pub(crate) fn spawn(cfg: ShardConfig, rx: mpsc::Receiver<ShardMsg>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub(crate) fn spawn(
+    cfg: ShardConfig,
+    rx: mpsc::Receiver<ShardMsg>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("durable-jobs-shard-{}", cfg.index))
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(error) => {
                     tracing::error!(%error, "cannot start a shard executor");
@@ -134,9 +146,9 @@ impl Shard {
             self.check_idle();
             let next = self.alarms.borrow_mut().peek();
             let sleep_for = match (&self.cfg.clock, next) {
-                (Clock::System, Some(at)) => {
-                    Some(Duration::from_millis(at.saturating_sub(self.cfg.clock.now()).max(0) as u64))
-                }
+                (Clock::System, Some(at)) => Some(Duration::from_millis(
+                    at.saturating_sub(self.cfg.clock.now()).max(0) as u64,
+                )),
                 _ => None,
             };
             tokio::select! {
@@ -195,8 +207,13 @@ impl Shard {
             ShardMsg::NextAlarm { up_to, reply } => {
                 let shard = self.clone();
                 self.track(async move {
-                    let target = up_to.saturating_add(1).max(shard.cfg.clock.now().saturating_add(shard.window_ms()));
-                    let result = shard.refill(target).await.map(|()| shard.alarms.borrow_mut().peek());
+                    let target = up_to
+                        .saturating_add(1)
+                        .max(shard.cfg.clock.now().saturating_add(shard.window_ms()));
+                    let result = shard
+                        .refill(target)
+                        .await
+                        .map(|()| shard.alarms.borrow_mut().peek());
                     let _ = reply.send(result);
                 });
             }
@@ -273,7 +290,8 @@ impl Shard {
                     self.wake.clone(),
                 );
                 Ok::<_, JobError>(Rc::new(
-                    Engine::new(self.cfg.registry.clone(), storage).with_tracker(self.cfg.tracker.clone()),
+                    Engine::new(self.cfg.registry.clone(), storage)
+                        .with_tracker(self.cfg.tracker.clone()),
                 ))
             })
             .await?;
@@ -344,7 +362,12 @@ impl Shard {
         let mut after = (from > i64::MIN).then(|| (from, Arc::<str>::from("")));
         let mut mine = Vec::new();
         loop {
-            let page = match self.cfg.store.alarms(after.clone(), target, ALARM_PAGE).await {
+            let page = match self
+                .cfg
+                .store
+                .alarms(after.clone(), target, ALARM_PAGE)
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => {
                     self.alarms.borrow_mut().abort_refill();
@@ -369,7 +392,9 @@ impl Shard {
     /// Keeps the window ahead of the clock and drops instances idle for a while.
     fn maintain(self: &Rc<Self>) {
         let now = self.cfg.clock.now();
-        if !self.cfg.clock.is_virtual() && now.saturating_add(self.window_ms() / 2) >= self.alarms.borrow().horizon() {
+        if !self.cfg.clock.is_virtual()
+            && now.saturating_add(self.window_ms() / 2) >= self.alarms.borrow().horizon()
+        {
             let shard = self.clone();
             tokio::task::spawn_local(async move {
                 if let Err(error) = shard.refill(now.saturating_add(shard.window_ms())).await {

@@ -82,7 +82,10 @@ fn closed() -> StorageError {
 
 impl StoreHandle {
     /// Opens the database and starts its thread.
-    pub fn open(location: Location, durability: Durability) -> Result<(Self, JoinHandle<()>), OpenError> {
+    pub fn open(
+        location: Location,
+        durability: Durability,
+    ) -> Result<(Self, JoinHandle<()>), OpenError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -111,10 +114,18 @@ impl StoreHandle {
         }
     }
 
-    pub async fn commit(&self, instance: Arc<str>, batch: WriteBatch) -> Result<WriteBatch, StorageError> {
+    pub async fn commit(
+        &self,
+        instance: Arc<str>,
+        batch: WriteBatch,
+    ) -> Result<WriteBatch, StorageError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(StoreOp::Commit { instance, batch, reply })
+            .send(StoreOp::Commit {
+                instance,
+                batch,
+                reply,
+            })
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?

@@ -30,6 +30,13 @@ CREATE TABLE IF NOT EXISTS alarms (
 CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms (at, instance);
 ";
 
+/// A commit waiting for its group's transaction: instance, writes, acknowledgement.
+type PendingCommit = (
+    Arc<str>,
+    WriteBatch,
+    oneshot::Sender<Result<WriteBatch, StorageError>>,
+);
+
 pub(super) struct Db {
     conn: Connection,
 }
@@ -57,15 +64,18 @@ impl Db {
                 (conn, path.display().to_string())
             }
             Location::Memory => (
-                Connection::open_in_memory().map_err(|e| OpenError::from_sqlite(":memory:".into(), e))?,
+                Connection::open_in_memory()
+                    .map_err(|e| OpenError::from_sqlite(":memory:".into(), e))?,
                 ":memory:".to_string(),
             ),
         };
         let fail = |e: rusqlite::Error| OpenError::from_sqlite(path.clone(), e);
-        conn.busy_timeout(std::time::Duration::from_millis(200)).map_err(fail)?;
+        conn.busy_timeout(std::time::Duration::from_millis(200))
+            .map_err(fail)?;
         // One process per file: the exclusive lock is taken at the first write below and
         // held until the connection closes, so a second runtime on the same file fails fast.
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(fail)?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(fail)?;
         let app_id: i32 = conn
             .pragma_query_value(None, "application_id", |r| r.get(0))
             .map_err(fail)?;
@@ -89,7 +99,8 @@ impl Db {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
         };
-        conn.pragma_update(None, "synchronous", sync).map_err(fail)?;
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(fail)?;
         let version: i32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(fail)?;
@@ -101,21 +112,27 @@ impl Db {
             });
         }
         conn.execute_batch(SCHEMA).map_err(fail)?;
-        conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(fail)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(fail)?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(fail)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(Db { conn })
     }
 
     /// Serves ops until every handle is dropped.
     pub fn run(mut self, mut rx: mpsc::Receiver<StoreOp>) {
-        let mut group: Vec<(Arc<str>, WriteBatch, oneshot::Sender<Result<WriteBatch, StorageError>>)> = Vec::new();
+        let mut group: Vec<PendingCommit> = Vec::new();
         let mut consumed: Vec<(Arc<str>, i64)> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut next = Some(first);
             while let Some(op) = next.take() {
                 match op {
-                    StoreOp::Commit { instance, batch, reply } => group.push((instance, batch, reply)),
+                    StoreOp::Commit {
+                        instance,
+                        batch,
+                        reply,
+                    } => group.push((instance, batch, reply)),
                     StoreOp::ConsumeAlarm { instance, at } => consumed.push((instance, at)),
                     read => {
                         // Reads see every write queued before them.
@@ -134,11 +151,7 @@ impl Db {
         }
     }
 
-    fn flush(
-        &mut self,
-        group: &mut Vec<(Arc<str>, WriteBatch, oneshot::Sender<Result<WriteBatch, StorageError>>)>,
-        consumed: &mut Vec<(Arc<str>, i64)>,
-    ) {
+    fn flush(&mut self, group: &mut Vec<PendingCommit>, consumed: &mut Vec<(Arc<str>, i64)>) {
         if group.is_empty() && consumed.is_empty() {
             return;
         }
@@ -157,17 +170,22 @@ impl Db {
 
     fn write_group(
         &mut self,
-        group: &[(Arc<str>, WriteBatch, oneshot::Sender<Result<WriteBatch, StorageError>>)],
+        group: &[PendingCommit],
         consumed: &[(Arc<str>, i64)],
     ) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut put = tx.prepare_cached("INSERT OR REPLACE INTO kv (instance, key, value) VALUES (?1, ?2, ?3)")?;
-            let mut delete = tx.prepare_cached("DELETE FROM kv WHERE instance = ?1 AND key = ?2")?;
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO kv (instance, key, value) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM kv WHERE instance = ?1 AND key = ?2")?;
             let mut delete_all = tx.prepare_cached("DELETE FROM kv WHERE instance = ?1")?;
-            let mut set_alarm = tx.prepare_cached("INSERT OR REPLACE INTO alarms (instance, at) VALUES (?1, ?2)")?;
+            let mut set_alarm =
+                tx.prepare_cached("INSERT OR REPLACE INTO alarms (instance, at) VALUES (?1, ?2)")?;
             let mut clear_alarm = tx.prepare_cached("DELETE FROM alarms WHERE instance = ?1")?;
-            let mut consume = tx.prepare_cached("DELETE FROM alarms WHERE instance = ?1 AND at = ?2")?;
+            let mut consume =
+                tx.prepare_cached("DELETE FROM alarms WHERE instance = ?1 AND at = ?2")?;
             for (instance, at) in consumed {
                 consume.execute(params![instance.as_ref(), at])?;
             }
@@ -196,7 +214,10 @@ impl Db {
     fn read(&mut self, op: StoreOp) {
         match op {
             StoreOp::Load { instance, reply } => {
-                let _ = reply.send(self.load(&instance).map_err(|e| storage_error("load failed", e)));
+                let _ = reply.send(
+                    self.load(&instance)
+                        .map_err(|e| storage_error("load failed", e)),
+                );
             }
             StoreOp::Alarms {
                 after,
@@ -218,7 +239,9 @@ impl Db {
             .conn
             .prepare_cached("SELECT key, value FROM kv WHERE instance = ?1 ORDER BY key")?;
         let rows = rows_stmt
-            .query_map([instance], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+            .query_map([instance], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let alarm = self
             .conn
@@ -228,13 +251,25 @@ impl Db {
         Ok(LoadedInstance { rows, alarm })
     }
 
-    fn alarms(&self, after: Option<(i64, Arc<str>)>, before: i64, limit: usize) -> rusqlite::Result<AlarmPage> {
+    fn alarms(
+        &self,
+        after: Option<(i64, Arc<str>)>,
+        before: i64,
+        limit: usize,
+    ) -> rusqlite::Result<AlarmPage> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let map = |r: &rusqlite::Row<'_>| Ok((Arc::<str>::from(r.get::<_, String>(0)?), r.get::<_, i64>(1)?));
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok((
+                Arc::<str>::from(r.get::<_, String>(0)?),
+                r.get::<_, i64>(1)?,
+            ))
+        };
         match after {
             None => self
                 .conn
-                .prepare_cached("SELECT instance, at FROM alarms WHERE at < ?1 ORDER BY at, instance LIMIT ?2")?
+                .prepare_cached(
+                    "SELECT instance, at FROM alarms WHERE at < ?1 ORDER BY at, instance LIMIT ?2",
+                )?
                 .query_map(params![before, limit], map)?
                 .collect(),
             Some((at, instance)) => self
