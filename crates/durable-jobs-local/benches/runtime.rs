@@ -1,1 +1,404 @@
-fn main() {}
+//! Throughput, lateness, memory and restart figures of the embedded runtime, on a SQLite
+//! file with `synchronous = NORMAL`.
+//!
+//! `cargo bench -p durable-jobs-local --bench runtime` runs them all at full scale;
+//! `BENCH_SCALE=0.1` scales every count down; `cargo bench ... -- drain enqueue` runs a few.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use durable_jobs::{
+    Continuous, ContinuousContext, Debounce, DebounceContext, EnqueueRequest, Registry, Schedule,
+    WorkerPool, WorkerPoolContext,
+};
+use durable_jobs_local::LocalRuntime;
+use futures::stream::{self, StreamExt};
+
+/// Counts live heap bytes, so memory per instance is measured without allocator noise.
+struct Counting;
+static HEAP: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HEAP.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn scaled(n: usize) -> usize {
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64 * scale) as usize).max(1)
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<usize>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn per_second(n: usize, d: Duration) -> String {
+    format!("{:>9.0}/s", n as f64 / d.as_secs_f64())
+}
+
+// ---- jobs ---------------------------------------------------------------------------
+
+static PROCESSED: AtomicU64 = AtomicU64::new(0);
+
+struct Noop;
+impl WorkerPool for Noop {
+    type Event = u32;
+    type Error = String;
+    fn concurrency(&self) -> u32 {
+        4
+    }
+    async fn execute(&self, _: &WorkerPoolContext<u32>) -> Result<(), String> {
+        PROCESSED.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+struct Adds;
+impl Debounce for Adds {
+    type Event = u32;
+    type State = u32;
+    type Error = String;
+    fn flush_after(&self) -> Duration {
+        Duration::from_secs(3600)
+    }
+    async fn execute(&self, _: &DebounceContext<u32>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Records how late each flush ran against its due time (`started_at + flush_after`).
+struct Late(Arc<Mutex<Vec<i64>>>);
+const LATE_FLUSH_MS: i64 = 1000;
+impl Debounce for Late {
+    type Event = u32;
+    type State = u32;
+    type Error = String;
+    fn flush_after(&self) -> Duration {
+        Duration::from_millis(LATE_FLUSH_MS as u64)
+    }
+    async fn execute(&self, ctx: &DebounceContext<u32>) -> Result<(), String> {
+        let due_us = (ctx.started_at() + LATE_FLUSH_MS) * 1000;
+        if let Ok(mut v) = self.0.lock() {
+            v.push(now_us() - due_us);
+        }
+        Ok(())
+    }
+}
+
+struct Idle;
+impl Continuous for Idle {
+    type State = u32;
+    type Error = String;
+    fn schedule(&self) -> Schedule {
+        Schedule::every(Duration::from_secs(3600))
+    }
+    fn start_immediately(&self) -> bool {
+        false
+    }
+    async fn execute(&self, _: &mut ContinuousContext<u32>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+static CANARY_SENT: Mutex<Option<mpsc::Sender<()>>> = Mutex::new(None);
+static CANARY_AT: AtomicI64 = AtomicI64::new(0);
+
+struct Canary;
+impl Continuous for Canary {
+    type State = u32;
+    type Error = String;
+    fn schedule(&self) -> Schedule {
+        Schedule::every(Duration::from_secs(1))
+    }
+    fn start_immediately(&self) -> bool {
+        false
+    }
+    async fn execute(&self, _: &mut ContinuousContext<u32>) -> Result<(), String> {
+        CANARY_AT.store(now_us(), Ordering::SeqCst);
+        if let Some(tx) = CANARY_SENT.lock().ok().and_then(|g| g.clone()) {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+}
+
+fn registry() -> Registry {
+    Registry::builder()
+        .worker_pool("noop", Noop)
+        .debounce("adds", Adds)
+        .debounce("late", Late(LATENESS.clone()))
+        .continuous("idle", Idle)
+        .continuous("canary", Canary)
+        .build()
+        .expect("registry")
+}
+
+static LATENESS: std::sync::LazyLock<Arc<Mutex<Vec<i64>>>> = std::sync::LazyLock::new(Arc::default);
+
+// ---- scenarios ------------------------------------------------------------------------
+
+const CONCURRENT_CALLERS: usize = 512;
+
+async fn drain(rt: &LocalRuntime) {
+    let n = scaled(100_000);
+    let client = rt.client();
+    let pool = client.worker_pool::<Noop>();
+    pool.pause_all().await.expect("pause");
+    let t = Instant::now();
+    stream::iter(0..n as u32)
+        .for_each_concurrent(CONCURRENT_CALLERS, |i| {
+            let pool = client.worker_pool::<Noop>();
+            async move {
+                pool.enqueue(&i).await.expect("enqueue");
+            }
+        })
+        .await;
+    let enqueue = t.elapsed();
+    PROCESSED.store(0, Ordering::SeqCst);
+    let t = Instant::now();
+    pool.resume_all().await.expect("resume");
+    let mut last = (0, Instant::now());
+    while (PROCESSED.load(Ordering::Relaxed) as usize) < n {
+        std::thread::sleep(Duration::from_millis(2));
+        let done = PROCESSED.load(Ordering::Relaxed);
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            eprintln!("drain stalled at {done} of {n}: {:?}", pool.status().await);
+            std::process::exit(1);
+        }
+    }
+    let drain = t.elapsed();
+    println!(
+        "enqueue (paused pool, {CONCURRENT_CALLERS} concurrent callers, {n} events): {}",
+        per_second(n, enqueue)
+    );
+    println!(
+        "drain   (no-op handler, concurrency 4, {n} events):               {}",
+        per_second(n, drain)
+    );
+}
+
+async fn enqueue(rt: &LocalRuntime) {
+    let n = scaled(100_000);
+    let client = rt.client();
+    PROCESSED.store(0, Ordering::SeqCst);
+    let t = Instant::now();
+    stream::iter(0..n as u32)
+        .for_each_concurrent(CONCURRENT_CALLERS, |i| {
+            let pool = client.worker_pool::<Noop>();
+            async move {
+                let options = EnqueueRequest::new().partition_key(format!("tenant-{}", i % 64));
+                pool.enqueue_with(&i, options).await.expect("enqueue");
+            }
+        })
+        .await;
+    let took = t.elapsed();
+    println!(
+        "enqueue (while draining, {CONCURRENT_CALLERS} concurrent callers, {n} events):  {}",
+        per_second(n, took)
+    );
+    rt.settle().await.ok();
+}
+
+async fn debounce(rt: &LocalRuntime) {
+    let n = scaled(100_000);
+    let keys = scaled(10_000);
+    let client = rt.client();
+    let t = Instant::now();
+    stream::iter(0..n)
+        .for_each_concurrent(CONCURRENT_CALLERS, |i| {
+            let adds = client.debounce::<Adds>();
+            async move {
+                adds.add(&format!("key-{}", i % keys), &(i as u32))
+                    .await
+                    .expect("add");
+            }
+        })
+        .await;
+    println!(
+        "debounce adds ({keys} keys, {n} adds):                             {}",
+        per_second(n, t.elapsed())
+    );
+}
+
+async fn lateness(rt: &LocalRuntime) {
+    let rate = 10_000usize;
+    let seconds = 5usize;
+    let total = scaled(rate * seconds);
+    let client = rt.client();
+    LATENESS.lock().expect("lock").clear();
+    let t = Instant::now();
+    let per_tick = (total / (seconds * 100)).max(1);
+    let mut sent = 0usize;
+    let mut tick = 0u32;
+    while sent < total {
+        // 100 ticks a second, each adding to fresh keys: `rate` new flush alarms a second.
+        let batch: Vec<usize> = (sent..(sent + per_tick).min(total)).collect();
+        sent += batch.len();
+        stream::iter(batch)
+            .for_each_concurrent(CONCURRENT_CALLERS, |i| {
+                let late = client.debounce::<Late>();
+                async move {
+                    late.add(&format!("k{i}"), &1).await.expect("add");
+                }
+            })
+            .await;
+        tick += 1;
+        let next = t + Duration::from_millis(10) * tick;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while LATENESS.lock().expect("lock").len() < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut v = LATENESS.lock().expect("lock").clone();
+    v.sort_unstable();
+    let pct = |p: f64| {
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "alarm lateness at {} alarms/s ({} flushes): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        total / seconds,
+        v.len(),
+        pct(0.50) as f64 / 1000.0,
+        pct(0.99) as f64 / 1000.0,
+        v.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+}
+
+fn memory_and_restart(path: &std::path::Path) {
+    let n = scaled(1_000_000);
+    let heap_before = HEAP.load(Ordering::SeqCst);
+    let rss_before = rss_bytes();
+    let rt = LocalRuntime::builder(registry())
+        .path(path)
+        .evict_after(Duration::from_millis(500))
+        .open()
+        .expect("open");
+    let client = rt.client();
+    let t = Instant::now();
+    futures::executor::block_on(async {
+        stream::iter(0..n)
+            .for_each_concurrent(CONCURRENT_CALLERS, |i| {
+                let idle = client.continuous::<Idle>();
+                async move {
+                    idle.start(&format!("user-{i}"), &0).await.expect("start");
+                }
+            })
+            .await;
+    });
+    let started = t.elapsed();
+    // Let every instance go idle and leave memory.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let stats = futures::executor::block_on(rt.stats()).expect("stats");
+        if stats.live_instances == 0 || Instant::now() > deadline {
+            break;
+        }
+    }
+    let heap = HEAP.load(Ordering::SeqCst).saturating_sub(heap_before);
+    let rss = rss_bytes().saturating_sub(rss_before);
+    println!(
+        "start {n} Continuous instances:                                  {}",
+        per_second(n, started)
+    );
+    println!(
+        "memory per idle Continuous instance ({n} scheduled): {:.1} bytes of heap ({} bytes RSS growth in all, allocator caches included)",
+        heap as f64 / n as f64,
+        rss
+    );
+
+    // A canary due during the downtime: time from open to its alarm running.
+    futures::executor::block_on(client.continuous::<Canary>().start("c", &0)).expect("canary");
+    futures::executor::block_on(rt.shutdown());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (tx, rx) = mpsc::channel();
+    *CANARY_SENT.lock().expect("lock") = Some(tx);
+    let t = Instant::now();
+    let rt = LocalRuntime::open(path, registry()).expect("reopen");
+    let opened = t.elapsed();
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("canary alarm after restart");
+    let first = t.elapsed();
+    println!(
+        "restart with {n} scheduled: open {:.1} ms, first (overdue) alarm ran {:.1} ms after open began",
+        opened.as_secs_f64() * 1000.0,
+        first.as_secs_f64() * 1000.0
+    );
+    futures::executor::block_on(rt.shutdown());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wants = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    let dir = std::env::temp_dir().join(format!("durable-jobs-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    println!(
+        "durable-jobs-local benchmark: SQLite WAL, synchronous NORMAL, {} CPUs",
+        num_cpus()
+    );
+
+    if wants("drain") || wants("enqueue") || wants("debounce") || wants("lateness") {
+        let rt = LocalRuntime::open(dir.join("throughput.db"), registry()).expect("open");
+        futures::executor::block_on(async {
+            if wants("drain") {
+                drain(&rt).await;
+            }
+            if wants("enqueue") {
+                enqueue(&rt).await;
+            }
+            if wants("debounce") {
+                debounce(&rt).await;
+            }
+            if wants("lateness") {
+                lateness(&rt).await;
+            }
+            rt.shutdown().await;
+        });
+    }
+    if wants("memory") || wants("restart") {
+        memory_and_restart(&dir.join("idle.db"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

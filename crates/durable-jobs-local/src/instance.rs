@@ -13,6 +13,7 @@ use durable_jobs::{SchedulerError, StorageError};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::durability::Durability;
 use crate::shard::alarms::AlarmQueue;
 use crate::store::{LoadedInstance, StoreHandle};
 
@@ -25,6 +26,7 @@ pub(crate) struct InstanceStorage {
     alarms: Rc<RefCell<AlarmQueue>>,
     wake: Rc<Notify>,
     alarm_writes: Cell<u64>,
+    durability: Rc<Durability>,
 }
 
 impl InstanceStorage {
@@ -45,7 +47,14 @@ impl InstanceStorage {
             alarms,
             wake,
             alarm_writes: Cell::new(0),
+            durability: Rc::default(),
         }
+    }
+
+    /// Whether a commit was lost: the in-memory view is no longer trustworthy and the
+    /// instance must be reloaded from the store.
+    pub fn is_broken(&self) -> bool {
+        self.durability.is_broken()
     }
 
     /// Commits that changed the alarm so far (to tell whether an alarm was set again).
@@ -86,21 +95,25 @@ impl Storage for InstanceStorage {
             .collect())
     }
 
-    async fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        // Durable first; memory only changes once SQLite has the step.
-        let batch = self.store.commit(self.id.clone(), batch).await?;
-        let mut rows = self.rows.borrow_mut();
-        if batch.delete_all {
-            rows.clear();
-            self.alarm.set(None);
+    async fn commit(&self, mut batch: WriteBatch) -> Result<(), StorageError> {
+        if let Some(e) = self.durability.failure() {
+            return Err(e);
         }
-        for op in batch.ops {
-            match op {
-                WriteOp::Put(k, v) => {
-                    rows.insert(k, v);
-                }
-                WriteOp::Delete(k) => {
-                    rows.remove(&k);
+        // Applied to memory at once and queued behind earlier commits; `sync` waits for
+        // durability. The engine's lock orders commits of one instance.
+        {
+            let mut rows = self.rows.borrow_mut();
+            if batch.delete_all {
+                rows.clear();
+            }
+            for op in &batch.ops {
+                match op {
+                    WriteOp::Put(k, v) => {
+                        rows.insert(k.clone(), v.clone());
+                    }
+                    WriteOp::Delete(k) => {
+                        rows.remove(k);
+                    }
                 }
             }
         }
@@ -111,12 +124,34 @@ impl Storage for InstanceStorage {
             None => None,
         };
         if let Some(at) = alarm {
+            let stored = if batch.delete_all {
+                None
+            } else {
+                self.alarm.get()
+            };
+            if stored == at {
+                // Already in the index: only the in-memory queue needs re-arming.
+                batch.alarm = None;
+            }
             self.alarm.set(at);
             self.alarm_writes.set(self.alarm_writes.get() + 1);
             self.alarms.borrow_mut().set(&self.id, at);
             self.wake.notify_one();
         }
-        Ok(())
+        match self.store.commit(self.id.clone(), batch).await {
+            Ok(ack) => {
+                self.durability.track(ack);
+                Ok(())
+            }
+            Err(e) => {
+                self.durability.fail(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn sync(&self) -> Result<(), StorageError> {
+        self.durability.sync().await
     }
 }
 

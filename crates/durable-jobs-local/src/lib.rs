@@ -19,6 +19,7 @@
 //! ```
 
 mod clock;
+mod durability;
 mod error;
 mod instance;
 mod shard;

@@ -265,17 +265,21 @@ impl Shard {
 
     /// The live engine of an instance, loading it from the store if needed.
     async fn engine(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
-        let slot = self
-            .slots
-            .borrow_mut()
-            .entry(id.clone())
-            .or_insert_with(|| {
-                Rc::new(Slot {
-                    engine: OnceCell::new(),
-                    last_used: Cell::new(Instant::now()),
-                })
+        let fresh = || {
+            Rc::new(Slot {
+                engine: OnceCell::new(),
+                last_used: Cell::new(Instant::now()),
             })
-            .clone();
+        };
+        let slot = {
+            let mut slots = self.slots.borrow_mut();
+            let slot = slots.entry(id.clone()).or_insert_with(fresh);
+            // A lost commit leaves the in-memory view ahead of the file: reload it.
+            if slot.engine.get().is_some_and(|e| e.backend().is_broken()) {
+                *slot = fresh();
+            }
+            slot.clone()
+        };
         slot.last_used.set(Instant::now());
         let engine = slot
             .engine

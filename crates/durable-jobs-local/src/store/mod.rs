@@ -40,8 +40,8 @@ pub(crate) enum StoreOp {
     Commit {
         instance: Arc<str>,
         batch: WriteBatch,
-        /// The batch comes back once durable, so the caller applies it without a copy.
-        reply: oneshot::Sender<Result<WriteBatch, StorageError>>,
+        /// Answered once the batch is durable.
+        reply: oneshot::Sender<Result<(), StorageError>>,
     },
     Load {
         instance: Arc<str>,
@@ -114,11 +114,12 @@ impl StoreHandle {
         }
     }
 
+    /// Queues a batch behind every earlier one; the receiver answers once it is durable.
     pub async fn commit(
         &self,
         instance: Arc<str>,
         batch: WriteBatch,
-    ) -> Result<WriteBatch, StorageError> {
+    ) -> Result<oneshot::Receiver<Result<(), StorageError>>, StorageError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(StoreOp::Commit {
@@ -128,7 +129,7 @@ impl StoreHandle {
             })
             .await
             .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        Ok(rx)
     }
 
     pub async fn load(&self, instance: Arc<str>) -> Result<LoadedInstance, StorageError> {

@@ -34,7 +34,7 @@ CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms (at, instance);
 type PendingCommit = (
     Arc<str>,
     WriteBatch,
-    oneshot::Sender<Result<WriteBatch, StorageError>>,
+    oneshot::Sender<Result<(), StorageError>>,
 );
 
 pub(super) struct Db {
@@ -157,9 +157,9 @@ impl Db {
         }
         let result = self.write_group(group, consumed);
         consumed.clear();
-        for (_, batch, reply) in group.drain(..) {
+        for (_, _, reply) in group.drain(..) {
             let _ = reply.send(match &result {
-                Ok(()) => Ok(batch),
+                Ok(()) => Ok(()),
                 Err(e) => Err(StorageError::new(format!("commit failed: {e}"))),
             });
         }

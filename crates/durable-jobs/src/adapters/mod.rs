@@ -154,7 +154,17 @@ pub trait Storage {
     ) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, StorageError>>;
 
     /// Applies every write of `batch`, alarm included, atomically.
+    ///
+    /// An implementation may return once the batch is applied and ordered after every
+    /// earlier one, before it is durable, provided [`sync`](Self::sync) waits for it; reads
+    /// then see it at once. The engine answers no request, and ends no alarm, before `sync`.
     fn commit(&self, batch: WriteBatch) -> impl Future<Output = Result<(), StorageError>>;
+
+    /// Waits until every batch committed so far is durable. Once this fails, the instance's
+    /// in-memory view may hold writes that were lost: the runtime must discard it.
+    fn sync(&self) -> impl Future<Output = Result<(), StorageError>> {
+        async { Ok(()) }
+    }
 
     /// Stores one value.
     fn put(&self, key: &str, value: Vec<u8>) -> impl Future<Output = Result<(), StorageError>> {

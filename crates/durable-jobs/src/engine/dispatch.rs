@@ -15,6 +15,9 @@ use crate::services::codec;
 use crate::services::metadata::{Metadata, META_KEY};
 use crate::wire::{Operation, Request, Response};
 
+/// Passes one `alarm` call makes at most when alarms keep arriving while it runs.
+const MAX_RERUNS: usize = 8;
+
 impl<B: Storage + Scheduler + Runtime> Engine<B> {
     /// Handles one request. It never runs `execute` or a hook: what it changes is committed
     /// (or not at all) before it returns.
@@ -22,19 +25,30 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
         let span = tracing::debug_span!("request", instance = %request.instance, op = op_name(&request.op));
         async move {
             check_request(&request, self.registry.limits())?;
+            let _in_flight = super::RequestGuard::new(&self.requests_in_flight);
             let entry = self
                 .registry
                 .entry(request.instance.kind, &request.instance.name)?;
-            let _lock = self.lock.lock().await;
-            let Request { instance, op } = request;
-            let result = match entry {
-                Entry::Continuous(job) => {
-                    continuous::handle(self, job.as_ref(), &instance, op).await
+            let result = {
+                let _lock = self.lock.lock().await;
+                let Request { instance, op } = request;
+                match entry {
+                    Entry::Continuous(job) => {
+                        continuous::handle(self, job.as_ref(), &instance, op).await
+                    }
+                    Entry::Debounce(job) => {
+                        debounce::handle(self, job.as_ref(), &instance, op).await
+                    }
+                    Entry::WorkerPool(job) => {
+                        worker_pool::handle(self, job.as_ref(), &instance, op).await
+                    }
                 }
-                Entry::Debounce(job) => debounce::handle(self, job.as_ref(), &instance, op).await,
-                Entry::WorkerPool(job) => {
-                    worker_pool::handle(self, job.as_ref(), &instance, op).await
-                }
+            };
+            // Outside the lock, so the next request's step proceeds while this one's writes
+            // (and all before them) become durable; nothing is answered before they are.
+            let result = match self.make_durable().await {
+                Ok(()) => result,
+                Err(e) => Err(e),
             };
             if let Err(error) = &result {
                 tracing::debug!(%error, "request failed");
@@ -51,11 +65,46 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
     ///
     /// Runtimes call this when the alarm's time is reached, treating the alarm as consumed
     /// (the engine sets it again if work remains). A call made while an execution runs
-    /// returns at once; that execution sets the alarm when it completes.
+    /// returns at once and makes the running call look again before it returns, so an
+    /// alarm consumed meanwhile is never lost.
     pub async fn alarm(&self) -> Result<(), JobError> {
-        let Some(_executing) = self.begin_execution() else {
-            return Ok(());
+        let exhausted = {
+            let Some(_executing) = self.begin_execution() else {
+                self.rerun.set(true);
+                return Ok(());
+            };
+            let mut passes = 0;
+            loop {
+                self.rerun.set(false);
+                if let Err(error) = self.alarm_pass().await {
+                    tracing::warn!(%error, "alarm failed; it will be retried");
+                    return Err(error);
+                }
+                // No await between this check and the end of the execution: an alarm
+                // arriving later finds the instance free and runs a pass of its own.
+                if !self.rerun.get() {
+                    break false;
+                }
+                passes += 1;
+                if passes == MAX_RERUNS {
+                    break true;
+                }
+            }
         };
+        if exhausted {
+            // Still asked for more: hand back to the runtime with the alarm due now.
+            let _lock = self.lock.lock().await;
+            let mut batch = WriteBatch::new();
+            batch.set_alarm(Some(self.now()));
+            self.commit(batch, Vec::new()).await?;
+        }
+        // The alarm counts as handled only once what it wrote is durable. This wait is
+        // outside the execution, so an alarm set meanwhile is never consumed unseen.
+        self.make_durable().await
+    }
+
+    /// One look at what is due, run to completion.
+    async fn alarm_pass(&self) -> Result<(), JobError> {
         let meta: Option<Metadata> = {
             let _lock = self.lock.lock().await;
             codec::read(&self.backend, META_KEY).await?
@@ -77,15 +126,11 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
                     return self.commit(batch, Vec::new()).await;
                 }
             };
-            let result = match entry {
+            match entry {
                 Entry::Continuous(job) => continuous::alarm(self, job.as_ref()).await,
                 Entry::Debounce(job) => debounce::alarm(self, job.as_ref()).await,
                 Entry::WorkerPool(job) => worker_pool::alarm(self, job.as_ref()).await,
-            };
-            if let Err(error) = &result {
-                tracing::warn!(%error, "alarm failed; it will be retried");
             }
-            result
         }
         .instrument(span)
         .await

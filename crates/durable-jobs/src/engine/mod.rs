@@ -37,8 +37,16 @@ pub struct Engine<B> {
     pub(crate) tracker: Arc<dyn EventTracker>,
     pub(crate) lock: Mutex<()>,
     executing: Cell<bool>,
+    /// An alarm arrived while an execution ran: the running `alarm` call looks again.
+    pub(crate) rerun: Cell<bool>,
     /// The storage key of the WorkerPool event being processed, if any.
     pub(crate) running: RefCell<Option<String>>,
+    /// Steps committed so far (tags events with the step they wait for).
+    commits: Cell<u64>,
+    /// Events waiting for their step to be durable, in commit order.
+    pending_events: RefCell<Vec<(u64, JobEvent)>>,
+    /// Requests between their first read and their durable answer.
+    pub(crate) requests_in_flight: Cell<usize>,
 }
 
 impl<B: Storage + Scheduler + Runtime> Engine<B> {
@@ -50,7 +58,11 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
             tracker: Arc::new(NoopTracker),
             lock: Mutex::new(()),
             executing: Cell::new(false),
+            rerun: Cell::new(false),
             running: RefCell::new(None),
+            commits: Cell::new(0),
+            pending_events: RefCell::new(Vec::new()),
+            requests_in_flight: Cell::new(0),
         }
     }
 
@@ -74,7 +86,8 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
         self.backend.now()
     }
 
-    /// Commits a step, then reports its events (only committed steps are reported).
+    /// Commits a step. Its events are reported once the step is durable (see
+    /// [`make_durable`](Self::make_durable)), so a tracker never reports a lost step.
     pub(crate) async fn commit(
         &self,
         batch: WriteBatch,
@@ -82,9 +95,47 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
     ) -> Result<(), JobError> {
         if !batch.is_empty() {
             self.backend.commit(batch).await?;
+            self.commits.set(self.commits.get() + 1);
         }
-        for event in events {
+        self.report_when_durable(events);
+        Ok(())
+    }
+
+    /// Queues events to report once every step committed so far is durable.
+    pub(crate) fn report_when_durable(&self, events: Vec<JobEvent>) {
+        let tag = self.commits.get();
+        self.pending_events
+            .borrow_mut()
+            .extend(events.into_iter().map(|e| (tag, e)));
+    }
+
+    /// Waits until every step committed so far is durable, then reports their events.
+    pub(crate) async fn make_durable(&self) -> Result<(), JobError> {
+        let upto = self.commits.get();
+        let result = self.backend.sync().await;
+        let ready: Vec<JobEvent> = {
+            let mut pending = self.pending_events.borrow_mut();
+            let split = pending.partition_point(|(tag, _)| *tag <= upto);
+            let ready = pending.drain(..split).map(|(_, e)| e);
+            if result.is_ok() {
+                ready.collect()
+            } else {
+                // Lost steps are not reported.
+                ready.for_each(drop);
+                Vec::new()
+            }
+        };
+        for event in ready {
             self.tracker.emit(event);
+        }
+        result.map_err(JobError::from)
+    }
+
+    /// Called before user code runs: what it is given must not depend on a request's
+    /// writes that could still be lost, so wait for them when requests are in flight.
+    pub(crate) async fn before_user_code(&self) -> Result<(), JobError> {
+        if self.requests_in_flight.get() > 0 {
+            self.make_durable().await?;
         }
         Ok(())
     }
@@ -106,6 +157,22 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
         } else {
             Some(ExecutionGuard(&self.executing))
         }
+    }
+}
+
+/// Counts a request in flight until dropped.
+pub(crate) struct RequestGuard<'a>(&'a Cell<usize>);
+
+impl<'a> RequestGuard<'a> {
+    pub(crate) fn new(count: &'a Cell<usize>) -> Self {
+        count.set(count.get() + 1);
+        RequestGuard(count)
+    }
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 

@@ -30,6 +30,7 @@ pub(crate) async fn alarm<B: Storage + Scheduler + Runtime>(
     let config = job.config();
     let final_attempt = !config.retry.retries_after(claim.attempt);
     let instance = claim.meta.id.clone();
+    engine.before_user_code().await?;
     let started = engine.now();
     let outcome = job
         .run(RunInput {

@@ -149,6 +149,7 @@ async fn flush<B: Storage + Scheduler + Runtime>(
     let config = job.config();
     let attempt = inflight.attempt + 1;
     let final_attempt = !config.retry.retries_after(attempt);
+    engine.before_user_code().await?;
     let started = engine.now();
     let result = job
         .run(FlushInput {

@@ -31,6 +31,7 @@ pub(crate) async fn alarm<B: Storage + Scheduler + Runtime>(
         match work {
             Work::Event { key, pending } => process(engine, job, meta, key, pending).await?,
             Work::Empty { processed } => {
+                engine.before_user_code().await?;
                 job.on_empty(meta.id.clone(), processed).await;
                 let _lock = engine.lock.lock().await;
                 let (meta, mut pool) = read(engine).await?;
@@ -132,13 +133,14 @@ async fn process<B: Storage + Scheduler + Runtime>(
     let attempt = pending.attempt + 1;
     let final_attempt = !config.retry.retries_after(attempt);
     let instance = meta.id.clone();
-    engine.tracker.emit(engine.event(
+    engine.before_user_code().await?;
+    engine.report_when_durable(vec![engine.event(
         &instance,
         EventKind::WorkerPoolProcessing {
             event_id: pending.event_id.clone(),
             attempt,
         },
-    ));
+    )]);
     *engine.running.borrow_mut() = Some(key.clone());
     let started = engine.now();
     let result = job

@@ -1,0 +1,69 @@
+//! Tracks which of an instance's commits are durable, so that answers wait for their writes
+//! while the next steps already run on the in-memory view (like a Durable Object's output
+//! gate).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use durable_jobs::StorageError;
+use tokio::sync::{oneshot, Notify};
+
+#[derive(Default)]
+pub(crate) struct Durability {
+    sent: Cell<u64>,
+    acked: Cell<u64>,
+    failed: RefCell<Option<String>>,
+    changed: Notify,
+}
+
+impl Durability {
+    /// The error every operation returns once a commit was lost.
+    pub fn failure(&self) -> Option<StorageError> {
+        self.failed
+            .borrow()
+            .as_ref()
+            .map(|m| StorageError::new(format!("an earlier commit of this instance failed: {m}")))
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.failed.borrow().is_some()
+    }
+
+    pub fn fail(&self, message: String) {
+        self.failed.borrow_mut().get_or_insert(message);
+        self.changed.notify_waiters();
+    }
+
+    /// Follows a queued commit until the store answers. The store answers in queue order,
+    /// so `acked` only grows.
+    pub fn track(self: &Rc<Self>, ack: oneshot::Receiver<Result<(), StorageError>>) {
+        let seq = self.sent.get() + 1;
+        self.sent.set(seq);
+        let this = self.clone();
+        tokio::task::spawn_local(async move {
+            match ack.await {
+                Ok(Ok(())) => this.acked.set(this.acked.get().max(seq)),
+                Ok(Err(e)) => this.fail(e.to_string()),
+                Err(_) => this.fail("the store stopped".into()),
+            }
+            this.changed.notify_waiters();
+        });
+    }
+
+    /// Waits until every commit tracked so far is durable.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        let target = self.sent.get();
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            if self.acked.get() >= target {
+                return Ok(());
+            }
+            changed.await;
+        }
+    }
+}
