@@ -3,17 +3,20 @@
 //! gate).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use durable_jobs::StorageError;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 #[derive(Default)]
 pub(crate) struct Durability {
     sent: Cell<u64>,
     acked: Cell<u64>,
     failed: RefCell<Option<String>>,
-    changed: Notify,
+    /// Waiters by the commit they wait for; commits are numbered in order, so the queue is
+    /// sorted and an acknowledgement wakes exactly the waiters it satisfies.
+    waiters: RefCell<VecDeque<(u64, oneshot::Sender<()>)>>,
 }
 
 impl Durability {
@@ -31,7 +34,18 @@ impl Durability {
 
     pub fn fail(&self, message: String) {
         self.failed.borrow_mut().get_or_insert(message);
-        self.changed.notify_waiters();
+        // Waking with the sender dropped: every waiter then sees the failure.
+        self.waiters.borrow_mut().clear();
+    }
+
+    fn acknowledge(&self, seq: u64) {
+        self.acked.set(self.acked.get().max(seq));
+        let mut waiters = self.waiters.borrow_mut();
+        while waiters.front().is_some_and(|(target, _)| *target <= seq) {
+            if let Some((_, waiter)) = waiters.pop_front() {
+                let _ = waiter.send(());
+            }
+        }
     }
 
     /// Follows a queued commit until the store answers. The store answers in queue order,
@@ -42,28 +56,28 @@ impl Durability {
         let this = self.clone();
         tokio::task::spawn_local(async move {
             match ack.await {
-                Ok(Ok(())) => this.acked.set(this.acked.get().max(seq)),
+                Ok(Ok(())) => this.acknowledge(seq),
                 Ok(Err(e)) => this.fail(e.to_string()),
                 Err(_) => this.fail("the store stopped".into()),
             }
-            this.changed.notify_waiters();
         });
     }
 
     /// Waits until every commit tracked so far is durable.
     pub async fn sync(&self) -> Result<(), StorageError> {
         let target = self.sent.get();
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(e) = self.failure() {
-                return Err(e);
-            }
-            if self.acked.get() >= target {
-                return Ok(());
-            }
-            changed.await;
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        if self.acked.get() >= target {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().push_back((target, tx));
+        let _ = rx.await;
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 }

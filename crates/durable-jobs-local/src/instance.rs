@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use durable_jobs::adapters::memory::list_sorted;
 use durable_jobs::adapters::{
     AlarmWrite, ListOptions, Runtime, Scheduler, Storage, WriteBatch, WriteOp,
 };
@@ -81,18 +82,7 @@ impl Storage for InstanceStorage {
     }
 
     async fn list(&self, options: ListOptions<'_>) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let rows = self.rows.borrow();
-        let from = match options.start {
-            Some(s) if s > options.prefix => s,
-            _ => options.prefix,
-        };
-        Ok(rows
-            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(options.prefix))
-            .filter(|(k, _)| options.contains(k))
-            .take(options.limit.unwrap_or(usize::MAX))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(list_sorted(&self.rows.borrow(), options))
     }
 
     async fn commit(&self, mut batch: WriteBatch) -> Result<(), StorageError> {

@@ -159,6 +159,12 @@ fn crash_child() {
                         busy |= s.event_count > 0 || s.flushing;
                     }
                 }
+                if busy && Instant::now() > deadline {
+                    for key in ["d0", "d1", "d2"] {
+                        let s = client.debounce::<Batches>().status(key).await;
+                        println!("STALLED debounce {key}: {s:?}");
+                    }
+                }
                 if !busy || Instant::now() > deadline {
                     let ticks = client
                         .continuous::<Ticks>()
@@ -251,9 +257,17 @@ fn killed_at_random_moments_loses_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("jobs.db");
-    let log = dir.path().join("log.txt");
+    // CRASH_KEEP=1 keeps the database and the log for inspection.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let _cleanup = if std::env::var_os("CRASH_KEEP").is_some() {
+        eprintln!("keeping {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
+    };
+    let db = root.join("jobs.db");
+    let log = root.join("log.txt");
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -33,6 +33,26 @@ impl VirtualClock {
     }
 }
 
+/// Answers a [`ListOptions`] range read from rows held in a sorted map (for runtimes that
+/// keep an instance's rows in memory): a seek to the range's start, then a walk that stops
+/// at its end, so the cost follows the rows returned, not the rows stored.
+pub fn list_sorted(
+    rows: &BTreeMap<String, Vec<u8>>,
+    options: ListOptions<'_>,
+) -> Vec<(String, Vec<u8>)> {
+    let from = match options.start {
+        Some(s) if s > options.prefix => s,
+        _ => options.prefix,
+    };
+    rows.range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+        .take_while(|(k, _)| {
+            k.starts_with(options.prefix) && options.end.is_none_or(|e| k.as_str() < e)
+        })
+        .take(options.limit.unwrap_or(usize::MAX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Counts of the operations an instance's storage served.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageStats {
@@ -142,19 +162,7 @@ impl Storage for MemoryStorage {
         let mut inner = self.lock();
         Self::check_read(&mut inner)?;
         inner.stats.lists += 1;
-        let from = match options.start {
-            Some(s) if s > options.prefix => s,
-            _ => options.prefix,
-        };
-        let limit = options.limit.unwrap_or(usize::MAX);
-        Ok(inner
-            .data
-            .range(from.to_string()..)
-            .take_while(|(k, _)| k.starts_with(options.prefix))
-            .filter(|(k, _)| options.contains(k))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(list_sorted(&inner.data, options))
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {

@@ -15,6 +15,7 @@
 mod dispatch;
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::lock::Mutex;
@@ -44,7 +45,9 @@ pub struct Engine<B> {
     /// Steps committed so far (tags events with the step they wait for).
     commits: Cell<u64>,
     /// Events waiting for their step to be durable, in commit order.
-    pending_events: RefCell<Vec<(u64, JobEvent)>>,
+    pending_events: RefCell<VecDeque<(u64, JobEvent)>>,
+    /// Whether the tracker wants events (they are not built otherwise).
+    tracking: bool,
     /// Requests between their first read and their durable answer.
     pub(crate) requests_in_flight: Cell<usize>,
 }
@@ -61,13 +64,15 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
             rerun: Cell::new(false),
             running: RefCell::new(None),
             commits: Cell::new(0),
-            pending_events: RefCell::new(Vec::new()),
+            pending_events: RefCell::new(VecDeque::new()),
+            tracking: false,
             requests_in_flight: Cell::new(0),
         }
     }
 
     /// Sends lifecycle events to `tracker`.
     pub fn with_tracker(mut self, tracker: Arc<dyn EventTracker>) -> Self {
+        self.tracking = tracker.is_enabled();
         self.tracker = tracker;
         self
     }
@@ -103,6 +108,9 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
 
     /// Queues events to report once every step committed so far is durable.
     pub(crate) fn report_when_durable(&self, events: Vec<JobEvent>) {
+        if !self.tracking {
+            return;
+        }
         let tag = self.commits.get();
         self.pending_events
             .borrow_mut()
@@ -141,6 +149,15 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
     }
 
     pub(crate) fn event(&self, instance: &InstanceId, kind: EventKind) -> JobEvent {
+        if !self.tracking {
+            // Dropped unreported: skip the allocations.
+            return JobEvent {
+                timestamp: 0,
+                job_name: String::new(),
+                instance_id: String::new(),
+                kind,
+            };
+        }
         JobEvent {
             timestamp: self.now(),
             job_name: instance.name.clone(),

@@ -39,7 +39,8 @@ pub(crate) enum Entry {
 }
 
 struct Inner {
-    entries: HashMap<(JobKind, String), Entry>,
+    /// By kind, then name: looked up on every request without building a key.
+    entries: HashMap<JobKind, HashMap<String, Entry>>,
     by_type: HashMap<(JobKind, TypeId), Vec<String>>,
     limits: Limits,
 }
@@ -68,7 +69,8 @@ impl Registry {
     pub(crate) fn entry(&self, kind: JobKind, name: &str) -> Result<&Entry, JobError> {
         self.inner
             .entries
-            .get(&(kind, name.to_string()))
+            .get(&kind)
+            .and_then(|by_name| by_name.get(name))
             .ok_or_else(|| JobError::JobNotFound {
                 kind,
                 name: name.to_string(),
@@ -77,7 +79,10 @@ impl Registry {
 
     /// Every registered job, as kind and name.
     pub fn jobs(&self) -> impl Iterator<Item = (JobKind, &str)> {
-        self.inner.entries.keys().map(|(k, n)| (*k, n.as_str()))
+        self.inner
+            .entries
+            .iter()
+            .flat_map(|(kind, by_name)| by_name.keys().map(move |n| (*kind, n.as_str())))
     }
 
     /// The name under which the job type `J` of `kind` is registered.
@@ -157,7 +162,7 @@ impl RegistryBuilder {
 
     /// Validates names (`[A-Za-z0-9_-]+`, unique per kind) and configurations.
     pub fn build(self) -> Result<Registry, RegistryError> {
-        let mut entries = HashMap::new();
+        let mut entries: HashMap<JobKind, HashMap<String, Entry>> = HashMap::new();
         let mut by_type: HashMap<(JobKind, TypeId), Vec<String>> = HashMap::new();
         for (kind, name, type_id, entry) in self.entries {
             if !is_valid_job_name(&name) {
@@ -168,7 +173,12 @@ impl RegistryBuilder {
                 name: name.clone(),
                 message,
             })?;
-            if entries.insert((kind, name.clone()), entry).is_some() {
+            if entries
+                .entry(kind)
+                .or_default()
+                .insert(name.clone(), entry)
+                .is_some()
+            {
                 return Err(RegistryError::DuplicateName { kind, name });
             }
             by_type.entry((kind, type_id)).or_default().push(name);

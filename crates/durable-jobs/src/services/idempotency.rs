@@ -13,8 +13,8 @@ use crate::services::codec;
 
 const RECORD_PREFIX: &str = "idem:";
 const EXPIRY_PREFIX: &str = "idx:";
-/// How many expired records one step removes at most.
-const SWEEP_LIMIT: usize = 16;
+/// How many expired records a step removes at least, when there are that many.
+pub const SWEEP_LIMIT: usize = 16;
 
 /// The key of an event id's record.
 pub fn record_key(event_id: &str) -> String {
@@ -68,19 +68,18 @@ pub fn remove(batch: &mut WriteBatch, event_id: &str, expires_at: Option<i64>) {
     }
 }
 
-/// Adds to `batch` the deletion of up to a few records expired by `now`.
+/// Adds to `batch` the deletion of up to `limit` records expired by `now`. Callers sweep
+/// at least as many as they may have added since their last sweep, so the records stay
+/// bounded by what one retention period brings.
 pub async fn sweep<S: Storage>(
     storage: &S,
     batch: &mut WriteBatch,
     now: i64,
+    limit: usize,
 ) -> Result<usize, JobError> {
     let end = format!("{EXPIRY_PREFIX}{:020}", now.max(0) + 1);
     let expired = storage
-        .list(
-            ListOptions::prefix(EXPIRY_PREFIX)
-                .end(&end)
-                .limit(SWEEP_LIMIT),
-        )
+        .list(ListOptions::prefix(EXPIRY_PREFIX).end(&end).limit(limit))
         .await?;
     for (key, _) in &expired {
         // idx:{20 digits}:{event id}
@@ -107,7 +106,7 @@ mod tests {
             put(&mut b, "b", &2u8, 300, None).unwrap();
             s.commit(b).await.unwrap();
             let mut b = WriteBatch::new();
-            assert_eq!(sweep(&s, &mut b, 200).await.unwrap(), 1);
+            assert_eq!(sweep(&s, &mut b, 200, SWEEP_LIMIT).await.unwrap(), 1);
             s.commit(b).await.unwrap();
             assert_eq!(get::<u8, _>(&s, "a:1").await.unwrap(), None);
             assert_eq!(get::<u8, _>(&s, "b").await.unwrap(), Some(2));

@@ -28,6 +28,11 @@ pub trait EventTracker: Send + Sync {
     fn pending(&self) -> usize {
         0
     }
+
+    /// Whether events are wanted at all (when not, the engine does not build them).
+    fn is_enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Discards every event.
@@ -36,6 +41,10 @@ pub struct NoopTracker;
 
 impl EventTracker for NoopTracker {
     fn emit(&self, _event: JobEvent) {}
+
+    fn is_enabled(&self) -> bool {
+        false
+    }
 }
 
 /// Keeps every event in memory, for tests and debugging.

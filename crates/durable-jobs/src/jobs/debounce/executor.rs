@@ -12,7 +12,7 @@ use crate::jobs::continuous::ErrorInfo;
 use crate::retry::{hash_str, millis};
 use crate::services::codec;
 use crate::services::metadata::{Metadata, Status, META_KEY};
-use crate::services::{purge, schedule};
+use crate::services::{idempotency, purge, schedule};
 
 /// Handles one alarm of a Debounce instance. The caller holds the execution guard.
 pub(crate) async fn alarm<B: Storage + Scheduler + Runtime>(
@@ -230,6 +230,9 @@ async fn flush<B: Storage + Scheduler + Runtime>(
             }
         }
     }
+    // A batch may have brought one id record per event: sweep at least that many.
+    let limit = idempotency::SWEEP_LIMIT + inflight.batch.event_count as usize;
+    idempotency::sweep(&engine.backend, &mut batch, now, limit).await?;
     if rec.is_idle() && meta.purge_at.is_none() {
         purge::schedule(&mut meta, now, config.retention_ms);
         batch.put(META_KEY, codec::encode(&meta)?);

@@ -89,7 +89,6 @@ pub(crate) async fn handle<B: Storage + Scheduler + Runtime>(
                 let expires = now.saturating_add(config.retention_ms);
                 idempotency::put(&mut batch, id, &Seen { at: now }, expires, None)?;
             }
-            idempotency::sweep(&engine.backend, &mut batch, now).await?;
             batch.put(RECORD_KEY, codec::encode(&rec)?);
             schedule::reconcile(&mut batch, before, alarm_time(Some(&meta), &rec), false);
             let ev = engine.event(

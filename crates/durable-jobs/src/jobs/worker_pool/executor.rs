@@ -240,7 +240,8 @@ async fn process<B: Storage + Scheduler + Runtime>(
             }
         }
     }
-    idempotency::sweep(&engine.backend, &mut batch, now).await?;
+    // One record per event becomes expirable here; sweeping a few keeps them bounded.
+    idempotency::sweep(&engine.backend, &mut batch, now, idempotency::SWEEP_LIMIT).await?;
     batch.put(POOL_KEY, codec::encode(&pool)?);
     schedule::reconcile(&mut batch, None, alarm_time(meta.as_ref(), &pool), true);
     engine.commit(batch, events).await

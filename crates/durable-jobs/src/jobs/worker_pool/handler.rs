@@ -103,7 +103,6 @@ pub(crate) async fn handle<B: Storage + Scheduler + Runtime>(
             };
             batch.put(key.clone(), codec::encode(&pending)?);
             idempotency::put_pinned(&mut batch, &event_id, &IdRecord::Queued { key })?;
-            idempotency::sweep(&engine.backend, &mut batch, now).await?;
             pool.next_seq += 1;
             pool.pending += 1;
             pool.drained = false;
