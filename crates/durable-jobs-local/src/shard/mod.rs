@@ -327,11 +327,15 @@ impl Shard {
                 return;
             }
         };
+        // A busy instance only notes the alarm (its running execution looks again and sets
+        // the alarm when done): its row must stay, or a crash before then would leave
+        // pending work with no alarm.
+        let busy = engine.is_executing();
         let writes = engine.backend().alarm_writes();
         match engine.alarm().await {
             Ok(()) => {
                 self.failures.borrow_mut().remove(&id);
-                if engine.backend().alarm_writes() == writes {
+                if !busy && engine.backend().alarm_writes() == writes {
                     engine.backend().consume_alarm(at);
                     self.cfg.store.consume_alarm(id, at).await;
                 }

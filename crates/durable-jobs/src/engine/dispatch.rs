@@ -65,8 +65,10 @@ impl<B: Storage + Scheduler + Runtime> Engine<B> {
     ///
     /// Runtimes call this when the alarm's time is reached, treating the alarm as consumed
     /// (the engine sets it again if work remains). A call made while an execution runs
-    /// returns at once and makes the running call look again before it returns, so an
-    /// alarm consumed meanwhile is never lost.
+    /// ([`is_executing`](Self::is_executing)) returns at once and makes the running call
+    /// look again before it returns; such a call consumes nothing, so a runtime that keeps
+    /// its alarms durably must leave that alarm in place (the running call sets it again
+    /// when it completes, and until then a crash must still find work scheduled).
     pub async fn alarm(&self) -> Result<(), JobError> {
         let exhausted = {
             let Some(_executing) = self.begin_execution() else {
