@@ -135,8 +135,20 @@ impl Db {
                     } => group.push((instance, batch, reply)),
                     StoreOp::ConsumeAlarm { instance, at } => consumed.push((instance, at)),
                     read => {
-                        // Reads see every write queued before them.
-                        self.flush(&mut group, &mut consumed);
+                        // Reads see every write queued before them. Loading an instance only
+                        // needs that instance's writes, which the pending group rarely holds
+                        // (a loaded instance had no live engine): then the group keeps
+                        // growing instead of committing early.
+                        let needs_flush = match &read {
+                            StoreOp::Load { instance, .. } => {
+                                group.iter().any(|(id, _, _)| id == instance)
+                                    || consumed.iter().any(|(id, _)| id == instance)
+                            }
+                            _ => true,
+                        };
+                        if needs_flush {
+                            self.flush(&mut group, &mut consumed);
+                        }
                         self.read(read);
                     }
                 }
