@@ -8,6 +8,8 @@
 //! durable_jobs_conformance::conformance_tests!(MyRuntime, |fut| my_block_on(fut));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod continuous;
 pub mod debounce;
 pub mod input;
