@@ -26,6 +26,7 @@ mod error;
 mod instance;
 mod shard;
 mod store;
+mod tracking;
 mod transport;
 
 use std::path::PathBuf;
@@ -37,14 +38,18 @@ use durable_jobs::services::tracker::{EventTracker, NoopTracker};
 use durable_jobs::{JobError, JobsClient, Registry};
 use tokio::sync::{mpsc, oneshot};
 
+pub use durable_jobs::services::tracker::HttpTrackerConfig;
 pub use error::OpenError;
 pub use shard::ShardStats;
 pub use store::{Durability, Location};
+#[cfg(feature = "http-tracker")]
+pub use tracking::HttpPost;
 pub use transport::LocalTransport;
 
 use clock::Clock;
 use shard::{ShardConfig, ShardMsg};
 use store::StoreHandle;
+use tracking::Flusher;
 
 /// Requests queued per shard at most; callers wait beyond (backpressure).
 const SHARD_QUEUE: usize = 4096;
@@ -57,6 +62,7 @@ pub struct Builder {
     shards: usize,
     clock: Clock,
     tracker: Arc<dyn EventTracker>,
+    flush_every: Option<Duration>,
     window: Duration,
     evict_after: Duration,
     shutdown_grace: Duration,
@@ -98,6 +104,25 @@ impl Builder {
     pub fn tracker(mut self, tracker: Arc<dyn EventTracker>) -> Self {
         self.tracker = tracker;
         self
+    }
+
+    /// Flushes the tracker from a background thread every `every` (for trackers that
+    /// buffer, such as the core's `HttpBatchTracker` over your own `HttpSink`).
+    pub fn flush_tracker_every(mut self, every: Duration) -> Self {
+        self.flush_every = Some(every.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// Posts lifecycle events in batches to `endpoint` (a JSON array per POST, each event
+    /// enriched with `config`'s environment and service key), flushed every 250 ms. A slow
+    /// or failing collector never delays or fails a request; events beyond the buffer bound
+    /// are dropped and counted.
+    #[cfg(feature = "http-tracker")]
+    pub fn http_tracking(self, endpoint: impl Into<String>, config: HttpTrackerConfig) -> Self {
+        use durable_jobs::services::tracker::HttpBatchTracker;
+        let sink = HttpPost::new(endpoint, Duration::from_secs(10));
+        self.tracker(Arc::new(HttpBatchTracker::new(config, sink)))
+            .flush_tracker_every(Duration::from_millis(250))
     }
 
     /// How far ahead alarms are held in memory (default 10 s).
@@ -144,6 +169,15 @@ impl Builder {
             threads.push(thread);
         }
         drop(store);
+        let flusher =
+            match self.flush_every {
+                Some(every) => Some(Flusher::start(self.tracker.clone(), every).map_err(|e| {
+                    OpenError::Io {
+                        message: format!("cannot start the tracker thread: {e}"),
+                    }
+                })?),
+                None => None,
+            };
         Ok(LocalRuntime {
             registry: self.registry,
             transport: LocalTransport {
@@ -152,6 +186,7 @@ impl Builder {
             clock: self.clock,
             threads,
             store_thread: Some(store_thread),
+            flusher,
         })
     }
 }
@@ -164,6 +199,7 @@ pub struct LocalRuntime {
     clock: Clock,
     threads: Vec<JoinHandle<()>>,
     store_thread: Option<JoinHandle<()>>,
+    flusher: Option<Flusher>,
 }
 
 impl LocalRuntime {
@@ -176,6 +212,7 @@ impl LocalRuntime {
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             clock: Clock::System,
             tracker: Arc::new(NoopTracker),
+            flush_every: None,
             window: Duration::from_secs(10),
             evict_after: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
@@ -281,6 +318,10 @@ impl LocalRuntime {
         if let Some(store) = self.store_thread.take() {
             let _ = store.join();
         }
+        // Last, so the events of the final steps are delivered too.
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop();
+        }
     }
 }
 
@@ -292,6 +333,9 @@ impl Drop for LocalRuntime {
         for shard in self.transport.shards.iter() {
             let (reply, _) = oneshot::channel();
             let _ = shard.try_send(ShardMsg::Shutdown { reply });
+        }
+        if let Some(flusher) = &self.flusher {
+            flusher.signal();
         }
     }
 }
