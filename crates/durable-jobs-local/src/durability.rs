@@ -10,7 +10,7 @@ use durable_jobs::StorageError;
 use tokio::sync::oneshot;
 
 #[derive(Default)]
-pub(crate) struct Durability {
+pub(crate) struct CommitTracker {
     sent: Cell<u64>,
     acked: Cell<u64>,
     failed: RefCell<Option<String>>,
@@ -19,7 +19,7 @@ pub(crate) struct Durability {
     waiters: RefCell<VecDeque<(u64, oneshot::Sender<()>)>>,
 }
 
-impl Durability {
+impl CommitTracker {
     /// The error every operation returns once a commit was lost.
     pub fn failure(&self) -> Option<StorageError> {
         self.failed

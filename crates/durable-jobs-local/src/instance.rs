@@ -14,7 +14,7 @@ use durable_jobs::{SchedulerError, StorageError};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::durability::Durability;
+use crate::durability::CommitTracker;
 use crate::shard::alarms::AlarmQueue;
 use crate::store::{LoadedInstance, StoreHandle};
 
@@ -27,7 +27,7 @@ pub(crate) struct InstanceStorage {
     alarms: Rc<RefCell<AlarmQueue>>,
     wake: Rc<Notify>,
     alarm_writes: Cell<u64>,
-    durability: Rc<Durability>,
+    durability: Rc<CommitTracker>,
 }
 
 impl InstanceStorage {

@@ -24,11 +24,11 @@ fn stopped() -> JobError {
 
 impl Transport for LocalTransport {
     async fn send(&self, request: Request) -> Result<Response, JobError> {
-        let id = request.instance.to_string();
+        let id: Arc<str> = Arc::from(request.instance.to_string());
         let shard = &self.shards[shard_of(&id, self.shards.len())];
         let (reply, rx) = oneshot::channel();
         shard
-            .send(ShardMsg::Request { request, reply })
+            .send(ShardMsg::Request { id, request, reply })
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?

@@ -25,6 +25,8 @@ const ALARM_PAGE: usize = 10_000;
 
 pub(crate) enum ShardMsg {
     Request {
+        /// `request.instance` as text, formatted once by the transport (it routes by it).
+        id: Arc<str>,
         request: Request,
         reply: oneshot::Sender<Result<Response, JobError>>,
     },
@@ -189,14 +191,13 @@ impl Shard {
 
     fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Request { request, reply } => {
+            ShardMsg::Request { id, request, reply } => {
                 if self.stopping.get() {
                     let _ = reply.send(Err(shutting_down()));
                     return;
                 }
                 let shard = self.clone();
                 self.track(async move {
-                    let id: Arc<str> = Arc::from(request.instance.to_string());
                     let result = match shard.engine(&id).await {
                         Ok(engine) => engine.handle(request).await,
                         Err(e) => Err(e),

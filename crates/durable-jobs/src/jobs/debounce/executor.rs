@@ -20,7 +20,7 @@ pub(crate) async fn alarm<B: Storage + Scheduler + Runtime>(
     job: &dyn ErasedDebounce,
 ) -> Result<(), JobError> {
     for _ in 0..EXECUTIONS_PER_ALARM {
-        let Some((meta, inflight)) = claim(engine, job).await? else {
+        let Some((meta, inflight)) = claim(engine).await? else {
             return Ok(());
         };
         flush(engine, job, meta, inflight).await?;
@@ -39,7 +39,6 @@ async fn read<B: Storage>(engine: &Engine<B>) -> Result<(Option<Metadata>, Recor
 /// batch a flush asked to retry, then the pending batch if due) and stores it as in flight.
 async fn claim<B: Storage + Scheduler + Runtime>(
     engine: &Engine<B>,
-    job: &dyn ErasedDebounce,
 ) -> Result<Option<(Metadata, Inflight)>, JobError> {
     let _lock = engine.lock.lock().await;
     let (meta, mut rec) = read(engine).await?;
@@ -112,7 +111,6 @@ async fn claim<B: Storage + Scheduler + Runtime>(
     }
     schedule::reconcile(&mut batch, None, alarm_time(Some(&meta), &rec), true);
     engine.commit(batch, Vec::new()).await?;
-    let _ = job;
     Ok(None)
 }
 
