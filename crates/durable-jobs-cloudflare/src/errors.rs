@@ -3,7 +3,7 @@
 //! workers-rs errors may hold JavaScript values, which are neither `Send` nor `Sync`, so
 //! they travel as text.
 
-use durable_jobs::{JobError, SchedulerError, StorageError};
+use durable_jobs::{JobError, StorageError};
 use wasm_bindgen::{JsCast, JsValue};
 
 /// The text of a JavaScript exception or rejection value.
@@ -19,10 +19,6 @@ pub(crate) fn js_text(value: &JsValue) -> String {
 
 pub(crate) fn storage_error(what: &str, error: impl std::fmt::Display) -> StorageError {
     StorageError::new(format!("durable object storage: {what}: {error}"))
-}
-
-pub(crate) fn scheduler_error(what: &str, error: impl std::fmt::Display) -> SchedulerError {
-    SchedulerError(format!("durable object alarm: {what}: {error}"))
 }
 
 /// A transport failure, with the HTTP status when there is one.

@@ -5,9 +5,8 @@
 //! so requests and alarms of the instance share the engine's lock:
 //!
 //! - [`DurableObjectBackend`] implements the core adapters: `Storage` over the object's
-//!   SQLite database (one ordered `jobs_kv` table, one atomic commit per step, alarm included),
-//!   `Scheduler` over the object's alarm (absolute times), and `Runtime` (`Date.now()`, the
-//!   object id);
+//!   SQLite database (one ordered `jobs_kv` table, one atomic commit per step, alarm
+//!   included, at absolute times), and `Clock` (`Date.now()`);
 //! - [`engine_object!`] declares the Durable Object class in your worker, bound to your
 //!   registry;
 //! - [`DoTransport`] is the client side: [`durable_jobs::JobsClient`] over Durable Object
@@ -66,15 +65,14 @@
 mod key_range;
 
 #[cfg(target_arch = "wasm32")]
+mod clock;
+#[cfg(target_arch = "wasm32")]
 mod engine_object;
 #[cfg(target_arch = "wasm32")]
 mod errors;
 #[cfg(target_arch = "wasm32")]
 mod registry_cache;
 #[cfg(target_arch = "wasm32")]
-mod runtime;
-#[cfg(target_arch = "wasm32")]
-mod scheduler;
 #[cfg(target_arch = "wasm32")]
 mod storage;
 #[cfg(target_arch = "wasm32")]

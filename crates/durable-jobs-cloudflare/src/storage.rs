@@ -18,7 +18,7 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
-use durable_jobs::adapters::{AlarmWrite, ListOptions, Runtime, Storage, WriteBatch, WriteOp};
+use durable_jobs::adapters::{AlarmWrite, Clock, ListOptions, Storage, WriteBatch, WriteOp};
 use durable_jobs::StorageError;
 use js_sys::{Function, Object, Promise, Reflect};
 use serde::{Deserialize, Serialize};
@@ -51,8 +51,6 @@ pub struct StorageStats {
     pub rows_read: u64,
     /// Rows SQLite wrote (billed as rows written).
     pub rows_written: u64,
-    /// Alarm reads and changes made outside commits, through `Scheduler`.
-    pub alarm_calls: u64,
 }
 
 impl StorageStats {
@@ -65,7 +63,6 @@ impl StorageStats {
             statements: self.statements.saturating_sub(earlier.statements),
             rows_read: self.rows_read.saturating_sub(earlier.rows_read),
             rows_written: self.rows_written.saturating_sub(earlier.rows_written),
-            alarm_calls: self.alarm_calls.saturating_sub(earlier.alarm_calls),
         }
     }
 }
@@ -83,12 +80,11 @@ pub struct StorageReport {
 
 /// One job instance's storage, alarm and clock, over its Durable Object.
 ///
-/// Implements the core's `Storage`, `Scheduler` and `Runtime`; an
+/// Implements the core's `Storage` and `Clock`; an
 /// [`Engine`](durable_jobs::Engine) runs over it.
 pub struct DurableObjectBackend {
     pub(crate) storage: worker::Storage,
     sql: OnceCell<SqlStorage>,
-    pub(crate) instance_key: String,
     pub(crate) stats: Cell<StorageStats>,
 }
 
@@ -98,7 +94,6 @@ impl DurableObjectBackend {
         DurableObjectBackend {
             storage: state.storage(),
             sql: OnceCell::new(),
-            instance_key: state.id().to_string(),
             stats: Cell::new(StorageStats::default()),
         }
     }
@@ -177,11 +172,8 @@ impl DurableObjectBackend {
     /// (They report an invalid time through their promise, too late to roll back: hence
     /// the check of the time before the transaction starts.)
     fn apply(&self, mut batch: WriteBatch) -> Result<Vec<Promise>, StorageError> {
-        if let Some(AlarmWrite::Set(at)) = batch.alarm {
-            batch.alarm = Some(AlarmWrite::Set(platform_alarm_time(
-                at,
-                Runtime::now(self),
-            )?));
+        if let Some(AlarmWrite::Set(at)) = batch.alarm() {
+            batch.set_alarm(Some(platform_alarm_time(at, Clock::now(self))?));
         }
         let sql = self.sql()?.clone();
         let storage_handle: JsValue = AsRef::<JsValue>::as_ref(self.storage.as_raw()).clone();
@@ -210,10 +202,11 @@ impl DurableObjectBackend {
                     tally.set((statements + 1, written + cursor.rows_written() as u64));
                     Ok(())
                 };
-                if batch.delete_all {
+                let (delete_all, ops, alarm) = batch.into_parts();
+                if delete_all {
                     run(plain(key_range::DELETE_ALL))?;
                 }
-                for op in batch.ops {
+                for op in ops {
                     let query = match op {
                         WriteOp::Put(key, value) => Query {
                             sql: key_range::UPSERT.to_string(),
@@ -226,10 +219,6 @@ impl DurableObjectBackend {
                     };
                     run(query)?;
                 }
-                let alarm = match batch.alarm {
-                    None if batch.delete_all => Some(AlarmWrite::Clear),
-                    other => other,
-                };
                 let promise = match alarm {
                     Some(AlarmWrite::Set(at)) => {
                         let date = js_sys::Date::new(&JsValue::from_f64(at as f64));

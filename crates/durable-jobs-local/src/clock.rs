@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use durable_jobs::adapters::memory::VirtualClock;
+use durable_jobs::adapters::{self, Clock as _, VirtualClock};
 use tokio::sync::watch;
 
 /// Where the runtime reads time.
@@ -24,13 +24,6 @@ impl Clock {
         }
     }
 
-    pub fn now(&self) -> i64 {
-        match self {
-            Clock::System => system_now(),
-            Clock::Virtual { clock, .. } => clock.now(),
-        }
-    }
-
     /// Sets a virtual clock and wakes the shards; no effect on the system clock.
     pub fn set(&self, at: i64) {
         if let Clock::Virtual { clock, changed } = self {
@@ -47,6 +40,15 @@ impl Clock {
         match self {
             Clock::System => None,
             Clock::Virtual { changed, .. } => Some(changed.subscribe()),
+        }
+    }
+}
+
+impl adapters::Clock for Clock {
+    fn now(&self) -> i64 {
+        match self {
+            Clock::System => system_now(),
+            Clock::Virtual { clock, .. } => clock.now(),
         }
     }
 }

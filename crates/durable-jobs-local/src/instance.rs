@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use durable_jobs::adapters::memory::list_sorted;
 use durable_jobs::adapters::{
-    AlarmWrite, ListOptions, Runtime, Scheduler, Storage, WriteBatch, WriteOp,
+    self, list_sorted, AlarmWrite, ListOptions, Storage, WriteBatch, WriteOp,
 };
-use durable_jobs::{SchedulerError, StorageError};
+use durable_jobs::StorageError;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -93,10 +92,10 @@ impl Storage for InstanceStorage {
         // durability. The engine's lock orders commits of one instance.
         {
             let mut rows = self.rows.borrow_mut();
-            if batch.delete_all {
+            if batch.deletes_all() {
                 rows.clear();
             }
-            for op in &batch.ops {
+            for op in batch.ops() {
                 match op {
                     WriteOp::Put(k, v) => {
                         rows.insert(k.clone(), v.clone());
@@ -107,21 +106,20 @@ impl Storage for InstanceStorage {
                 }
             }
         }
-        let alarm = match batch.alarm {
+        let alarm = match batch.alarm() {
             Some(AlarmWrite::Set(t)) => Some(Some(t)),
             Some(AlarmWrite::Clear) => Some(None),
-            None if batch.delete_all => Some(None),
             None => None,
         };
         if let Some(at) = alarm {
-            let stored = if batch.delete_all {
+            let stored = if batch.deletes_all() {
                 None
             } else {
                 self.alarm.get()
             };
             if stored == at {
                 // Already in the index: only the in-memory queue needs re-arming.
-                batch.alarm = None;
+                batch.take_alarm();
             }
             self.alarm.set(at);
             self.alarm_writes.set(self.alarm_writes.get() + 1);
@@ -145,33 +143,7 @@ impl Storage for InstanceStorage {
     }
 }
 
-impl Scheduler for InstanceStorage {
-    async fn schedule(&self, at: i64) -> Result<(), SchedulerError> {
-        let mut batch = WriteBatch::new();
-        batch.set_alarm(Some(at));
-        self.commit(batch)
-            .await
-            .map_err(|e| SchedulerError(e.to_string()))
-    }
-
-    async fn cancel(&self) -> Result<(), SchedulerError> {
-        let mut batch = WriteBatch::new();
-        batch.set_alarm(None);
-        self.commit(batch)
-            .await
-            .map_err(|e| SchedulerError(e.to_string()))
-    }
-
-    async fn scheduled(&self) -> Result<Option<i64>, SchedulerError> {
-        Ok(self.alarm.get())
-    }
-}
-
-impl Runtime for InstanceStorage {
-    fn instance_key(&self) -> &str {
-        &self.id
-    }
-
+impl adapters::Clock for InstanceStorage {
     fn now(&self) -> i64 {
         self.clock.now()
     }

@@ -47,6 +47,7 @@ pub use tracking::HttpPost;
 pub use transport::LocalTransport;
 
 use clock::Clock;
+use durable_jobs::adapters::Clock as _;
 use shard::{ShardConfig, ShardMsg};
 use store::StoreHandle;
 use tracking::Flusher;
@@ -241,8 +242,8 @@ impl LocalRuntime {
         let mut out = Vec::with_capacity(self.transport.shards.len());
         for shard in self.transport.shards.iter() {
             let (tx, rx) = oneshot::channel();
-            shard.send(make(tx)).await.map_err(|_| down())?;
-            out.push(rx.await.map_err(|_| down())?);
+            shard.send(make(tx)).await.map_err(|_| JobError::ShutDown)?;
+            out.push(rx.await.map_err(|_| JobError::ShutDown)?);
         }
         Ok(out)
     }
@@ -337,12 +338,5 @@ impl Drop for LocalRuntime {
         if let Some(flusher) = &self.flusher {
             flusher.signal();
         }
-    }
-}
-
-fn down() -> JobError {
-    JobError::Client {
-        status: 503,
-        message: "the runtime is shut down".into(),
     }
 }

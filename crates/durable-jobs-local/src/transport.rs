@@ -15,13 +15,6 @@ pub struct LocalTransport {
     pub(crate) shards: Arc<[mpsc::Sender<ShardMsg>]>,
 }
 
-fn stopped() -> JobError {
-    JobError::Client {
-        status: 503,
-        message: "the runtime is shut down".into(),
-    }
-}
-
 impl Transport for LocalTransport {
     async fn send(&self, request: Request) -> Result<Response, JobError> {
         let id: Arc<str> = Arc::from(request.instance.to_string());
@@ -30,7 +23,7 @@ impl Transport for LocalTransport {
         shard
             .send(ShardMsg::Request { id, request, reply })
             .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+            .map_err(|_| JobError::ShutDown)?;
+        rx.await.map_err(|_| JobError::ShutDown)?
     }
 }

@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::JobKind;
+use crate::services::metadata::StatusName;
 
 /// A storage operation failed. The step it belonged to was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +42,6 @@ impl StorageError {
     }
 }
 
-/// An alarm operation failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SchedulerError(pub String);
-
 /// A registry could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -78,8 +74,10 @@ pub enum RegistryError {
 /// Every error a request can end with, on every transport (spec §13).
 ///
 /// It is serialisable so that a remote transport returns the same error a local call would.
+/// New variants may be added, so a `match` needs a catch-all arm.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "error", rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum JobError {
     /// No job of this kind and name is registered.
     #[error("no {kind} job named `{name}` is registered")]
@@ -100,14 +98,14 @@ pub enum JobError {
         key: String,
     },
     /// The operation does not apply in the instance's current state.
-    #[error("cannot {operation}: expected {expected}, found {actual}")]
+    #[error("cannot {operation}: the instance is {actual}, not {expected}")]
     InvalidState {
-        /// The state the operation needs.
-        expected: String,
-        /// The state the instance is in.
-        actual: String,
-        /// The operation refused.
+        /// The operation refused (`trigger`...).
         operation: String,
+        /// The status the operation needs.
+        expected: StatusName,
+        /// The status the instance is in.
+        actual: StatusName,
     },
     /// A value does not match the job's schema.
     #[error("invalid {schema} at `{path}`: {message}")]
@@ -135,12 +133,6 @@ pub enum JobError {
         /// What failed.
         message: String,
     },
-    /// The alarm could not be read or set.
-    #[error("scheduler error: {message}")]
-    Scheduler {
-        /// What failed.
-        message: String,
-    },
     /// The request is malformed (bad JSON, wrong kind for the instance, unknown operation...).
     #[error("bad request: {message}")]
     BadRequest {
@@ -157,6 +149,10 @@ pub enum JobError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The runtime is shut down, or shutting down: it takes no more requests. Another
+    /// process, or the runtime once restarted, can take the request.
+    #[error("the runtime is shut down")]
+    ShutDown,
     /// The transport failed to deliver the request or its answer.
     #[error("transport error (status {status}): {message}")]
     Client {
@@ -184,7 +180,7 @@ impl JobError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            JobError::Storage { .. } | JobError::Scheduler { .. } | JobError::Client { .. }
+            JobError::Storage { .. } | JobError::ShutDown | JobError::Client { .. }
         )
     }
 }
@@ -199,11 +195,5 @@ impl From<StorageError> for JobError {
             source = s.source();
         }
         JobError::Storage { message }
-    }
-}
-
-impl From<SchedulerError> for JobError {
-    fn from(e: SchedulerError) -> Self {
-        JobError::Scheduler { message: e.0 }
     }
 }

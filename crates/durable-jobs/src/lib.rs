@@ -64,7 +64,7 @@ pub mod wire;
 
 pub use client::{JobsClient, Transport};
 pub use engine::Engine;
-pub use errors::{JobError, RegistryError, SchedulerError, StorageError};
+pub use errors::{JobError, RegistryError, StorageError};
 pub use events::{EventKind, FlushReason, JobEvent};
 pub use ids::{InstanceId, JobKind};
 pub use jobs::continuous::{Continuous, ContinuousContext, ContinuousStatus, Schedule};
@@ -75,4 +75,4 @@ pub use jobs::worker_pool::{
 };
 pub use registry::{Limits, Registry, RegistryBuilder};
 pub use retry::{Backoff, RetryPolicy};
-pub use services::metadata::Status;
+pub use services::metadata::{Status, StatusName};

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use durable_jobs::adapters::memory::{MemoryStorage, VirtualClock};
+use durable_jobs::adapters::memory::MemoryStorage;
+use durable_jobs::adapters::VirtualClock;
 use durable_jobs::services::tracker::{
     EventTracker, HttpBatchTracker, HttpSink, HttpTrackerConfig,
 };
@@ -147,7 +148,7 @@ fn requests_succeed_when_the_collector_fails() {
             .debounce("hooks", Hooks)
             .build()
             .unwrap();
-        let storage = MemoryStorage::new("h", VirtualClock::new(5));
+        let storage = MemoryStorage::new(VirtualClock::new(5));
         let engine = Engine::new(registry, storage).with_tracker(tracker.clone());
         let request = Request {
             instance: InstanceId::new(JobKind::Debounce, "hooks", "k"),

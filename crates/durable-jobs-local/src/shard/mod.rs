@@ -19,6 +19,7 @@ use self::alarms::AlarmQueue;
 use crate::clock::Clock;
 use crate::instance::InstanceStorage;
 use crate::store::StoreHandle;
+use durable_jobs::adapters::Clock as _;
 
 /// Alarm index rows read per page.
 const ALARM_PAGE: usize = 10_000;
@@ -193,7 +194,7 @@ impl Shard {
         match msg {
             ShardMsg::Request { id, request, reply } => {
                 if self.stopping.get() {
-                    let _ = reply.send(Err(shutting_down()));
+                    let _ = reply.send(Err(JobError::ShutDown));
                     return;
                 }
                 let shard = self.clone();
@@ -421,13 +422,6 @@ impl Shard {
                     .is_none_or(|e| Rc::strong_count(e) == 1 && !e.is_executing());
             !(idle && unused)
         });
-    }
-}
-
-fn shutting_down() -> JobError {
-    JobError::Client {
-        status: 503,
-        message: "the runtime is shutting down".into(),
     }
 }
 

@@ -203,17 +203,17 @@ impl Db {
             }
             for (instance, batch, _) in group {
                 let id = instance.as_ref();
-                if batch.delete_all {
+                if batch.deletes_all() {
                     delete_all.execute([id])?;
                     clear_alarm.execute([id])?;
                 }
-                for op in &batch.ops {
+                for op in batch.ops() {
                     match op {
                         WriteOp::Put(k, v) => put.execute(params![id, k, v])?,
                         WriteOp::Delete(k) => delete.execute(params![id, k])?,
                     };
                 }
-                match batch.alarm {
+                match batch.alarm() {
                     Some(AlarmWrite::Set(at)) => set_alarm.execute(params![id, at])?,
                     Some(AlarmWrite::Clear) => clear_alarm.execute([id])?,
                     None => 0,

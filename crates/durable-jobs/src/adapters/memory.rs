@@ -1,57 +1,13 @@
-//! In-memory adapters: a map per instance, an alarm slot, a virtual clock, and failure
-//! injection for testing what a failed step leaves behind.
+//! In-memory storage: a map per instance, an alarm slot, and failure injection for testing
+//! what a failed step leaves behind.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{AlarmWrite, ListOptions, Runtime, Scheduler, Storage, WriteBatch, WriteOp};
-use crate::errors::{SchedulerError, StorageError};
-
-/// A clock that moves only when told to. Cloning shares the same time.
-#[derive(Debug, Clone, Default)]
-pub struct VirtualClock {
-    now: Arc<AtomicI64>,
-}
-
-impl VirtualClock {
-    /// A clock reading `start` (ms since the epoch).
-    pub fn new(start: i64) -> Self {
-        VirtualClock {
-            now: Arc::new(AtomicI64::new(start)),
-        }
-    }
-
-    /// The current virtual time.
-    pub fn now(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
-    }
-
-    /// Sets the time; a clock never goes back, so an earlier time is ignored.
-    pub fn set(&self, at: i64) {
-        self.now.fetch_max(at, Ordering::SeqCst);
-    }
-}
-
-/// Answers a [`ListOptions`] range read from rows held in a sorted map (for runtimes that
-/// keep an instance's rows in memory): a seek to the range's start, then a walk that stops
-/// at its end, so the cost follows the rows returned, not the rows stored.
-pub fn list_sorted(
-    rows: &BTreeMap<String, Vec<u8>>,
-    options: ListOptions<'_>,
-) -> Vec<(String, Vec<u8>)> {
-    let from = match options.start {
-        Some(s) if s > options.prefix => s,
-        _ => options.prefix,
-    };
-    rows.range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
-        .take_while(|(k, _)| {
-            k.starts_with(options.prefix) && options.end.is_none_or(|e| k.as_str() < e)
-        })
-        .take(options.limit.unwrap_or(usize::MAX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
+use super::{
+    list_sorted, AlarmWrite, Clock, ListOptions, Storage, VirtualClock, WriteBatch, WriteOp,
+};
+use crate::errors::StorageError;
 
 /// Counts of the operations an instance's storage served.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,16 +37,14 @@ struct Inner {
 pub struct MemoryStorage {
     inner: Arc<Mutex<Inner>>,
     clock: VirtualClock,
-    key: Arc<str>,
 }
 
 impl MemoryStorage {
-    /// Empty storage named `key`, reading time from `clock`.
-    pub fn new(key: impl Into<Arc<str>>, clock: VirtualClock) -> Self {
+    /// Empty storage, reading time from `clock`.
+    pub fn new(clock: VirtualClock) -> Self {
         MemoryStorage {
             inner: Arc::default(),
             clock,
-            key: key.into(),
         }
     }
 
@@ -171,11 +125,11 @@ impl Storage for MemoryStorage {
             inner.fail_commits -= 1;
             return Err(StorageError::new("injected commit failure"));
         }
-        if batch.delete_all {
+        let (delete_all, ops, alarm) = batch.into_parts();
+        if delete_all {
             inner.data.clear();
-            inner.alarm = None;
         }
-        for op in batch.ops {
+        for op in ops {
             match op {
                 WriteOp::Put(k, v) => {
                     inner.data.insert(k, v);
@@ -185,7 +139,7 @@ impl Storage for MemoryStorage {
                 }
             }
         }
-        match batch.alarm {
+        match alarm {
             Some(AlarmWrite::Set(t)) => inner.alarm = Some(t),
             Some(AlarmWrite::Clear) => inner.alarm = None,
             None => {}
@@ -195,27 +149,7 @@ impl Storage for MemoryStorage {
     }
 }
 
-impl Scheduler for MemoryStorage {
-    async fn schedule(&self, at: i64) -> Result<(), SchedulerError> {
-        self.lock().alarm = Some(at);
-        Ok(())
-    }
-
-    async fn cancel(&self) -> Result<(), SchedulerError> {
-        self.lock().alarm = None;
-        Ok(())
-    }
-
-    async fn scheduled(&self) -> Result<Option<i64>, SchedulerError> {
-        Ok(self.lock().alarm)
-    }
-}
-
-impl Runtime for MemoryStorage {
-    fn instance_key(&self) -> &str {
-        &self.key
-    }
-
+impl Clock for MemoryStorage {
     fn now(&self) -> i64 {
         self.clock.now()
     }
@@ -227,7 +161,7 @@ mod tests {
     use futures::executor::block_on;
 
     fn store() -> MemoryStorage {
-        MemoryStorage::new("t", VirtualClock::new(0))
+        MemoryStorage::new(VirtualClock::new(0))
     }
 
     #[test]
@@ -277,8 +211,6 @@ mod tests {
             s.commit(b).await.unwrap();
             assert_eq!(s.get("a").await.unwrap(), Some(vec![1]));
             assert_eq!(s.alarm(), Some(5));
-            assert!(s.delete("a").await.unwrap());
-            assert!(!s.delete("a").await.unwrap());
         });
     }
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::Engine;
-use crate::adapters::{Runtime, Scheduler, Storage, WriteBatch};
+use crate::adapters::{Clock, Storage, WriteBatch};
 use crate::errors::JobError;
 use crate::jobs::{continuous, debounce, worker_pool};
 use crate::registry::{Entry, Limits};
@@ -18,7 +18,7 @@ use crate::wire::{Operation, Request, Response};
 /// Passes one `alarm` call makes at most when alarms keep arriving while it runs.
 const MAX_RERUNS: usize = 8;
 
-impl<B: Storage + Scheduler + Runtime> Engine<B> {
+impl<B: Storage + Clock> Engine<B> {
     /// Handles one request. It never runs `execute` or a hook: what it changes is committed
     /// (or not at all) before it returns.
     pub async fn handle(&self, request: Request) -> Result<Response, JobError> {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use futures::lock::Mutex;
 
-use crate::adapters::{Runtime, Scheduler, Storage, WriteBatch};
+use crate::adapters::{Clock, Storage, WriteBatch};
 use crate::errors::JobError;
 use crate::events::{EventKind, JobEvent};
 use crate::ids::InstanceId;
@@ -52,7 +52,7 @@ pub struct Engine<B> {
     pub(crate) requests_in_flight: Cell<usize>,
 }
 
-impl<B: Storage + Scheduler + Runtime> Engine<B> {
+impl<B: Storage + Clock> Engine<B> {
     /// An engine for the instance stored in `backend`, running the jobs of `registry`.
     pub fn new(registry: Registry, backend: B) -> Self {
         Engine {

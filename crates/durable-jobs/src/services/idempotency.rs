@@ -94,13 +94,14 @@ pub async fn sweep<S: Storage>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::memory::{MemoryStorage, VirtualClock};
+    use crate::adapters::memory::MemoryStorage;
+    use crate::adapters::VirtualClock;
     use futures::executor::block_on;
 
     #[test]
     fn expired_records_are_swept() {
         block_on(async {
-            let s = MemoryStorage::new("t", VirtualClock::new(0));
+            let s = MemoryStorage::new(VirtualClock::new(0));
             let mut b = WriteBatch::new();
             put(&mut b, "a:1", &1u8, 100, None).unwrap();
             put(&mut b, "b", &2u8, 300, None).unwrap();

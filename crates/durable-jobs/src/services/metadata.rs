@@ -40,14 +40,46 @@ pub enum Status {
     },
 }
 
-impl Status {
-    /// A short name for messages: `active`, `paused`, `stopped`, `error`.
-    pub fn name(&self) -> &'static str {
+/// A status without its details, as errors and filters name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StatusName {
+    /// [`Status::Active`].
+    Active,
+    /// [`Status::Paused`].
+    Paused,
+    /// [`Status::Stopped`].
+    Stopped,
+    /// [`Status::Error`].
+    Error,
+}
+
+impl StatusName {
+    /// The name as text: `active`, `paused`, `stopped`, `error`.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Status::Active => "active",
-            Status::Paused { .. } => "paused",
-            Status::Stopped { .. } => "stopped",
-            Status::Error { .. } => "error",
+            StatusName::Active => "active",
+            StatusName::Paused => "paused",
+            StatusName::Stopped => "stopped",
+            StatusName::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for StatusName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Status {
+    /// The status without its details.
+    pub fn name(&self) -> StatusName {
+        match self {
+            Status::Active => StatusName::Active,
+            Status::Paused { .. } => StatusName::Paused,
+            Status::Stopped { .. } => StatusName::Stopped,
+            Status::Error { .. } => StatusName::Error,
         }
     }
 

@@ -21,9 +21,7 @@ pub fn is_due(meta: &Metadata, now: i64) -> bool {
 
 /// A batch that deletes everything of the instance, alarm included.
 pub fn purge_batch() -> WriteBatch {
-    WriteBatch {
-        delete_all: true,
-        ops: Vec::new(),
-        alarm: Some(crate::adapters::AlarmWrite::Clear),
-    }
+    let mut batch = WriteBatch::new();
+    batch.delete_all().set_alarm(None);
+    batch
 }

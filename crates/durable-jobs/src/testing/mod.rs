@@ -33,7 +33,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapters::memory::{MemoryStorage, VirtualClock};
+use crate::adapters::memory::MemoryStorage;
+use crate::adapters::{Clock, VirtualClock};
 use crate::client::{JobsClient, Transport};
 use crate::engine::Engine;
 use crate::errors::JobError;
@@ -65,7 +66,7 @@ impl Inner {
         engines
             .entry(id.to_string())
             .or_insert_with(|| {
-                let storage = MemoryStorage::new(id, self.clock.clone());
+                let storage = MemoryStorage::new(self.clock.clone());
                 Rc::new(
                     Engine::new(self.registry.clone(), storage).with_tracker(self.tracker.clone()),
                 )

@@ -2,7 +2,7 @@
 
 use super::erased::{ErasedContinuous, RunInput, RunOutcome};
 use super::{alarm_time, ErrorInfo, Record, RECORD_KEY, STATE_KEY};
-use crate::adapters::{Runtime, Scheduler, Storage, WriteBatch};
+use crate::adapters::{Clock, Storage, WriteBatch};
 use crate::engine::Engine;
 use crate::errors::JobError;
 use crate::events::EventKind;
@@ -20,7 +20,7 @@ struct Claim {
 }
 
 /// Handles one alarm of a Continuous instance. The caller holds the execution guard.
-pub(crate) async fn alarm<B: Storage + Scheduler + Runtime>(
+pub(crate) async fn alarm<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedContinuous,
 ) -> Result<(), JobError> {
@@ -148,9 +148,7 @@ pub(crate) async fn alarm<B: Storage + Scheduler + Runtime>(
 }
 
 /// Reads the instance under the lock and says whether a run is due.
-async fn claim<B: Storage + Scheduler + Runtime>(
-    engine: &Engine<B>,
-) -> Result<Option<Claim>, JobError> {
+async fn claim<B: Storage + Clock>(engine: &Engine<B>) -> Result<Option<Claim>, JobError> {
     let _lock = engine.lock.lock().await;
     let found = engine
         .backend

@@ -4,17 +4,17 @@ use serde_json::Value;
 
 use super::erased::ErasedContinuous;
 use super::{alarm_time, ContinuousStatus, Record, RECORD_KEY, STATE_KEY};
-use crate::adapters::{Runtime, Scheduler, Storage, WriteBatch};
+use crate::adapters::{Clock, Storage, WriteBatch};
 use crate::engine::Engine;
 use crate::errors::JobError;
 use crate::events::EventKind;
 use crate::ids::InstanceId;
 use crate::services::codec;
-use crate::services::metadata::{Metadata, Status, META_KEY};
+use crate::services::metadata::{Metadata, Status, StatusName, META_KEY};
 use crate::services::{purge, schedule};
 use crate::wire::{Operation, Response};
 
-pub(crate) async fn handle<B: Storage + Scheduler + Runtime>(
+pub(crate) async fn handle<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedContinuous,
     instance: &InstanceId,
@@ -96,9 +96,9 @@ pub(crate) async fn handle<B: Storage + Scheduler + Runtime>(
             let meta = meta.ok_or_else(|| not_found(instance))?;
             if meta.status.is_stopped() {
                 return Err(JobError::InvalidState {
-                    expected: "active".into(),
-                    actual: meta.status.name().into(),
                     operation: "trigger".into(),
+                    expected: StatusName::Active,
+                    actual: meta.status.name(),
                 });
             }
             let mut rec = rec.unwrap_or_default();

@@ -4,7 +4,7 @@
 use super::erased::{ErasedDebounce, FlushInput};
 use super::handler::put_failed;
 use super::{alarm_time, FailedBatch, Inflight, Record, FAILED_PREFIX, RECORD_KEY};
-use crate::adapters::{ListOptions, Runtime, Scheduler, Storage, WriteBatch};
+use crate::adapters::{Clock, ListOptions, Storage, WriteBatch};
 use crate::engine::{Engine, EXECUTIONS_PER_ALARM};
 use crate::errors::JobError;
 use crate::events::{EventKind, FlushReason};
@@ -15,7 +15,7 @@ use crate::services::metadata::{Metadata, Status, META_KEY};
 use crate::services::{idempotency, purge, schedule};
 
 /// Handles one alarm of a Debounce instance. The caller holds the execution guard.
-pub(crate) async fn alarm<B: Storage + Scheduler + Runtime>(
+pub(crate) async fn alarm<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedDebounce,
 ) -> Result<(), JobError> {
@@ -37,7 +37,7 @@ async fn read<B: Storage>(engine: &Engine<B>) -> Result<(Option<Metadata>, Recor
 
 /// Under the lock: picks the batch to flush (a claimed or retrying batch, then a failed
 /// batch a flush asked to retry, then the pending batch if due) and stores it as in flight.
-async fn claim<B: Storage + Scheduler + Runtime>(
+async fn claim<B: Storage + Clock>(
     engine: &Engine<B>,
 ) -> Result<Option<(Metadata, Inflight)>, JobError> {
     let _lock = engine.lock.lock().await;
@@ -138,7 +138,7 @@ impl FailedBatch {
     }
 }
 
-async fn flush<B: Storage + Scheduler + Runtime>(
+async fn flush<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedDebounce,
     meta: Metadata,

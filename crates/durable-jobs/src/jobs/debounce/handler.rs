@@ -6,7 +6,7 @@ use super::erased::ErasedDebounce;
 use super::{
     alarm_time, failed_key, Batch, DebounceStatus, FailedBatch, Record, FAILED_PREFIX, RECORD_KEY,
 };
-use crate::adapters::{ListOptions, Runtime, Scheduler, Storage, WriteBatch};
+use crate::adapters::{Clock, ListOptions, Storage, WriteBatch};
 use crate::engine::Engine;
 use crate::errors::JobError;
 use crate::events::{EventKind, FlushReason};
@@ -21,7 +21,7 @@ struct Seen {
     at: i64,
 }
 
-pub(crate) async fn handle<B: Storage + Scheduler + Runtime>(
+pub(crate) async fn handle<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedDebounce,
     instance: &InstanceId,

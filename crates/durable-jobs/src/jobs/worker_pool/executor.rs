@@ -5,7 +5,7 @@ use super::erased::{ErasedWorkerPool, ProcessInput};
 use super::{
     alarm_time, dead_key, DeadLetter, IdRecord, Pending, PoolRecord, POOL_KEY, QUEUE_PREFIX,
 };
-use crate::adapters::{ListOptions, Runtime, Scheduler, Storage, WriteBatch};
+use crate::adapters::{Clock, ListOptions, Storage, WriteBatch};
 use crate::engine::{Engine, EXECUTIONS_PER_ALARM};
 use crate::errors::JobError;
 use crate::events::EventKind;
@@ -20,7 +20,7 @@ enum Work {
 }
 
 /// Handles one alarm of a pool instance. The caller holds the execution guard.
-pub(crate) async fn alarm<B: Storage + Scheduler + Runtime>(
+pub(crate) async fn alarm<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedWorkerPool,
 ) -> Result<(), JobError> {
@@ -55,7 +55,7 @@ async fn read<B: Storage>(engine: &Engine<B>) -> Result<(Option<Metadata>, PoolR
     Ok((meta, pool))
 }
 
-async fn claim<B: Storage + Scheduler + Runtime>(
+async fn claim<B: Storage + Clock>(
     engine: &Engine<B>,
 ) -> Result<Option<(Metadata, Work)>, JobError> {
     let _lock = engine.lock.lock().await;
@@ -122,7 +122,7 @@ async fn claim<B: Storage + Scheduler + Runtime>(
     }
 }
 
-async fn process<B: Storage + Scheduler + Runtime>(
+async fn process<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedWorkerPool,
     meta: Metadata,

@@ -5,7 +5,7 @@ use super::{
     alarm_time, dead_key, queue_key, DeadLetter, IdRecord, Pending, PoolInstanceStatus, PoolRecord,
     DEAD_PREFIX, POOL_KEY,
 };
-use crate::adapters::{ListOptions, Runtime, Scheduler, Storage, WriteBatch};
+use crate::adapters::{Clock, ListOptions, Storage, WriteBatch};
 use crate::engine::Engine;
 use crate::errors::JobError;
 use crate::events::EventKind;
@@ -18,7 +18,7 @@ use crate::wire::{Operation, Response};
 /// Dead letters replayed or discarded by one request at most.
 const DEAD_LETTERS_PER_REQUEST: usize = 1000;
 
-pub(crate) async fn handle<B: Storage + Scheduler + Runtime>(
+pub(crate) async fn handle<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedWorkerPool,
     instance: &InstanceId,
@@ -225,7 +225,7 @@ pub(crate) async fn handle<B: Storage + Scheduler + Runtime>(
 /// Replays dead letters into the queue (with fresh attempts, at the back of their
 /// priority), or discards them.
 #[allow(clippy::too_many_arguments)]
-async fn change_dead_letters<B: Storage + Scheduler + Runtime>(
+async fn change_dead_letters<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedWorkerPool,
     meta: &Metadata,
