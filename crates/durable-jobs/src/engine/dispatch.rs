@@ -30,7 +30,6 @@ impl<B: Storage + Clock> Engine<B> {
                 .registry
                 .entry(request.instance.kind, &request.instance.name)?;
             let result = {
-                let _lock = self.lock.lock().await;
                 let Request { instance, op } = request;
                 match entry {
                     Entry::Continuous(job) => {
@@ -95,10 +94,7 @@ impl<B: Storage + Clock> Engine<B> {
         };
         if exhausted {
             // Still asked for more: hand back to the runtime with the alarm due now.
-            let _lock = self.lock.lock().await;
-            let mut batch = WriteBatch::new();
-            batch.set_alarm(Some(self.now()));
-            self.commit(batch, Vec::new()).await?;
+            self.set_alarm(Some(self.now())).await?;
         }
         // The alarm counts as handled only once what it wrote is durable. This wait is
         // outside the execution, so an alarm set meanwhile is never consumed unseen.
@@ -109,33 +105,39 @@ impl<B: Storage + Clock> Engine<B> {
     async fn alarm_pass(&self) -> Result<(), JobError> {
         let meta: Option<Metadata> = {
             let _lock = self.lock.lock().await;
-            codec::read(&self.backend, META_KEY).await?
+            let bytes = self.backend.get(META_KEY).await?;
+            codec::decode_opt(META_KEY, bytes.as_ref())?
         };
         let Some(meta) = meta else {
-            let mut batch = WriteBatch::new();
-            batch.set_alarm(None);
-            return self.commit(batch, Vec::new()).await;
+            return self.set_alarm(None).await;
         };
         let span = tracing::debug_span!("alarm", instance = %meta.id);
         async move {
-            let entry = match self.registry.entry(meta.id.kind, &meta.id.name) {
+            let instance = &meta.id;
+            let entry = match self.registry.entry(instance.kind, &instance.name) {
                 Ok(entry) => entry,
                 Err(error) => {
                     // The job was removed from the registry: keep the data, stop waking.
                     tracing::error!(%error, "alarm for an unregistered job; data kept");
-                    let mut batch = WriteBatch::new();
-                    batch.set_alarm(None);
-                    return self.commit(batch, Vec::new()).await;
+                    return self.set_alarm(None).await;
                 }
             };
             match entry {
-                Entry::Continuous(job) => continuous::alarm(self, job.as_ref()).await,
-                Entry::Debounce(job) => debounce::alarm(self, job.as_ref()).await,
-                Entry::WorkerPool(job) => worker_pool::alarm(self, job.as_ref()).await,
+                Entry::Continuous(job) => continuous::alarm(self, job.as_ref(), instance).await,
+                Entry::Debounce(job) => debounce::alarm(self, job.as_ref(), instance).await,
+                Entry::WorkerPool(job) => worker_pool::alarm(self, job.as_ref(), instance).await,
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// A step that only sets the alarm.
+    async fn set_alarm(&self, at: Option<i64>) -> Result<(), JobError> {
+        let _lock = self.lock.lock().await;
+        let mut batch = WriteBatch::new();
+        batch.set_alarm(at);
+        self.commit(batch, Vec::new()).await
     }
 }
 

@@ -13,9 +13,13 @@
 //! `alarm`, which a request asks for by setting the alarm to "now".
 
 mod dispatch;
+mod step;
+
+pub(crate) use step::{KindRecord, Step};
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::lock::Mutex;
@@ -33,15 +37,21 @@ pub(crate) const EXECUTIONS_PER_ALARM: usize = 64;
 
 /// The engine of one job instance, over its storage `B`.
 pub struct Engine<B> {
-    pub(crate) registry: Registry,
-    pub(crate) backend: B,
-    pub(crate) tracker: Arc<dyn EventTracker>,
-    pub(crate) lock: Mutex<()>,
+    /// The jobs this engine can run.
+    registry: Registry,
+    /// The instance's storage, alarm and clock.
+    backend: B,
+    /// Where lifecycle events go once their step is durable.
+    tracker: Arc<dyn EventTracker>,
+    /// Serialises the instance's steps (see [`Step`]).
+    lock: Mutex<()>,
+    /// An `alarm` call is running (claims, user code, completions).
     executing: Cell<bool>,
     /// An alarm arrived while an execution ran: the running `alarm` call looks again.
-    pub(crate) rerun: Cell<bool>,
-    /// The storage key of the WorkerPool event being processed, if any.
-    pub(crate) running: RefCell<Option<String>>,
+    rerun: Cell<bool>,
+    /// The storage key of what user code works on now (a WorkerPool event), so that a
+    /// request does not remove it under the execution.
+    running: RefCell<Option<String>>,
     /// Steps committed so far (tags events with the step they wait for).
     commits: Cell<u64>,
     /// Events waiting for their step to be durable, in commit order.
@@ -49,7 +59,7 @@ pub struct Engine<B> {
     /// Whether the tracker wants events (they are not built otherwise).
     tracking: bool,
     /// Requests between their first read and their durable answer.
-    pub(crate) requests_in_flight: Cell<usize>,
+    requests_in_flight: Cell<usize>,
 }
 
 impl<B: Storage + Clock> Engine<B> {
@@ -139,13 +149,25 @@ impl<B: Storage + Clock> Engine<B> {
         result.map_err(JobError::from)
     }
 
-    /// Called before user code runs: what it is given must not depend on a request's
-    /// writes that could still be lost, so wait for them when requests are in flight.
-    pub(crate) async fn before_user_code(&self) -> Result<(), JobError> {
+    /// Runs user code between a claim and its completion, without the lock. What it is
+    /// given must not depend on a request's writes that could still be lost, so it first
+    /// waits for them when requests are in flight. `working_on` names the storage key the
+    /// code works on, left alone by requests until the completion step opens.
+    pub(crate) async fn run_user_code<F: Future>(
+        &self,
+        working_on: Option<String>,
+        work: F,
+    ) -> Result<F::Output, JobError> {
         if self.requests_in_flight.get() > 0 {
             self.make_durable().await?;
         }
-        Ok(())
+        *self.running.borrow_mut() = working_on;
+        Ok(work.await)
+    }
+
+    /// Whether user code works on the record under `key` now.
+    pub(crate) fn is_running(&self, key: &str) -> bool {
+        self.running.borrow().as_deref() == Some(key)
     }
 
     pub(crate) fn event(&self, instance: &InstanceId, kind: EventKind) -> JobEvent {

@@ -3,4 +3,5 @@
 
 pub mod continuous;
 pub mod debounce;
+pub mod lifecycle;
 pub mod worker_pool;

@@ -1,9 +1,9 @@
-//! Services shared by every job kind (spec §6): metadata, state codec, idempotency, the
-//! alarm multiplexer, purging and event tracking.
+//! Services shared by every job kind: metadata, the record codec, idempotency, the alarm
+//! multiplexer, purging and event tracking.
 
+pub mod alarm;
 pub mod codec;
 pub mod idempotency;
 pub mod metadata;
 pub mod purge;
-pub mod schedule;
 pub mod tracker;

@@ -9,9 +9,9 @@ pub fn schedule(meta: &mut Metadata, now: i64, retention_ms: i64) {
     meta.purge_at = Some(now.saturating_add(retention_ms));
 }
 
-/// Cancels a pending purge (the instance became busy again).
-pub fn cancel(meta: &mut Metadata) {
-    meta.purge_at = None;
+/// Cancels a pending purge (the instance became busy again); says whether one was pending.
+pub fn cancel(meta: &mut Metadata) -> bool {
+    meta.purge_at.take().is_some()
 }
 
 /// Whether the purge is due.

@@ -8,10 +8,8 @@ use serde::Serialize;
 
 use super::context::ContinuousContext;
 use super::schedule::Schedule;
+use crate::jobs::lifecycle::DEFAULT_RETENTION;
 use crate::retry::RetryPolicy;
-
-/// How long a stopped instance stays inspectable before its data is purged, by default.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Recurring per-id work with persistent state (spec §7.1).
 ///

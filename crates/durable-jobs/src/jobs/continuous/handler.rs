@@ -3,16 +3,18 @@
 use serde_json::Value;
 
 use super::erased::ErasedContinuous;
-use super::{alarm_time, ContinuousStatus, Record, RECORD_KEY, STATE_KEY};
-use crate::adapters::{Clock, Storage, WriteBatch};
-use crate::engine::Engine;
+use super::{ContinuousStatus, Record, STATE_KEY};
+use crate::adapters::{Clock, Storage};
+use crate::engine::{Engine, Step};
 use crate::errors::JobError;
 use crate::events::EventKind;
 use crate::ids::InstanceId;
-use crate::services::codec;
-use crate::services::metadata::{Metadata, Status, StatusName, META_KEY};
-use crate::services::{purge, schedule};
+use crate::jobs::lifecycle;
+use crate::services::metadata::{Metadata, Status, StatusName};
+use crate::services::purge;
 use crate::wire::{Operation, Response};
+
+type ContinuousStep<'a, B> = Step<'a, B, Record>;
 
 pub(crate) async fn handle<B: Storage + Clock>(
     engine: &Engine<B>,
@@ -20,134 +22,135 @@ pub(crate) async fn handle<B: Storage + Clock>(
     instance: &InstanceId,
     op: Operation,
 ) -> Result<Response, JobError> {
-    let found = engine.backend.get_many(&[META_KEY, RECORD_KEY]).await?;
-    let meta: Option<Metadata> = codec::decode_opt(META_KEY, found[0].as_ref())?;
-    let rec: Option<Record> = codec::decode_opt(RECORD_KEY, found[1].as_ref())?;
-    let now = engine.now();
-    let before = alarm_time(meta.as_ref(), rec.as_ref());
-
+    let step = engine.step(instance, &[]).await?;
     match op {
-        Operation::ContinuousStart { state } => {
-            if meta.as_ref().is_some_and(|m| !m.status.is_stopped()) {
-                return Ok(Response::Started { created: false });
-            }
-            let state = job.check_state(&state)?;
-            let config = job.config();
-            let mut meta = match meta {
-                Some(mut m) => {
-                    m.epoch += 1;
-                    m.set_status(Status::Active, now);
-                    purge::cancel(&mut m);
-                    m
-                }
-                None => Metadata::new(instance.clone(), now),
-            };
-            meta.id = instance.clone();
-            let next_run_at = if config.start_immediately {
-                Some(now)
-            } else {
-                config.schedule.first_after(now)
-            };
-            let rec = Record {
-                next_run_at,
-                ..Record::default()
-            };
-            let mut batch = WriteBatch::new();
-            batch
-                .put(META_KEY, codec::encode(&meta)?)
-                .put(STATE_KEY, state)
-                .put(RECORD_KEY, codec::encode(&rec)?);
-            schedule::reconcile(
-                &mut batch,
-                before,
-                alarm_time(Some(&meta), Some(&rec)),
-                true,
-            );
-            let mut events = vec![engine.event(instance, EventKind::ContinuousStarted)];
-            if let Some(next_run_at) = next_run_at {
-                events.push(engine.event(instance, EventKind::ContinuousScheduled { next_run_at }));
-            }
-            engine.commit(batch, events).await?;
-            Ok(Response::Started { created: true })
-        }
-        Operation::ContinuousStop { reason } => {
-            let Some(mut meta) = meta.filter(|m| !m.status.is_stopped()) else {
-                return Ok(Response::Stopped { stopped: false });
-            };
-            meta.set_status(
-                Status::Stopped {
-                    stopped_at: now,
-                    reason: reason.clone(),
-                },
-                now,
-            );
-            purge::schedule(&mut meta, now, job.config().retention_ms);
-            let mut batch = WriteBatch::new();
-            batch
-                .put(META_KEY, codec::encode(&meta)?)
-                .delete(STATE_KEY)
-                .delete(RECORD_KEY);
-            schedule::reconcile(&mut batch, before, alarm_time(Some(&meta), None), false);
-            let event = engine.event(instance, EventKind::ContinuousStopped { reason });
-            engine.commit(batch, vec![event]).await?;
-            Ok(Response::Stopped { stopped: true })
-        }
-        Operation::ContinuousTrigger => {
-            let meta = meta.ok_or_else(|| not_found(instance))?;
-            if meta.status.is_stopped() {
-                return Err(JobError::InvalidState {
-                    operation: "trigger".into(),
-                    expected: StatusName::Active,
-                    actual: meta.status.name(),
-                });
-            }
-            let mut rec = rec.unwrap_or_default();
-            if rec.trigger_at.is_none() {
-                rec.trigger_at = Some(now);
-                let mut batch = WriteBatch::new();
-                batch.put(RECORD_KEY, codec::encode(&rec)?);
-                schedule::reconcile(
-                    &mut batch,
-                    before,
-                    alarm_time(Some(&meta), Some(&rec)),
-                    false,
-                );
-                engine.commit(batch, Vec::new()).await?;
-            }
-            Ok(Response::Triggered)
-        }
-        Operation::ContinuousStatus => {
-            let status = meta.map(|m| {
-                let rec = rec.unwrap_or_default();
-                ContinuousStatus {
-                    status: m.status,
-                    run_count: rec.run_count,
-                    next_run_at: rec.next_run_at,
-                    last_run_at: rec.last_run_at,
-                    retry_at: rec.retry_at,
-                    last_error: rec.last_error,
-                    created_at: m.created_at,
-                    updated_at: m.updated_at,
-                    purge_at: m.purge_at,
-                }
-            });
-            Ok(Response::ContinuousStatus { status })
-        }
-        Operation::ContinuousGetState => {
-            if meta.is_none_or(|m| m.status.is_stopped()) {
-                return Ok(Response::State { state: None });
-            }
-            let state = match engine.backend.get(STATE_KEY).await? {
-                Some(bytes) => Some(codec::decode::<Value>(STATE_KEY, &bytes)?),
-                None => None,
-            };
-            Ok(Response::State { state })
-        }
+        Operation::ContinuousStart { state } => start(step, job, &state).await,
+        Operation::ContinuousStop { reason } => stop(step, job, reason).await,
+        Operation::ContinuousTrigger => trigger(step).await,
+        Operation::ContinuousStatus => Ok(status(&step)),
+        Operation::ContinuousGetState => get_state(&step).await,
         other => Err(JobError::bad_request(format!(
             "operation {:?} does not apply to a continuous job",
             other.kind()
         ))),
     }
+}
+
+/// Creates the instance, or starts a stopped one again under a new epoch so that a late
+/// result of a run from before the stop is recognised.
+async fn start<B: Storage + Clock>(
+    mut step: ContinuousStep<'_, B>,
+    job: &dyn ErasedContinuous,
+    state: &Value,
+) -> Result<Response, JobError> {
+    if step.meta().is_some_and(|m| !m.status.is_stopped()) {
+        return Ok(Response::Started { created: false });
+    }
+    let state = job.check_state(state)?;
+    let now = step.now();
+    let meta = match step.meta().cloned() {
+        Some(mut meta) => {
+            meta.epoch += 1;
+            meta.set_status(Status::Active, now);
+            purge::cancel(&mut meta);
+            meta.id = step.instance().clone();
+            meta
+        }
+        None => Metadata::new(step.instance().clone(), now),
+    };
+    step.set_meta(meta);
+    let config = job.config();
+    let next_run_at = if config.start_immediately {
+        Some(now)
+    } else {
+        config.schedule.first_after(now)
+    };
+    step.set_record(Record {
+        next_run_at,
+        ..Record::default()
+    });
+    step.writes().put(STATE_KEY, state);
+    step.emit(EventKind::ContinuousStarted);
+    if let Some(next_run_at) = next_run_at {
+        step.emit(EventKind::ContinuousScheduled { next_run_at });
+    }
+    step.finish().await?;
+    Ok(Response::Started { created: true })
+}
+
+async fn stop<B: Storage + Clock>(
+    mut step: ContinuousStep<'_, B>,
+    job: &dyn ErasedContinuous,
+    reason: Option<String>,
+) -> Result<Response, JobError> {
+    if step.meta().is_none_or(|m| m.status.is_stopped()) {
+        return Ok(Response::Stopped { stopped: false });
+    }
+    stop_instance(&mut step, job, reason);
+    step.finish().await?;
+    Ok(Response::Stopped { stopped: true })
+}
+
+/// Stops an active instance in `step`: its state and record go, its status stays for the
+/// retention period.
+pub(super) fn stop_instance<B: Storage + Clock>(
+    step: &mut ContinuousStep<'_, B>,
+    job: &dyn ErasedContinuous,
+    reason: Option<String>,
+) {
+    let now = step.now();
+    if let Some(meta) = step.meta_mut() {
+        lifecycle::stop(meta, reason.clone(), now, job.config().retention_ms);
+    }
+    step.writes().delete(STATE_KEY);
+    step.delete_record();
+    step.emit(EventKind::ContinuousStopped { reason });
+}
+
+/// Asks for a run now, through the alarm: a request never waits for user code.
+async fn trigger<B: Storage + Clock>(
+    mut step: ContinuousStep<'_, B>,
+) -> Result<Response, JobError> {
+    let meta = step.meta().ok_or_else(|| not_found(step.instance()))?;
+    if meta.status.is_stopped() {
+        return Err(JobError::InvalidState {
+            operation: "trigger".into(),
+            expected: StatusName::Active,
+            actual: meta.status.name(),
+        });
+    }
+    if step.record().trigger_at.is_none() {
+        let now = step.now();
+        step.record_mut().trigger_at = Some(now);
+        step.finish().await?;
+    }
+    Ok(Response::Triggered)
+}
+
+fn status<B: Storage + Clock>(step: &ContinuousStep<'_, B>) -> Response {
+    let status = step.meta().map(|m| {
+        let rec = step.record().clone();
+        ContinuousStatus {
+            status: m.status.clone(),
+            run_count: rec.run_count,
+            next_run_at: rec.next_run_at,
+            last_run_at: rec.last_run_at,
+            retry_at: rec.retry_at,
+            last_error: rec.last_error,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            purge_at: m.purge_at,
+        }
+    });
+    Response::ContinuousStatus { status }
+}
+
+async fn get_state<B: Storage + Clock>(step: &ContinuousStep<'_, B>) -> Result<Response, JobError> {
+    if step.meta().is_none_or(|m| m.status.is_stopped()) {
+        return Ok(Response::State { state: None });
+    }
+    let state = step.read::<Value>(STATE_KEY).await?;
+    Ok(Response::State { state })
 }
 
 fn not_found(instance: &InstanceId) -> JobError {

@@ -10,30 +10,20 @@ mod schedule;
 
 pub use client::ContinuousClient;
 pub use context::ContinuousContext;
-pub use definition::{Continuous, DEFAULT_RETENTION};
+pub use definition::Continuous;
 pub(crate) use executor::alarm;
 pub(crate) use handler::handle;
 pub use schedule::Schedule;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::KindRecord;
+use crate::jobs::lifecycle::ErrorInfo;
+use crate::services::alarm::earliest;
 use crate::services::metadata::{Metadata, Status};
-use crate::services::schedule::earliest;
 
+/// The user's state, apart from the record: requests that do not need it do not decode it.
 pub(crate) const STATE_KEY: &str = "state";
-pub(crate) const RECORD_KEY: &str = "continuous";
-
-/// A failure recorded in the status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ErrorInfo {
-    /// The error's text.
-    pub message: String,
-    /// When the last attempt failed.
-    pub at: i64,
-    /// Attempts made.
-    pub attempts: u32,
-}
 
 /// The scheduling record of a Continuous instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,8 +41,8 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// The instance's alarm: a pending retry, else the next run or a trigger.
-    pub fn alarm(&self) -> Option<i64> {
+    /// When the next attempt is due: a pending retry, else the next run or a trigger.
+    pub fn due_at(&self) -> Option<i64> {
         match self.retry_at {
             Some(t) => Some(t),
             None => earliest([self.next_run_at, self.trigger_at]),
@@ -67,12 +57,16 @@ impl Record {
     }
 }
 
-/// The alarm implied by the stored records.
-pub(crate) fn alarm_time(meta: Option<&Metadata>, rec: Option<&Record>) -> Option<i64> {
-    match meta {
-        None => None,
-        Some(m) if m.status.is_stopped() => m.purge_at,
-        Some(_) => rec.and_then(Record::alarm),
+impl KindRecord for Record {
+    const KEY: &'static str = "continuous";
+
+    /// A stopped instance wakes to be purged; an active one for its next run or retry.
+    fn alarm(&self, meta: Option<&Metadata>) -> Option<i64> {
+        match meta {
+            None => None,
+            Some(m) if m.status.is_stopped() => m.purge_at,
+            Some(_) => self.due_at(),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::context::DebounceContext;
-use crate::jobs::continuous::DEFAULT_RETENTION;
+use crate::jobs::lifecycle::DEFAULT_RETENTION;
 use crate::retry::RetryPolicy;
 
 /// A reducer refused an event; the `add` fails with a validation error and nothing is stored.

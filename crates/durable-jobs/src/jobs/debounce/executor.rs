@@ -2,119 +2,121 @@
 //! without the lock, then record the outcome.
 
 use super::erased::{ErasedDebounce, FlushInput};
-use super::handler::put_failed;
-use super::{alarm_time, FailedBatch, Inflight, Record, FAILED_PREFIX, RECORD_KEY};
-use crate::adapters::{Clock, ListOptions, Storage, WriteBatch};
-use crate::engine::{Engine, EXECUTIONS_PER_ALARM};
+use super::{failed_key, FailedBatch, Inflight, PendingBatch, Record, FAILED_PREFIX};
+use crate::adapters::{Clock, ListOptions, Storage};
+use crate::engine::{Engine, Step, EXECUTIONS_PER_ALARM};
 use crate::errors::JobError;
 use crate::events::{EventKind, FlushReason};
-use crate::jobs::continuous::ErrorInfo;
-use crate::retry::{hash_str, millis};
-use crate::services::codec;
-use crate::services::metadata::{Metadata, Status, META_KEY};
-use crate::services::{idempotency, purge, schedule};
+use crate::ids::InstanceId;
+use crate::jobs::lifecycle;
+use crate::services::{idempotency, purge};
+
+type DebounceStep<'a, B> = Step<'a, B, Record>;
 
 /// Handles one alarm of a Debounce instance. The caller holds the execution guard.
 pub(crate) async fn alarm<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedDebounce,
+    instance: &InstanceId,
 ) -> Result<(), JobError> {
     for _ in 0..EXECUTIONS_PER_ALARM {
-        let Some((meta, inflight)) = claim(engine).await? else {
+        let Some(inflight) = claim(engine, instance).await? else {
             return Ok(());
         };
-        flush(engine, job, meta, inflight).await?;
+        let attempt = inflight.attempt + 1;
+        let final_attempt = !job.config().retry.retries_after(attempt);
+        let started = engine.now();
+        let input = FlushInput {
+            state: inflight.batch.state.clone(),
+            instance: instance.clone(),
+            event_count: inflight.batch.event_count,
+            reason: inflight.reason,
+            started_at: inflight.batch.started_at,
+            attempt,
+            final_attempt,
+        };
+        let result = engine.run_user_code(None, job.run(input)).await?;
+        complete(engine, job, instance, &inflight, result, started).await?;
     }
     Ok(())
 }
 
-async fn read<B: Storage>(engine: &Engine<B>) -> Result<(Option<Metadata>, Record), JobError> {
-    let found = engine.backend.get_many(&[META_KEY, RECORD_KEY]).await?;
-    let meta = codec::decode_opt(META_KEY, found[0].as_ref())?;
-    let rec = codec::decode_opt(RECORD_KEY, found[1].as_ref())?.unwrap_or_default();
-    Ok((meta, rec))
-}
-
-/// Under the lock: picks the batch to flush (a claimed or retrying batch, then a failed
-/// batch a flush asked to retry, then the pending batch if due) and stores it as in flight.
+/// Picks the batch to flush (a claimed or retrying batch, then a failed batch a flush asked
+/// to retry, then the pending batch if due) and stores it as in flight; purges an idle
+/// instance whose retention has passed.
 async fn claim<B: Storage + Clock>(
     engine: &Engine<B>,
-) -> Result<Option<(Metadata, Inflight)>, JobError> {
-    let _lock = engine.lock.lock().await;
-    let (meta, mut rec) = read(engine).await?;
-    let now = engine.now();
-    let mut batch = WriteBatch::new();
-    let Some(meta) = meta else {
-        batch.set_alarm(None);
-        engine.commit(batch, Vec::new()).await?;
+    instance: &InstanceId,
+) -> Result<Option<Inflight>, JobError> {
+    let mut step: DebounceStep<'_, B> = engine.alarm_step(instance, &[]).await?;
+    let Some(meta) = step.meta() else {
+        step.finish().await?;
         return Ok(None);
     };
-    let mut events = Vec::new();
-    let chosen = if let Some(inflight) = rec.inflight.clone() {
+    let purge_due = purge::is_due(meta, step.now());
+    let chosen = match step.record().inflight.clone() {
         // Retry time reached, or a claim whose flush never completed (a crash): run again.
-        inflight
+        Some(inflight) => inflight
             .retry_at
-            .is_none_or(|t| t <= now)
-            .then_some(inflight)
-    } else if rec.retry_failed && rec.failed_count > 0 {
-        let first = engine
-            .backend
-            .list(ListOptions::prefix(FAILED_PREFIX).limit(1))
-            .await?;
-        match first.into_iter().next() {
-            Some((key, bytes)) => {
-                let failed: FailedBatch = codec::decode(&key, &bytes)?;
-                batch.delete(key);
-                rec.failed_count -= 1;
-                rec.retry_failed = rec.failed_count > 0;
-                Some(take_out(
-                    &mut rec,
-                    failed.into_batch(),
-                    FlushReason::Manual,
-                    now,
-                ))
-            }
-            None => {
-                rec.failed_count = 0;
-                rec.retry_failed = false;
-                None
-            }
+            .is_none_or(|t| t <= step.now())
+            .then_some(inflight),
+        None if step.record().retry_failed && step.record().failed_count > 0 => {
+            take_failed(&mut step).await?
         }
-    } else {
-        match rec.batch.take() {
-            Some(b) if b.forced.is_some() || b.flush_at <= now => {
-                let reason = b.forced.unwrap_or(FlushReason::FlushAfter);
-                Some(take_out(&mut rec, b, reason, now))
-            }
-            other => {
-                rec.batch = other;
-                None
-            }
-        }
+        None => take_pending(&mut step),
     };
-    if let Some(inflight) = &chosen {
-        events.push(engine.event(
-            &meta.id,
-            EventKind::DebounceFlushing {
-                event_count: inflight.batch.event_count,
-                reason: inflight.reason,
-            },
-        ));
-        batch.put(RECORD_KEY, codec::encode(&rec)?);
-        schedule::reconcile(&mut batch, None, alarm_time(Some(&meta), &rec), true);
-        engine.commit(batch, events).await?;
-        return Ok(chosen.map(|i| (meta, i)));
+    match &chosen {
+        Some(inflight) => step.emit(EventKind::DebounceFlushing {
+            event_count: inflight.batch.event_count,
+            reason: inflight.reason,
+        }),
+        None if step.record().is_idle() && purge_due => step.purge(),
+        None => {}
     }
-    if rec.is_idle() && purge::is_due(&meta, now) {
-        engine.commit(purge::purge_batch(), Vec::new()).await?;
-        return Ok(None);
-    }
-    schedule::reconcile(&mut batch, None, alarm_time(Some(&meta), &rec), true);
-    engine.commit(batch, Vec::new()).await?;
-    Ok(None)
+    step.finish().await?;
+    Ok(chosen)
 }
 
-fn take_out(rec: &mut Record, batch: super::Batch, reason: FlushReason, now: i64) -> Inflight {
+/// Takes the oldest failed batch out for a retry a flush asked for.
+async fn take_failed<B: Storage + Clock>(
+    step: &mut DebounceStep<'_, B>,
+) -> Result<Option<Inflight>, JobError> {
+    let first: Vec<(String, FailedBatch)> = step
+        .list(ListOptions::prefix(FAILED_PREFIX).limit(1))
+        .await?;
+    let now = step.now();
+    let rec = step.record_mut();
+    let Some((key, failed)) = first.into_iter().next() else {
+        // The count disagrees with storage (there are none): trust storage.
+        rec.failed_count = 0;
+        rec.retry_failed = false;
+        return Ok(None);
+    };
+    rec.failed_count = rec.failed_count.saturating_sub(1);
+    rec.retry_failed = rec.failed_count > 0;
+    let inflight = take_out(rec, failed.into_batch(), FlushReason::Manual, now);
+    step.writes().delete(key);
+    Ok(Some(inflight))
+}
+
+/// Takes the pending batch out if it is due.
+fn take_pending<B: Storage + Clock>(step: &mut DebounceStep<'_, B>) -> Option<Inflight> {
+    let now = step.now();
+    let due = step
+        .record()
+        .batch
+        .as_ref()
+        .is_some_and(|b| b.forced.is_some() || b.flush_at <= now);
+    if !due {
+        return None;
+    }
+    let rec = step.record_mut();
+    let batch = rec.batch.take()?;
+    let reason = batch.forced.unwrap_or(FlushReason::FlushAfter);
+    Some(take_out(rec, batch, reason, now))
+}
+
+fn take_out(rec: &mut Record, batch: PendingBatch, reason: FlushReason, now: i64) -> Inflight {
     let inflight = Inflight {
         batch,
         reason,
@@ -127,8 +129,8 @@ fn take_out(rec: &mut Record, batch: super::Batch, reason: FlushReason, now: i64
 }
 
 impl FailedBatch {
-    fn into_batch(self) -> super::Batch {
-        super::Batch {
+    fn into_batch(self) -> PendingBatch {
+        PendingBatch {
             state: self.state,
             event_count: self.event_count,
             started_at: self.started_at,
@@ -138,104 +140,92 @@ impl FailedBatch {
     }
 }
 
-async fn flush<B: Storage + Clock>(
+/// Records the flush's outcome: done, retried later, or kept as a failed batch.
+async fn complete<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedDebounce,
-    meta: Metadata,
-    inflight: Inflight,
+    instance: &InstanceId,
+    inflight: &Inflight,
+    result: Result<(), String>,
+    started: i64,
 ) -> Result<(), JobError> {
-    let config = job.config();
-    let attempt = inflight.attempt + 1;
-    let final_attempt = !config.retry.retries_after(attempt);
-    engine.before_user_code().await?;
-    let started = engine.now();
-    let result = job
-        .run(FlushInput {
-            state: inflight.batch.state.clone(),
-            instance: meta.id.clone(),
-            event_count: inflight.batch.event_count,
-            reason: inflight.reason,
-            started_at: inflight.batch.started_at,
-            attempt,
-            final_attempt,
-        })
-        .await;
-
-    let _lock = engine.lock.lock().await;
-    let (current_meta, mut rec) = read(engine).await?;
-    let now = engine.now();
-    let mut batch = WriteBatch::new();
-    let Some(mut meta) = current_meta else {
+    let mut step: DebounceStep<'_, B> = engine.alarm_step(instance, &[]).await?;
+    if step.meta().is_none() {
         return Ok(());
-    };
-    let instance = meta.id.clone();
-    let mut events = Vec::new();
+    }
+    let now = step.now();
+    let attempt = inflight.attempt + 1;
     match result {
         Ok(()) => {
-            rec.inflight = None;
-            events.push(engine.event(
-                &instance,
-                EventKind::DebounceFlushed {
-                    event_count: inflight.batch.event_count,
-                    duration_ms: now - started,
-                },
-            ));
-            if rec.failed_count == 0 && matches!(meta.status, Status::Error { .. }) {
-                meta.set_status(Status::Active, now);
-                batch.put(META_KEY, codec::encode(&meta)?);
+            step.record_mut().inflight = None;
+            step.emit(EventKind::DebounceFlushed {
+                event_count: inflight.batch.event_count,
+                duration_ms: now - started,
+            });
+            if step.record().failed_count == 0 {
+                step.change_meta(|meta| lifecycle::recover(meta, now));
             }
         }
-        Err(error) => {
-            events.push(engine.event(
-                &instance,
-                EventKind::DebounceError {
-                    error: error.clone(),
-                    attempt,
-                },
-            ));
-            if final_attempt {
-                tracing::warn!(instance = %instance, %error, attempts = attempt, "debounce flush failed; batch kept");
-                let failed = FailedBatch {
-                    seq: rec.next_seq,
-                    state: inflight.batch.state.clone(),
-                    event_count: inflight.batch.event_count,
-                    started_at: inflight.batch.started_at,
-                    error: error.clone(),
-                    failed_at: now,
-                    attempts: attempt,
-                };
-                put_failed(&mut batch, &failed)?;
-                rec.next_seq += 1;
-                rec.failed_count += 1;
-                rec.inflight = None;
-                rec.last_error = Some(ErrorInfo {
-                    message: error.clone(),
-                    at: now,
-                    attempts: attempt,
-                });
-                meta.set_status(
-                    Status::Error {
-                        error_at: now,
-                        error,
-                    },
-                    now,
-                );
-                batch.put(META_KEY, codec::encode(&meta)?);
-            } else if let Some(i) = rec.inflight.as_mut() {
-                let delay = config.retry.delay(attempt, hash_str(&instance.to_string()));
-                i.attempt = attempt;
-                i.retry_at = Some(now.saturating_add(millis(delay)));
-            }
-        }
+        Err(error) => fail(&mut step, job, inflight, attempt, error)?,
     }
     // A batch may have brought one id record per event: sweep at least that many.
     let limit = idempotency::SWEEP_LIMIT + inflight.batch.event_count as usize;
-    idempotency::sweep(&engine.backend, &mut batch, now, limit).await?;
-    if rec.is_idle() && meta.purge_at.is_none() {
-        purge::schedule(&mut meta, now, config.retention_ms);
-        batch.put(META_KEY, codec::encode(&meta)?);
+    idempotency::sweep(step.storage(), step.writes(), now, limit).await?;
+    if step.record().is_idle() {
+        let retention_ms = job.config().retention_ms;
+        step.change_meta(|meta| {
+            let schedule = meta.purge_at.is_none();
+            if schedule {
+                purge::schedule(meta, now, retention_ms);
+            }
+            schedule
+        });
     }
-    batch.put(RECORD_KEY, codec::encode(&rec)?);
-    schedule::reconcile(&mut batch, None, alarm_time(Some(&meta), &rec), true);
-    engine.commit(batch, events).await
+    step.finish().await
+}
+
+fn fail<B: Storage + Clock>(
+    step: &mut DebounceStep<'_, B>,
+    job: &dyn ErasedDebounce,
+    inflight: &Inflight,
+    attempt: u32,
+    error: String,
+) -> Result<(), JobError> {
+    let now = step.now();
+    step.emit(EventKind::DebounceError {
+        error: error.clone(),
+        attempt,
+    });
+    let retry = &job.config().retry;
+    if retry.retries_after(attempt) {
+        let retry_at = retry.retry_at(attempt, &step.instance().to_string(), now);
+        if let Some(i) = step.record_mut().inflight.as_mut() {
+            i.attempt = attempt;
+            i.retry_at = Some(retry_at);
+        }
+        return Ok(());
+    }
+    tracing::warn!(instance = %step.instance(), %error, attempts = attempt, "debounce flush failed; batch kept");
+    let seq = step.record().next_seq;
+    let failed = FailedBatch {
+        seq,
+        state: inflight.batch.state.clone(),
+        event_count: inflight.batch.event_count,
+        started_at: inflight.batch.started_at,
+        error: error.clone(),
+        failed_at: now,
+        attempts: attempt,
+    };
+    step.put(failed_key(seq), &failed)?;
+    let mut last_error = None;
+    step.change_meta(|meta| {
+        last_error = Some(lifecycle::record_final_failure(meta, &error, attempt, now));
+        true
+    });
+    let rec = step.record_mut();
+    rec.next_seq += 1;
+    rec.failed_count += 1;
+    rec.inflight = None;
+    rec.last_error = last_error;
+    Ok(())
 }

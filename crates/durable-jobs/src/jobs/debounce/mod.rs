@@ -16,12 +16,12 @@ pub(crate) use handler::handle;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::engine::KindRecord;
 use crate::events::FlushReason;
-use crate::jobs::continuous::ErrorInfo;
+use crate::jobs::lifecycle::ErrorInfo;
+use crate::services::alarm::earliest;
 use crate::services::metadata::{Metadata, Status};
-use crate::services::schedule::earliest;
 
-pub(crate) const RECORD_KEY: &str = "debounce";
 pub(crate) const FAILED_PREFIX: &str = "failed:";
 
 pub(crate) fn failed_key(seq: u64) -> String {
@@ -31,7 +31,7 @@ pub(crate) fn failed_key(seq: u64) -> String {
 /// Events gathered and not yet flushed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Batch {
+pub(crate) struct PendingBatch {
     pub state: Value,
     pub event_count: u32,
     pub started_at: i64,
@@ -44,7 +44,7 @@ pub(crate) struct Batch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Inflight {
-    pub batch: Batch,
+    pub batch: PendingBatch,
     pub reason: FlushReason,
     /// Failed attempts so far.
     pub attempt: u32,
@@ -56,7 +56,7 @@ pub(crate) struct Inflight {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Record {
-    pub batch: Option<Batch>,
+    pub batch: Option<PendingBatch>,
     pub inflight: Option<Inflight>,
     pub failed_count: u32,
     /// A manual flush asked for the failed batches to be tried again.
@@ -70,7 +70,9 @@ impl Record {
         self.batch.is_none() && self.inflight.is_none() && self.failed_count == 0
     }
 
-    fn alarm(&self) -> Option<i64> {
+    /// When the next flush is due: a batch in flight or waiting for its retry, then failed
+    /// batches a flush asked to retry, then the pending batch.
+    fn flush_due_at(&self) -> Option<i64> {
         let inflight = self
             .inflight
             .as_ref()
@@ -84,12 +86,13 @@ impl Record {
     }
 }
 
-/// The alarm implied by the stored records.
-pub(crate) fn alarm_time(meta: Option<&Metadata>, rec: &Record) -> Option<i64> {
-    let meta = meta?;
-    match rec.alarm() {
-        Some(t) => Some(t),
-        None => meta.purge_at,
+impl KindRecord for Record {
+    const KEY: &'static str = "debounce";
+
+    /// The next flush, else the purge of an idle instance.
+    fn alarm(&self, meta: Option<&Metadata>) -> Option<i64> {
+        let meta = meta?;
+        self.flush_due_at().or(meta.purge_at)
     }
 }
 

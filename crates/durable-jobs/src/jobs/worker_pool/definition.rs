@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::context::{EmptyContext, WorkerPoolContext};
-use crate::jobs::continuous::DEFAULT_RETENTION;
+use crate::jobs::lifecycle::DEFAULT_RETENTION;
 use crate::retry::RetryPolicy;
 
 /// A named queue served by `concurrency` sequential instances (spec §7.3, §4.2).

@@ -1,22 +1,24 @@
 //! WorkerPool requests: enqueue, pause, resume, cancel, status, dead letters.
 
+use serde_json::Value;
+
 use super::erased::ErasedWorkerPool;
 use super::{
-    alarm_time, dead_key, queue_key, DeadLetter, IdRecord, Pending, PoolInstanceStatus, PoolRecord,
-    DEAD_PREFIX, POOL_KEY,
+    dead_key, queue_key, DeadLetter, IdRecord, Pending, PoolInstanceStatus, PoolRecord, DEAD_PREFIX,
 };
-use crate::adapters::{Clock, ListOptions, Storage, WriteBatch};
-use crate::engine::Engine;
+use crate::adapters::{Clock, ListOptions, Storage};
+use crate::engine::{Engine, Step};
 use crate::errors::JobError;
 use crate::events::EventKind;
 use crate::ids::InstanceId;
-use crate::services::codec;
-use crate::services::metadata::{Metadata, Status, META_KEY};
-use crate::services::{idempotency, schedule};
+use crate::services::idempotency;
+use crate::services::metadata::Status;
 use crate::wire::{Operation, Response};
 
 /// Dead letters replayed or discarded by one request at most.
 const DEAD_LETTERS_PER_REQUEST: usize = 1000;
+
+type PoolStep<'a, B> = Step<'a, B, PoolRecord>;
 
 pub(crate) async fn handle<B: Storage + Clock>(
     engine: &Engine<B>,
@@ -24,17 +26,7 @@ pub(crate) async fn handle<B: Storage + Clock>(
     instance: &InstanceId,
     op: Operation,
 ) -> Result<Response, JobError> {
-    let index = instance
-        .pool_index()
-        .filter(|i| *i < job.config().concurrency)
-        .ok_or_else(|| {
-            JobError::bad_request(format!(
-                "`{}` is not an instance index of pool `{}` (concurrency {})",
-                instance.key,
-                instance.name,
-                job.config().concurrency
-            ))
-        })?;
+    let index = instance_index(job, instance)?;
     let id_key = match &op {
         Operation::WorkerPoolEnqueue {
             event_id: Some(id), ..
@@ -42,178 +34,26 @@ pub(crate) async fn handle<B: Storage + Clock>(
         | Operation::WorkerPoolCancel { event_id: id } => Some(idempotency::record_key(id)),
         _ => None,
     };
-    let mut keys = vec![META_KEY, POOL_KEY];
-    if let Some(k) = &id_key {
-        keys.push(k);
-    }
-    let found = engine.backend.get_many(&keys).await?;
-    let meta: Option<Metadata> = codec::decode_opt(META_KEY, found[0].as_ref())?;
-    let mut pool: PoolRecord =
-        codec::decode_opt(POOL_KEY, found[1].as_ref())?.unwrap_or_else(|| PoolRecord {
-            drained: true,
-            ..PoolRecord::default()
-        });
-    let id_record: Option<IdRecord> = match (&id_key, found.get(2)) {
-        (Some(k), Some(bytes)) => codec::decode_opt(k, bytes.as_ref())?,
-        _ => None,
-    };
-    let now = engine.now();
-    let before = alarm_time(meta.as_ref(), &pool);
-    let mut batch = WriteBatch::new();
-    let meta = match meta {
-        Some(m) => m,
-        None if matches!(
-            op,
-            Operation::WorkerPoolEnqueue { .. } | Operation::WorkerPoolPause
-        ) =>
-        {
-            let m = Metadata::new(instance.clone(), now);
-            batch.put(META_KEY, codec::encode(&m)?);
-            m
-        }
-        None => Metadata::new(instance.clone(), now),
-    };
-
+    let extra: Vec<&str> = id_key.iter().map(String::as_str).collect();
+    let step = engine.step(instance, &extra).await?;
     match op {
         Operation::WorkerPoolEnqueue {
             event,
             event_id,
             priority,
-        } => {
-            if let (Some(id), Some(_)) = (&event_id, &id_record) {
-                return Ok(Response::Enqueued {
-                    event_id: id.clone(),
-                    instance_index: index,
-                    position: pool.pending,
-                    duplicate: true,
-                });
-            }
-            job.check_event(&event)?;
-            let seq = pool.next_seq;
-            let event_id = event_id.unwrap_or_else(|| format!("auto-{index}-{seq}"));
-            let key = queue_key(priority, seq);
-            let pending = Pending {
-                event_id: event_id.clone(),
-                event,
-                priority,
-                seq,
-                enqueued_at: now,
-                attempt: 0,
-                last_error: None,
-            };
-            batch.put(key.clone(), codec::encode(&pending)?);
-            idempotency::put_pinned(&mut batch, &event_id, &IdRecord::Queued { key })?;
-            pool.next_seq += 1;
-            pool.pending += 1;
-            pool.drained = false;
-            batch.put(POOL_KEY, codec::encode(&pool)?);
-            schedule::reconcile(&mut batch, before, alarm_time(Some(&meta), &pool), false);
-            let ev = engine.event(
-                instance,
-                EventKind::WorkerPoolEnqueued {
-                    event_id: event_id.clone(),
-                    position: pool.pending,
-                },
-            );
-            engine.commit(batch, vec![ev]).await?;
-            Ok(Response::Enqueued {
-                event_id,
-                instance_index: index,
-                position: pool.pending,
-                duplicate: false,
-            })
-        }
-        Operation::WorkerPoolPause | Operation::WorkerPoolResume => {
-            let pausing = matches!(op, Operation::WorkerPoolPause);
-            if pool.paused != pausing {
-                let mut meta = meta;
-                pool.paused = pausing;
-                let status = if pausing {
-                    Status::Paused { paused_at: now }
-                } else {
-                    Status::Active
-                };
-                meta.set_status(status, now);
-                batch.put(META_KEY, codec::encode(&meta)?);
-                batch.put(POOL_KEY, codec::encode(&pool)?);
-                schedule::reconcile(&mut batch, before, alarm_time(Some(&meta), &pool), false);
-                let kind = if pausing {
-                    EventKind::WorkerPoolPaused
-                } else {
-                    EventKind::WorkerPoolResumed
-                };
-                let ev = engine.event(instance, kind);
-                engine.commit(batch, vec![ev]).await?;
-            }
-            Ok(if pausing {
-                Response::Paused
-            } else {
-                Response::Resumed
-            })
-        }
-        Operation::WorkerPoolCancel { event_id } => {
-            let Some(IdRecord::Queued { key }) = id_record else {
-                return Ok(Response::Cancelled { cancelled: false });
-            };
-            if engine.running.borrow().as_deref() == Some(key.as_str()) {
-                return Ok(Response::Cancelled { cancelled: false });
-            }
-            if pool.current.as_deref() == Some(key.as_str()) {
-                pool.current = None;
-                pool.retry_at = None;
-            }
-            let expires = now.saturating_add(job.config().retention_ms);
-            batch.delete(key);
-            idempotency::put(
-                &mut batch,
-                &event_id,
-                &IdRecord::Done { expires },
-                expires,
-                None,
-            )?;
-            pool.pending = pool.pending.saturating_sub(1);
-            batch.put(POOL_KEY, codec::encode(&pool)?);
-            schedule::reconcile(&mut batch, before, alarm_time(Some(&meta), &pool), false);
-            let ev = engine.event(instance, EventKind::WorkerPoolCancelled { event_id });
-            engine.commit(batch, vec![ev]).await?;
-            Ok(Response::Cancelled { cancelled: true })
-        }
-        Operation::WorkerPoolStatus => {
-            let retrying = match &pool.current {
-                Some(key) => codec::read::<Pending, _>(&engine.backend, key)
-                    .await?
-                    .map(|p| p.event_id),
-                None => None,
-            };
-            Ok(Response::WorkerPoolStatus {
-                status: PoolInstanceStatus {
-                    index,
-                    status: meta.status,
-                    pending: pool.pending,
-                    processed: pool.processed,
-                    dead_letters: pool.dead,
-                    retrying,
-                    retry_at: pool.retry_at,
-                },
-            })
-        }
+        } => enqueue(step, job, index, event, event_id, priority).await,
+        Operation::WorkerPoolPause => set_paused(step, true).await,
+        Operation::WorkerPoolResume => set_paused(step, false).await,
+        Operation::WorkerPoolCancel { event_id } => cancel(step, job, event_id).await,
+        Operation::WorkerPoolStatus => status(&step, index).await,
         Operation::WorkerPoolDeadLetters { after, limit } => {
-            let start = after.map(|s| dead_key(s.saturating_add(1)));
-            let mut options = ListOptions::prefix(DEAD_PREFIX).limit(limit.clamp(1, 1000) as usize);
-            if let Some(s) = &start {
-                options = options.start(s);
-            }
-            let mut items = Vec::new();
-            for (key, bytes) in engine.backend.list(options).await? {
-                items.push(codec::decode::<DeadLetter>(&key, &bytes)?);
-            }
-            Ok(Response::DeadLetters { items })
+            dead_letters(&step, after, limit).await
         }
         Operation::WorkerPoolReplay { event_ids } => {
-            change_dead_letters(engine, job, &meta, pool, before, batch, event_ids, true).await
+            change_dead_letters(step, job, event_ids, DeadLetterChange::Replay).await
         }
         Operation::WorkerPoolDiscard { event_ids } => {
-            change_dead_letters(engine, job, &meta, pool, before, batch, event_ids, false).await
+            change_dead_letters(step, job, event_ids, DeadLetterChange::Discard).await
         }
         other => Err(JobError::bad_request(format!(
             "operation {:?} does not apply to a worker pool",
@@ -222,82 +62,248 @@ pub(crate) async fn handle<B: Storage + Clock>(
     }
 }
 
-/// Replays dead letters into the queue (with fresh attempts, at the back of their
-/// priority), or discards them.
-#[allow(clippy::too_many_arguments)]
-async fn change_dead_letters<B: Storage + Clock>(
-    engine: &Engine<B>,
+fn instance_index(job: &dyn ErasedWorkerPool, instance: &InstanceId) -> Result<u32, JobError> {
+    let concurrency = job.config().concurrency;
+    instance
+        .pool_index()
+        .filter(|i| *i < concurrency)
+        .ok_or_else(|| {
+            JobError::bad_request(format!(
+                "`{}` is not an instance index of pool `{}` (concurrency {concurrency})",
+                instance.key, instance.name,
+            ))
+        })
+}
+
+/// Queues an event behind those of higher or equal priority.
+async fn enqueue<B: Storage + Clock>(
+    mut step: PoolStep<'_, B>,
     job: &dyn ErasedWorkerPool,
-    meta: &Metadata,
-    mut pool: PoolRecord,
-    before: Option<i64>,
-    mut batch: WriteBatch,
-    event_ids: Option<Vec<String>>,
-    replay: bool,
+    index: u32,
+    event: Value,
+    event_id: Option<String>,
+    priority: i32,
 ) -> Result<Response, JobError> {
-    let now = engine.now();
-    let mut letters: Vec<(String, DeadLetter)> = Vec::new();
-    match event_ids {
-        None => {
-            let options = ListOptions::prefix(DEAD_PREFIX).limit(DEAD_LETTERS_PER_REQUEST);
-            for (key, bytes) in engine.backend.list(options).await? {
-                let letter = codec::decode(&key, &bytes)?;
-                letters.push((key, letter));
-            }
-        }
-        Some(ids) => {
-            for id in ids.iter().take(DEAD_LETTERS_PER_REQUEST) {
-                let record: Option<IdRecord> = idempotency::get(&engine.backend, id).await?;
-                if let Some(IdRecord::Dead { key }) = record {
-                    if let Some(letter) =
-                        codec::read::<DeadLetter, _>(&engine.backend, &key).await?
-                    {
-                        letters.push((key, letter));
-                    }
-                }
-            }
-        }
+    if let (Some(id), true) = (&event_id, step.has_extra(0)) {
+        return Ok(Response::Enqueued {
+            event_id: id.clone(),
+            instance_index: index,
+            position: step.record().pending,
+            duplicate: true,
+        });
     }
+    job.check_event(&event)?;
+    step.create_meta();
+    let seq = step.record().next_seq;
+    let event_id = event_id.unwrap_or_else(|| format!("auto-{index}-{seq}"));
+    let pending = Pending {
+        event_id: event_id.clone(),
+        event,
+        priority,
+        seq,
+        enqueued_at: step.now(),
+        attempt: 0,
+        last_error: None,
+    };
+    queue(&mut step, pending)?;
+    let position = step.record().pending;
+    step.emit(EventKind::WorkerPoolEnqueued {
+        event_id: event_id.clone(),
+        position,
+    });
+    step.finish().await?;
+    Ok(Response::Enqueued {
+        event_id,
+        instance_index: index,
+        position,
+        duplicate: false,
+    })
+}
+
+/// Writes `pending` into the queue under its order key, with the id record that lets a
+/// cancel find it.
+fn queue<B: Storage + Clock>(step: &mut PoolStep<'_, B>, pending: Pending) -> Result<(), JobError> {
+    let key = queue_key(pending.priority, pending.seq);
+    step.put(key.clone(), &pending)?;
+    idempotency::put_pinned(step.writes(), &pending.event_id, &IdRecord::Queued { key })?;
+    let pool = step.record_mut();
+    pool.next_seq = pool.next_seq.max(pending.seq + 1);
+    pool.pending += 1;
+    pool.drained = false;
+    Ok(())
+}
+
+async fn set_paused<B: Storage + Clock>(
+    mut step: PoolStep<'_, B>,
+    pausing: bool,
+) -> Result<Response, JobError> {
+    if step.record().paused != pausing {
+        let now = step.now();
+        let (status, event) = if pausing {
+            (
+                Status::Paused { paused_at: now },
+                EventKind::WorkerPoolPaused,
+            )
+        } else {
+            (Status::Active, EventKind::WorkerPoolResumed)
+        };
+        step.create_meta();
+        step.change_meta(|meta| {
+            meta.set_status(status, now);
+            true
+        });
+        step.record_mut().paused = pausing;
+        step.emit(event);
+        step.finish().await?;
+    }
+    Ok(if pausing {
+        Response::Paused
+    } else {
+        Response::Resumed
+    })
+}
+
+/// Removes a queued event, unless it is running now.
+async fn cancel<B: Storage + Clock>(
+    mut step: PoolStep<'_, B>,
+    job: &dyn ErasedWorkerPool,
+    event_id: String,
+) -> Result<Response, JobError> {
+    let id_key = idempotency::record_key(&event_id);
+    let Some(IdRecord::Queued { key }) = step.extra(0, &id_key)? else {
+        return Ok(Response::Cancelled { cancelled: false });
+    };
+    if step.engine().is_running(&key) {
+        return Ok(Response::Cancelled { cancelled: false });
+    }
+    let pool = step.record_mut();
+    if pool.current.as_deref() == Some(key.as_str()) {
+        pool.current = None;
+        pool.retry_at = None;
+    }
+    pool.pending = pool.pending.saturating_sub(1);
+    step.writes().delete(key);
+    mark_done(&mut step, job, &event_id)?;
+    step.emit(EventKind::WorkerPoolCancelled { event_id });
+    step.finish().await?;
+    Ok(Response::Cancelled { cancelled: true })
+}
+
+/// Remembers a finished (processed, cancelled or discarded) event id until the retention
+/// period ends, so that the same id enqueued again is reported as a duplicate.
+pub(super) fn mark_done<B: Storage + Clock>(
+    step: &mut PoolStep<'_, B>,
+    job: &dyn ErasedWorkerPool,
+    event_id: &str,
+) -> Result<(), JobError> {
+    let expires = step.now().saturating_add(job.config().retention_ms);
+    idempotency::put(
+        step.writes(),
+        event_id,
+        &IdRecord::Done { expires },
+        expires,
+        None,
+    )
+}
+
+async fn status<B: Storage + Clock>(
+    step: &PoolStep<'_, B>,
+    index: u32,
+) -> Result<Response, JobError> {
+    let pool = step.record();
+    let retrying = match &pool.current {
+        Some(key) => step.read::<Pending>(key).await?.map(|p| p.event_id),
+        None => None,
+    };
+    Ok(Response::WorkerPoolStatus {
+        status: PoolInstanceStatus {
+            index,
+            status: step.meta().map_or(Status::Active, |m| m.status.clone()),
+            pending: pool.pending,
+            processed: pool.processed,
+            dead_letters: pool.dead,
+            retrying,
+            retry_at: pool.retry_at,
+        },
+    })
+}
+
+/// One page of the dead-letter list, after sequence `after`.
+async fn dead_letters<B: Storage + Clock>(
+    step: &PoolStep<'_, B>,
+    after: Option<u64>,
+    limit: u32,
+) -> Result<Response, JobError> {
+    let start = after.map(|s| dead_key(s.saturating_add(1)));
+    let mut options = ListOptions::prefix(DEAD_PREFIX).limit(limit.clamp(1, 1000) as usize);
+    if let Some(s) = &start {
+        options = options.start(s);
+    }
+    let found: Vec<(String, DeadLetter)> = step.list(options).await?;
+    let items = found.into_iter().map(|(_, letter)| letter).collect();
+    Ok(Response::DeadLetters { items })
+}
+
+/// What to do with dead letters.
+#[derive(Clone, Copy)]
+enum DeadLetterChange {
+    /// Back into the queue with fresh attempts, at the back of their priority.
+    Replay,
+    /// Deleted; their ids are remembered as done.
+    Discard,
+}
+
+async fn change_dead_letters<B: Storage + Clock>(
+    mut step: PoolStep<'_, B>,
+    job: &dyn ErasedWorkerPool,
+    event_ids: Option<Vec<String>>,
+    change: DeadLetterChange,
+) -> Result<Response, JobError> {
+    let letters = find_dead_letters(&step, event_ids).await?;
     let count = letters.len() as u32;
     for (key, letter) in letters {
-        batch.delete(key);
+        step.writes().delete(key);
+        let pool = step.record_mut();
         pool.dead = pool.dead.saturating_sub(1);
-        if replay {
-            let seq = pool.next_seq;
-            pool.next_seq += 1;
-            pool.pending += 1;
-            pool.drained = false;
-            let qkey = queue_key(letter.priority, seq);
-            let pending = Pending {
-                event_id: letter.event_id.clone(),
-                event: letter.event,
-                priority: letter.priority,
-                seq,
-                enqueued_at: letter.enqueued_at,
-                attempt: 0,
-                last_error: None,
-            };
-            batch.put(qkey.clone(), codec::encode(&pending)?);
-            idempotency::put_pinned(
-                &mut batch,
-                &letter.event_id,
-                &IdRecord::Queued { key: qkey },
-            )?;
-        } else {
-            let expires = now.saturating_add(job.config().retention_ms);
-            idempotency::put(
-                &mut batch,
-                &letter.event_id,
-                &IdRecord::Done { expires },
-                expires,
-                None,
-            )?;
+        match change {
+            DeadLetterChange::Replay => {
+                let pending = Pending {
+                    event_id: letter.event_id,
+                    event: letter.event,
+                    priority: letter.priority,
+                    seq: pool.next_seq,
+                    enqueued_at: letter.enqueued_at,
+                    attempt: 0,
+                    last_error: None,
+                };
+                queue(&mut step, pending)?;
+            }
+            DeadLetterChange::Discard => mark_done(&mut step, job, &letter.event_id)?,
         }
     }
     if count > 0 {
-        batch.put(POOL_KEY, codec::encode(&pool)?);
-        schedule::reconcile(&mut batch, before, alarm_time(Some(meta), &pool), false);
-        engine.commit(batch, Vec::new()).await?;
+        step.finish().await?;
     }
     Ok(Response::DeadLettersChanged { count })
+}
+
+/// The dead letters named by `event_ids`, or the first page of all of them.
+async fn find_dead_letters<B: Storage + Clock>(
+    step: &PoolStep<'_, B>,
+    event_ids: Option<Vec<String>>,
+) -> Result<Vec<(String, DeadLetter)>, JobError> {
+    let Some(ids) = event_ids else {
+        let options = ListOptions::prefix(DEAD_PREFIX).limit(DEAD_LETTERS_PER_REQUEST);
+        return step.list(options).await;
+    };
+    let mut letters = Vec::new();
+    for id in ids.iter().take(DEAD_LETTERS_PER_REQUEST) {
+        let record = step.read::<IdRecord>(&idempotency::record_key(id)).await?;
+        if let Some(IdRecord::Dead { key }) = record {
+            if let Some(letter) = step.read::<DeadLetter>(&key).await? {
+                letters.push((key, letter));
+            }
+        }
+    }
+    Ok(letters)
 }

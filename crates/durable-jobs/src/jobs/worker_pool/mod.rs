@@ -19,9 +19,9 @@ pub use routing::jump_hash;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::engine::KindRecord;
 use crate::services::metadata::{Metadata, Status};
 
-pub(crate) const POOL_KEY: &str = "pool";
 pub(crate) const QUEUE_PREFIX: &str = "q:";
 pub(crate) const DEAD_PREFIX: &str = "dead:";
 
@@ -36,7 +36,7 @@ pub(crate) fn dead_key(seq: u64) -> String {
 }
 
 /// Counters and flags of one pool instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PoolRecord {
     pub paused: bool,
@@ -52,18 +52,39 @@ pub(crate) struct PoolRecord {
     pub drained: bool,
 }
 
-/// The alarm implied by the records: due at once while there is work (or `on_empty` to
-/// run), at the retry time while the head waits, none while paused or done.
-pub(crate) fn alarm_time(meta: Option<&Metadata>, pool: &PoolRecord) -> Option<i64> {
-    meta?;
-    if pool.paused {
-        None
-    } else if pool.current.is_some() {
-        pool.retry_at.or(Some(0))
-    } else if pool.pending > 0 || !pool.drained {
-        Some(0)
-    } else {
-        None
+impl Default for PoolRecord {
+    /// A new instance: nothing queued, and nothing for `on_empty` to report.
+    fn default() -> Self {
+        PoolRecord {
+            paused: false,
+            pending: 0,
+            processed: 0,
+            dead: 0,
+            next_seq: 0,
+            next_dead_seq: 0,
+            current: None,
+            retry_at: None,
+            drained: true,
+        }
+    }
+}
+
+impl KindRecord for PoolRecord {
+    const KEY: &'static str = "pool";
+
+    /// Due at once while there is work (or `on_empty` to run), at the retry time while the
+    /// head waits, none while paused or done.
+    fn alarm(&self, meta: Option<&Metadata>) -> Option<i64> {
+        meta?;
+        if self.paused {
+            None
+        } else if self.current.is_some() {
+            self.retry_at.or(Some(0))
+        } else if self.pending > 0 || !self.drained {
+            Some(0)
+        } else {
+            None
+        }
     }
 }
 

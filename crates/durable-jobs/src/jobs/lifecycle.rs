@@ -1,0 +1,63 @@
+//! What the instances of every kind share: how long a finished instance is kept, how a
+//! failure that used up its attempts is recorded, and how an instance stops.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::services::metadata::{Metadata, Status};
+use crate::services::purge;
+
+/// How long stopped instances, drained instances and seen event ids are kept, by default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A failure recorded in the status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorInfo {
+    /// The error's text.
+    pub message: String,
+    /// When the last attempt failed.
+    pub at: i64,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Records a run or flush that failed all its `attempts`: the instance's status becomes
+/// `Error` with the message, and the returned record goes into the kind's status.
+pub(crate) fn record_final_failure(
+    meta: &mut Metadata,
+    error: &str,
+    attempts: u32,
+    now: i64,
+) -> ErrorInfo {
+    let status = Status::Error {
+        error_at: now,
+        error: error.to_string(),
+    };
+    meta.set_status(status, now);
+    ErrorInfo {
+        message: error.to_string(),
+        at: now,
+        attempts,
+    }
+}
+
+/// After a success: an instance in `Error` becomes `Active` again. Says whether it changed.
+pub(crate) fn recover(meta: &mut Metadata, now: i64) -> bool {
+    let failed = matches!(meta.status, Status::Error { .. });
+    if failed {
+        meta.set_status(Status::Active, now);
+    }
+    failed
+}
+
+/// Stops the instance: status `Stopped`, and its data purged `retention_ms` from now.
+pub(crate) fn stop(meta: &mut Metadata, reason: Option<String>, now: i64, retention_ms: i64) {
+    let status = Status::Stopped {
+        stopped_at: now,
+        reason,
+    };
+    meta.set_status(status, now);
+    purge::schedule(meta, now, retention_ms);
+}
