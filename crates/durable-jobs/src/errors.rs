@@ -170,6 +170,14 @@ impl JobError {
         }
     }
 
+    /// An operation sent to an instance of another kind.
+    pub(crate) fn wrong_kind(op: &crate::wire::Operation, kind: JobKind) -> Self {
+        JobError::bad_request(format!(
+            "operation {:?} does not apply to a {kind} job",
+            op.kind()
+        ))
+    }
+
     pub(crate) fn corrupt(key: &str, err: impl std::fmt::Display) -> Self {
         JobError::Storage {
             message: format!("stored record `{key}` does not decode: {err}"),

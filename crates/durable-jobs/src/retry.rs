@@ -146,10 +146,11 @@ impl RetryPolicy {
         nominal.mul_f64(1.0 - self.jitter.min(1.0) * r)
     }
 
-    /// When failed attempt `attempt` is tried again, after a failure at `now`; `seed`
-    /// spreads the jitter of different instances or events apart.
-    pub(crate) fn retry_at(&self, attempt: u32, seed: &str, now: i64) -> i64 {
-        now.saturating_add(millis(self.delay(attempt, hash_str(seed))))
+    /// When failed attempt `attempt` (after a failure at `now`) is tried again; `None`
+    /// once the attempts are used up. `seed` spreads the jitter of instances apart.
+    pub(crate) fn retry_at(&self, attempt: u32, seed: &str, now: i64) -> Option<i64> {
+        self.retries_after(attempt)
+            .then(|| now.saturating_add(millis(self.delay(attempt, hash_str(seed)))))
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {

@@ -149,9 +149,8 @@ fn fail<B: Storage + Clock>(
         error: error.clone(),
         attempt,
     });
-    let retry = &job.config().retry;
-    if retry.retries_after(attempt) {
-        let retry_at = retry.retry_at(attempt, &step.instance().to_string(), now);
+    let seed = step.instance().to_string();
+    if let Some(retry_at) = job.config().retry.retry_at(attempt, &seed, now) {
         let rec = step.record_mut();
         rec.attempt = attempt;
         rec.retry_at = Some(retry_at);

@@ -8,7 +8,7 @@ use crate::adapters::{Clock, Storage};
 use crate::engine::{Engine, Step};
 use crate::errors::JobError;
 use crate::events::EventKind;
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, JobKind};
 use crate::jobs::lifecycle;
 use crate::services::metadata::{Metadata, Status, StatusName};
 use crate::services::purge;
@@ -29,10 +29,7 @@ pub(crate) async fn handle<B: Storage + Clock>(
         Operation::ContinuousTrigger => trigger(step).await,
         Operation::ContinuousStatus => Ok(status(&step)),
         Operation::ContinuousGetState => get_state(&step).await,
-        other => Err(JobError::bad_request(format!(
-            "operation {:?} does not apply to a continuous job",
-            other.kind()
-        ))),
+        other => Err(JobError::wrong_kind(&other, JobKind::Continuous)),
     }
 }
 

@@ -196,9 +196,8 @@ fn fail<B: Storage + Clock>(
         error: error.clone(),
         attempt,
     });
-    let retry = &job.config().retry;
-    if retry.retries_after(attempt) {
-        let retry_at = retry.retry_at(attempt, &step.instance().to_string(), now);
+    let seed = step.instance().to_string();
+    if let Some(retry_at) = job.config().retry.retry_at(attempt, &seed, now) {
         if let Some(i) = step.record_mut().inflight.as_mut() {
             i.attempt = attempt;
             i.retry_at = Some(retry_at);

@@ -9,7 +9,7 @@ use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step};
 use crate::errors::JobError;
 use crate::events::{EventKind, FlushReason};
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, JobKind};
 use crate::services::{idempotency, purge};
 use crate::wire::{Operation, Response};
 
@@ -44,10 +44,7 @@ pub(crate) async fn handle<B: Storage + Clock>(
                     state: step.record().batch.as_ref().map(|b| b.state.clone()),
                 }),
                 Operation::DebounceFailedBatches => failed_batches(&step).await,
-                other => Err(JobError::bad_request(format!(
-                    "operation {:?} does not apply to a debounce job",
-                    other.kind()
-                ))),
+                other => Err(JobError::wrong_kind(&other, JobKind::Debounce)),
             }
         }
     }

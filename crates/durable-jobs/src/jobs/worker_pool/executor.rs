@@ -193,9 +193,11 @@ fn fail<B: Storage + Clock>(
         error: error.clone(),
         attempt,
     });
-    let retry = &job.config().retry;
-    if retry.retries_after(attempt) {
-        let retry_at = retry.retry_at(attempt, &pending.event_id, step.now());
+    if let Some(retry_at) = job
+        .config()
+        .retry
+        .retry_at(attempt, &pending.event_id, step.now())
+    {
         pending.attempt = attempt;
         pending.last_error = Some(error);
         step.put(key, &pending)?;

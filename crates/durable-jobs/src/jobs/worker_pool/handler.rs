@@ -10,7 +10,7 @@ use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step};
 use crate::errors::JobError;
 use crate::events::EventKind;
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, JobKind};
 use crate::services::idempotency;
 use crate::services::metadata::Status;
 use crate::wire::{Operation, Response};
@@ -55,10 +55,7 @@ pub(crate) async fn handle<B: Storage + Clock>(
         Operation::WorkerPoolDiscard { event_ids } => {
             change_dead_letters(step, job, event_ids, DeadLetterChange::Discard).await
         }
-        other => Err(JobError::bad_request(format!(
-            "operation {:?} does not apply to a worker pool",
-            other.kind()
-        ))),
+        other => Err(JobError::wrong_kind(&other, JobKind::WorkerPool)),
     }
 }
 
