@@ -1,4 +1,4 @@
-//! The typed client (spec §11): `client.continuous::<T>()`, `.debounce::<T>()`,
+//! The typed client: `client.continuous::<T>()`, `.debounce::<T>()`,
 //! `.worker_pool::<T>()`, over any [`Transport`].
 
 use std::future::Future;
@@ -6,12 +6,12 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use crate::errors::JobError;
-use crate::ids::JobKind;
+use crate::ids::{InstanceId, JobKind};
 use crate::jobs::continuous::{Continuous, ContinuousClient};
 use crate::jobs::debounce::{Debounce, DebounceClient};
 use crate::jobs::worker_pool::{WorkerPool, WorkerPoolClient};
 use crate::registry::Registry;
-use crate::wire::{Request, Response};
+use crate::wire::{Operation, Request, Response};
 
 /// Delivers a request to the instance it addresses and brings back the answer. Each
 /// runtime provides one (in-process, Durable Object stub, HTTP).
@@ -98,15 +98,95 @@ impl<T: Transport> JobsClient<T> {
         &self.transport
     }
 
+    /// Sends `op` to instance `key` of the job `name` of `kind`: what every typed client
+    /// method does. `name` is the client's registry lookup, so a job that is not
+    /// registered fails here, before anything is sent.
+    pub(crate) async fn call(
+        &self,
+        kind: JobKind,
+        name: &Result<String, JobError>,
+        key: impl Into<String>,
+        op: Operation,
+    ) -> Result<Response, JobError> {
+        let name = name.as_deref().map_err(Clone::clone)?;
+        let instance = InstanceId::new(kind, name, key);
+        self.transport.send(Request { instance, op }).await
+    }
+
     fn name_of<J: 'static>(&self, kind: JobKind) -> Result<String, JobError> {
         self.registry.name_of::<J>(kind).map(str::to_string)
     }
 }
+
+/// Matches a response against the one shape a client method expects and returns the
+/// arm's value in `Ok`; any other response becomes the [`unexpected`] error.
+///
+/// A macro rather than a function taking a closure: the expected shape is a pattern, and
+/// only a macro can take one, so each call site is a single arm. A closure would have to
+/// repeat the fallback arm (handing the response back for the error message) every time.
+macro_rules! expect_response {
+    ($response:expr, $pattern:pat => $value:expr $(,)?) => {
+        match $response {
+            $pattern => Ok($value),
+            other => Err($crate::client::unexpected(other)),
+        }
+    };
+}
+pub(crate) use expect_response;
 
 /// The error for an answer of the wrong kind (a transport or version mismatch).
 pub(crate) fn unexpected(response: Response) -> JobError {
     JobError::Client {
         status: 0,
         message: format!("unexpected response {response:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::jobs::continuous::{ContinuousContext, Schedule};
+
+    /// Answers every request with `Triggered`, whatever it asked for.
+    struct AlwaysTriggered;
+
+    impl Transport for AlwaysTriggered {
+        async fn send(&self, _: Request) -> Result<Response, JobError> {
+            Ok(Response::Triggered)
+        }
+    }
+
+    struct Tick;
+
+    impl Continuous for Tick {
+        type State = ();
+        type Error = String;
+        fn schedule(&self) -> Schedule {
+            Schedule::every(Duration::from_secs(1))
+        }
+        async fn execute(&self, _: &mut ContinuousContext<()>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_kind_is_a_client_error() {
+        let registry = Registry::builder().build().unwrap();
+        let client = JobsClient::new(registry, AlwaysTriggered);
+        let ticks = client.continuous_named::<Tick>("tick");
+        block_on(async {
+            ticks.trigger("a").await.unwrap();
+            match ticks.status("a").await {
+                Err(JobError::Client { status, message }) => {
+                    assert_eq!(status, 0);
+                    assert_eq!(message, "unexpected response Triggered");
+                }
+                other => panic!("expected a client error, got {other:?}"),
+            }
+        });
     }
 }

@@ -3,11 +3,11 @@
 use std::marker::PhantomData;
 
 use super::{Debounce, DebounceStatus, FailedBatch};
-use crate::client::{unexpected, JobsClient, Transport};
+use crate::client::{expect_response, JobsClient, Transport};
 use crate::errors::JobError;
-use crate::ids::{InstanceId, JobKind};
+use crate::ids::JobKind;
 use crate::services::codec;
-use crate::wire::{Operation, Request, Response};
+use crate::wire::{Operation, Response};
 
 /// The outcome of an `add`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,9 +37,9 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
     }
 
     async fn send(&self, id: &str, op: Operation) -> Result<Response, JobError> {
-        let name = self.name.clone()?;
-        let instance = InstanceId::new(JobKind::Debounce, name, id);
-        self.client.transport.send(Request { instance, op }).await
+        self.client
+            .call(JobKind::Debounce, &self.name, id, op)
+            .await
     }
 
     /// Adds an event to instance `id`'s batch. Committed when it returns `Ok`.
@@ -65,62 +65,48 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
         event_id: Option<String>,
     ) -> Result<Added, JobError> {
         let event = codec::to_value("event", event)?;
-        match self
+        let response = self
             .send(id, Operation::DebounceAdd { event, event_id })
-            .await?
-        {
-            Response::Added {
+            .await?;
+        expect_response!(
+            response,
+            Response::Added { event_count, duplicate, flush_at } => Added {
                 event_count,
                 duplicate,
                 flush_at,
-            } => Ok(Added {
-                event_count,
-                duplicate,
-                flush_at,
-            }),
-            other => Err(unexpected(other)),
-        }
+            },
+        )
     }
 
     /// Flushes the pending batch now and retries failed batches. Returns the number of
     /// events that will flush.
     pub async fn flush(&self, id: &str) -> Result<u32, JobError> {
-        match self.send(id, Operation::DebounceFlush).await? {
-            Response::FlushRequested { event_count, .. } => Ok(event_count),
-            other => Err(unexpected(other)),
-        }
+        let response = self.send(id, Operation::DebounceFlush).await?;
+        expect_response!(response, Response::FlushRequested { event_count, .. } => event_count)
     }
 
     /// Discards the pending batch and any failed batches. Returns the events discarded.
     pub async fn clear(&self, id: &str) -> Result<u32, JobError> {
-        match self.send(id, Operation::DebounceClear).await? {
-            Response::Cleared { discarded } => Ok(discarded),
-            other => Err(unexpected(other)),
-        }
+        let response = self.send(id, Operation::DebounceClear).await?;
+        expect_response!(response, Response::Cleared { discarded } => discarded)
     }
 
     /// The instance's status, `None` if it does not exist.
     pub async fn status(&self, id: &str) -> Result<Option<DebounceStatus>, JobError> {
-        match self.send(id, Operation::DebounceStatus).await? {
-            Response::DebounceStatus { status } => Ok(status),
-            other => Err(unexpected(other)),
-        }
+        let response = self.send(id, Operation::DebounceStatus).await?;
+        expect_response!(response, Response::DebounceStatus { status } => status)
     }
 
     /// The pending batch's reduced state, `None` when no events are pending.
     pub async fn state(&self, id: &str) -> Result<Option<J::State>, JobError> {
-        match self.send(id, Operation::DebounceGetState).await? {
-            Response::State { state: Some(v) } => codec::decode_value("state", &v).map(Some),
-            Response::State { state: None } => Ok(None),
-            other => Err(unexpected(other)),
-        }
+        let response = self.send(id, Operation::DebounceGetState).await?;
+        let state = expect_response!(response, Response::State { state } => state)?;
+        state.map(|v| codec::decode_value("state", &v)).transpose()
     }
 
     /// Batches whose flush failed all attempts, oldest first.
     pub async fn failed_batches(&self, id: &str) -> Result<Vec<FailedBatch>, JobError> {
-        match self.send(id, Operation::DebounceFailedBatches).await? {
-            Response::FailedBatches { batches } => Ok(batches),
-            other => Err(unexpected(other)),
-        }
+        let response = self.send(id, Operation::DebounceFailedBatches).await?;
+        expect_response!(response, Response::FailedBatches { batches } => batches)
     }
 }

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::routing::jump_hash;
 use super::{DeadLetter, PoolInstanceStatus, WorkerPool};
-use crate::client::{unexpected, JobsClient, Transport};
+use crate::client::{expect_response, JobsClient, Transport};
 use crate::errors::JobError;
-use crate::ids::{InstanceId, JobKind};
+use crate::ids::JobKind;
 use crate::services::codec;
-use crate::wire::{Operation, Request, Response};
+use crate::wire::{Operation, Response};
 
 /// Options of an `enqueue`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,8 +104,9 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
     }
 
     async fn send(&self, index: u32, op: Operation) -> Result<Response, JobError> {
-        let instance = InstanceId::new(JobKind::WorkerPool, self.name()?, index.to_string());
-        self.client.transport.send(Request { instance, op }).await
+        self.client
+            .call(JobKind::WorkerPool, &self.name, index.to_string(), op)
+            .await
     }
 
     fn check_index(&self, index: u32) -> Result<u32, JobError> {
@@ -148,42 +149,32 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
             event_id: options.event_id,
             priority: options.priority,
         };
-        match self.send(index, op).await? {
-            Response::Enqueued {
+        let response = self.send(index, op).await?;
+        expect_response!(
+            response,
+            Response::Enqueued { event_id, instance_index, position, duplicate } => Enqueued {
                 event_id,
                 instance_index,
                 position,
                 duplicate,
-            } => Ok(Enqueued {
-                event_id,
-                instance_index,
-                position,
-                duplicate,
-            }),
-            other => Err(unexpected(other)),
-        }
+            },
+        )
     }
 
     /// Pauses one instance: it keeps its events and processes none.
     pub async fn pause(&self, index: u32) -> Result<(), JobError> {
-        match self
+        let response = self
             .send(self.check_index(index)?, Operation::WorkerPoolPause)
-            .await?
-        {
-            Response::Paused => Ok(()),
-            other => Err(unexpected(other)),
-        }
+            .await?;
+        expect_response!(response, Response::Paused => ())
     }
 
     /// Resumes one instance.
     pub async fn resume(&self, index: u32) -> Result<(), JobError> {
-        match self
+        let response = self
             .send(self.check_index(index)?, Operation::WorkerPoolResume)
-            .await?
-        {
-            Response::Resumed => Ok(()),
-            other => Err(unexpected(other)),
-        }
+            .await?;
+        expect_response!(response, Response::Resumed => ())
     }
 
     /// Pauses every instance.
@@ -209,10 +200,9 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
             let op = Operation::WorkerPoolCancel {
                 event_id: event_id.to_string(),
             };
-            match self.send(index, op).await? {
-                Response::Cancelled { cancelled: true } => return Ok(true),
-                Response::Cancelled { cancelled: false } => {}
-                other => return Err(unexpected(other)),
+            let response = self.send(index, op).await?;
+            if expect_response!(response, Response::Cancelled { cancelled } => cancelled)? {
+                return Ok(true);
             }
         }
         Ok(false)
@@ -220,13 +210,10 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
 
     /// One instance's status.
     pub async fn instance_status(&self, index: u32) -> Result<PoolInstanceStatus, JobError> {
-        match self
+        let response = self
             .send(self.check_index(index)?, Operation::WorkerPoolStatus)
-            .await?
-        {
-            Response::WorkerPoolStatus { status } => Ok(status),
-            other => Err(unexpected(other)),
-        }
+            .await?;
+        expect_response!(response, Response::WorkerPoolStatus { status } => status)
     }
 
     /// The status of every instance, with totals.
@@ -259,10 +246,8 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
         limit: u32,
     ) -> Result<Vec<DeadLetter>, JobError> {
         let op = Operation::WorkerPoolDeadLetters { after, limit };
-        match self.send(self.check_index(index)?, op).await? {
-            Response::DeadLetters { items } => Ok(items),
-            other => Err(unexpected(other)),
-        }
+        let response = self.send(self.check_index(index)?, op).await?;
+        expect_response!(response, Response::DeadLetters { items } => items)
     }
 
     /// Every dead letter of the pool, with the instance index it is on.
@@ -310,15 +295,13 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
                         event_ids: ids.clone(),
                     }
                 };
-                match self.send(index, op).await? {
-                    Response::DeadLettersChanged { count } => {
-                        total += count;
-                        // All-dead-letter requests work in pages; named ids in one go.
-                        if count == 0 || ids.is_some() {
-                            break;
-                        }
-                    }
-                    other => return Err(unexpected(other)),
+                let response = self.send(index, op).await?;
+                let count =
+                    expect_response!(response, Response::DeadLettersChanged { count } => count)?;
+                total += count;
+                // All-dead-letter requests work in pages; named ids in one go.
+                if count == 0 || ids.is_some() {
+                    break;
                 }
             }
         }
