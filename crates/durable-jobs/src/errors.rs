@@ -71,7 +71,7 @@ pub enum RegistryError {
     },
 }
 
-/// Every error a request can end with, on every transport (spec §13).
+/// Every error a request can end with, on every transport.
 ///
 /// It is serialisable so that a remote transport returns the same error a local call would.
 /// New variants may be added, so a `match` needs a catch-all arm.

@@ -1,4 +1,4 @@
-//! Lifecycle events (spec §6.2), one serde enum on the wire.
+//! Lifecycle events, one serde enum on the wire.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,7 @@ pub struct JobEvent {
     pub kind: EventKind,
 }
 
-/// What happened, tagged by the spec's `type` names.
+/// What happened, tagged on the wire by its `type` name (`workerPool.enqueued`...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum EventKind {
@@ -159,7 +159,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// The spec's `type` name, e.g. `workerPool.enqueued`.
+    /// The wire `type` name, e.g. `workerPool.enqueued`.
     pub fn type_name(&self) -> &'static str {
         match self {
             EventKind::ContinuousStarted => "continuous.started",
@@ -189,7 +189,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wire_names_follow_the_spec() {
+    fn wire_names_are_kind_dot_event() {
         let e = JobEvent {
             timestamp: 5,
             job_name: "mail".into(),

@@ -1,4 +1,4 @@
-//! Bounded growth (guarantee 8): id records expire and are swept as work continues, and an
+//! Bounded growth (G8 in docs/ARCHITECTURE.md): id records expire and are swept as work continues, and an
 //! idle Debounce instance is purged after its retention period.
 
 use std::time::Duration;

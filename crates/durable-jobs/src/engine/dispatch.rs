@@ -1,4 +1,4 @@
-//! The unified router (spec §8.2): requests by their operation's kind, alarms by the kind
+//! The unified router: requests by their operation's kind, alarms by the kind
 //! stored in the instance's metadata.
 
 use std::io;

@@ -1,8 +1,8 @@
-//! One job instance's engine: `handle(request)` and `alarm()` (spec §8, §9).
+//! One job instance's engine: `handle(request)` and `alarm()`.
 //!
 //! A runtime creates one [`Engine`] per live instance, over that instance's storage, and
 //! sends it every request and alarm of the instance. The engine keeps two promises on every
-//! runtime (guarantee 2):
+//! runtime (G2 in docs/ARCHITECTURE.md):
 //!
 //! - storage transitions are serialised by an async lock, and each commits atomically;
 //! - user code (`execute` and the hooks) runs *between* two transitions, without the lock,

@@ -1,4 +1,4 @@
-//! The registry: every job definition under its name, validated once (spec §10).
+//! The registry: every job definition under its name, validated once.
 
 use std::any::TypeId;
 use std::collections::HashMap;

@@ -7,7 +7,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::adapters::Storage;
 use crate::errors::JobError;
 
 /// Decodes a JSON value into `T`, reporting the path of the first mismatch.
@@ -56,15 +55,6 @@ pub(crate) fn decode_opt<T: DeserializeOwned>(
     bytes: Option<&Vec<u8>>,
 ) -> Result<Option<T>, JobError> {
     bytes.map(|b| decode(key, b)).transpose()
-}
-
-/// Reads and decodes an internal record.
-pub(crate) async fn read<T: DeserializeOwned, S: Storage>(
-    storage: &S,
-    key: &str,
-) -> Result<Option<T>, JobError> {
-    let bytes = storage.get(key).await?;
-    decode_opt(key, bytes.as_ref())
 }
 
 #[cfg(test)]

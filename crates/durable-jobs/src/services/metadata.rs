@@ -1,11 +1,11 @@
-//! Per-instance metadata (spec §6.1): what the instance is and what state it is in.
+//! Per-instance metadata: what the instance is and what state it is in.
 //!
 //! Stored under one key so that an alarm learns the instance's kind and name with one read:
 //! a Durable Object cannot learn its own name, so the engine keeps it here.
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{InstanceId, JobKind};
+use crate::ids::InstanceId;
 
 /// The storage key of the metadata record.
 pub const META_KEY: &str = "meta";
@@ -119,11 +119,6 @@ impl Metadata {
             epoch: 0,
             purge_at: None,
         }
-    }
-
-    /// The instance's kind.
-    pub fn kind(&self) -> JobKind {
-        self.id.kind
     }
 
     /// Changes the status and the update time.

@@ -1,9 +1,10 @@
 //! Services shared by every job kind: metadata, the record codec, idempotency, the alarm
-//! multiplexer, purging and event tracking.
+//! multiplexer, purging and event tracking. Only tracking is public: a runtime chooses
+//! where lifecycle events go.
 
-pub mod alarm;
-pub mod codec;
-pub mod idempotency;
-pub mod metadata;
-pub mod purge;
+pub(crate) mod alarm;
+pub(crate) mod codec;
+pub(crate) mod idempotency;
+pub(crate) mod metadata;
+pub(crate) mod purge;
 pub mod tracker;

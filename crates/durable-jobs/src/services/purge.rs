@@ -1,4 +1,4 @@
-//! Purging (spec §6.6): a stopped or drained instance deletes all of its data once its
+//! Purging: a stopped or drained instance deletes all of its data once its
 //! retention period has passed, so storage does not grow with the number of ids ever used.
 
 use crate::adapters::WriteBatch;

@@ -1,4 +1,4 @@
-//! Event tracking (spec §6.2): fire-and-forget delivery of lifecycle events.
+//! Event tracking: fire-and-forget delivery of lifecycle events.
 //!
 //! Tracking never fails or blocks a request: `emit` only appends to a buffer, and delivery
 //! happens in `flush`, which a runtime runs after the response (a Durable Object through

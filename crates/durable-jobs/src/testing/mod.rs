@@ -1,4 +1,4 @@
-//! The test harness (spec §15): every instance in memory, a virtual clock, and the same
+//! The test harness: every instance in memory, a virtual clock, and the same
 //! typed client as production.
 //!
 //! ```

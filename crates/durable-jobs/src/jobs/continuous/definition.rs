@@ -11,7 +11,7 @@ use super::schedule::Schedule;
 use crate::jobs::lifecycle::DEFAULT_RETENTION;
 use crate::retry::RetryPolicy;
 
-/// Recurring per-id work with persistent state (spec §7.1).
+/// Recurring per-id work with persistent state.
 ///
 /// The struct's fields are its dependencies (clients, pools); it is shared by every
 /// instance, so it is `Send + Sync`. The futures it returns need not be `Send`.

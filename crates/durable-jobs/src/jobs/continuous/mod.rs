@@ -1,4 +1,4 @@
-//! Continuous: per-id recurring work with persistent state (spec §7.1).
+//! Continuous: per-id recurring work with persistent state.
 
 mod client;
 mod context;

@@ -31,7 +31,7 @@ pub fn keep_latest<E: Serialize, S: DeserializeOwned>(event: E) -> Result<S, Rej
     })
 }
 
-/// Per-id event coalescing (spec §7.2): events fold into a state through `on_event`; the
+/// Per-id event coalescing: events fold into a state through `on_event`; the
 /// batch flushes `flush_after` after its first event, or at once at `max_events`.
 ///
 /// ```

@@ -1,4 +1,4 @@
-//! Debounce: per-id event coalescing (spec §7.2).
+//! Debounce: per-id event coalescing.
 
 mod client;
 mod context;

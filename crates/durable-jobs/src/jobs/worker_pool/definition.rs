@@ -10,7 +10,7 @@ use super::context::{EmptyContext, WorkerPoolContext};
 use crate::jobs::lifecycle::DEFAULT_RETENTION;
 use crate::retry::RetryPolicy;
 
-/// A named queue served by `concurrency` sequential instances (spec §7.3, §4.2).
+/// A named queue served by `concurrency` sequential instances.
 ///
 /// Events with the same partition key always go to the same instance and run in order;
 /// higher priority runs first, FIFO within a priority. A failing event is retried at the

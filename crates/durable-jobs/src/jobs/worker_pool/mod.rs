@@ -1,4 +1,4 @@
-//! WorkerPool: partitioned work queues served by N sequential instances (spec §7.3).
+//! WorkerPool: partitioned work queues served by N sequential instances.
 
 mod client;
 mod context;
