@@ -2,7 +2,7 @@
 //! hash to it. Like a Durable Object's own thread, it runs an instance's requests and
 //! alarms concurrently while the core engine serialises its storage transitions.
 
-pub(crate) mod alarms;
+pub(crate) mod alarm_queue;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use durable_jobs::wire::{Request, Response};
 use durable_jobs::{Engine, JobError, Registry};
 use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
 
-use self::alarms::AlarmQueue;
+use self::alarm_queue::AlarmQueue;
 use crate::clock::Clock;
 use crate::instance::InstanceStorage;
 use crate::store::StoreHandle;
