@@ -3,6 +3,7 @@
 //! alarms concurrently while the core engine serialises its storage transitions.
 
 pub(crate) mod alarm_queue;
+mod cache;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -12,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use durable_jobs::services::tracker::EventTracker;
 use durable_jobs::wire::{Request, Response};
-use durable_jobs::{Engine, JobError, Registry};
-use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
+use durable_jobs::{JobError, Registry};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use self::alarm_queue::AlarmQueue;
+use self::cache::InstanceCache;
 use crate::clock::Clock;
-use crate::instance::InstanceStorage;
 use crate::store::StoreHandle;
 use durable_jobs::adapters::Clock as _;
 
@@ -81,16 +82,9 @@ pub(crate) fn shard_of(id: &str, count: usize) -> usize {
     (h % count.max(1) as u64) as usize
 }
 
-type LiveEngine = Rc<Engine<InstanceStorage>>;
-
-struct Slot {
-    engine: OnceCell<LiveEngine>,
-    last_used: Cell<Instant>,
-}
-
 struct Shard {
     cfg: ShardConfig,
-    slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
+    cache: InstanceCache,
     alarms: Rc<RefCell<AlarmQueue>>,
     wake: Rc<Notify>,
     in_flight: Cell<usize>,
@@ -119,11 +113,13 @@ pub(crate) fn spawn(
                 }
             };
             let local = tokio::task::LocalSet::new();
+            let alarms = Rc::new(RefCell::new(AlarmQueue::new()));
+            let wake = Rc::new(Notify::new());
             let shard = Rc::new(Shard {
+                cache: InstanceCache::new(&cfg, alarms.clone(), wake.clone()),
                 cfg,
-                slots: RefCell::default(),
-                alarms: Rc::new(RefCell::new(AlarmQueue::new())),
-                wake: Rc::new(Notify::new()),
+                alarms,
+                wake,
                 in_flight: Cell::new(0),
                 idle_waiters: RefCell::default(),
                 failures: RefCell::default(),
@@ -199,7 +195,7 @@ impl Shard {
                 }
                 let shard = self.clone();
                 self.track(async move {
-                    let result = match shard.engine(&id).await {
+                    let result = match shard.cache.engine(&id).await {
                         Ok(engine) => engine.handle(request).await,
                         Err(e) => Err(e),
                     };
@@ -228,7 +224,7 @@ impl Shard {
             }
             ShardMsg::Stats { reply } => {
                 let _ = reply.send(ShardStats {
-                    live_instances: self.slots.borrow().len(),
+                    live_instances: self.cache.len(),
                     alarms_in_window: self.alarms.borrow().len(),
                     in_flight: self.in_flight.get(),
                 });
@@ -265,45 +261,6 @@ impl Shard {
         }
     }
 
-    /// The live engine of an instance, loading it from the store if needed.
-    async fn engine(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
-        let fresh = || {
-            Rc::new(Slot {
-                engine: OnceCell::new(),
-                last_used: Cell::new(Instant::now()),
-            })
-        };
-        let slot = {
-            let mut slots = self.slots.borrow_mut();
-            let slot = slots.entry(id.clone()).or_insert_with(fresh);
-            // A lost commit leaves the in-memory view ahead of the file: reload it.
-            if slot.engine.get().is_some_and(|e| e.backend().is_broken()) {
-                *slot = fresh();
-            }
-            slot.clone()
-        };
-        slot.last_used.set(Instant::now());
-        let engine = slot
-            .engine
-            .get_or_try_init(|| async {
-                let loaded = self.cfg.store.load(id.clone()).await?;
-                let storage = InstanceStorage::new(
-                    id.clone(),
-                    loaded,
-                    self.cfg.store.clone(),
-                    self.cfg.clock.clone(),
-                    self.alarms.clone(),
-                    self.wake.clone(),
-                );
-                Ok::<_, JobError>(Rc::new(
-                    Engine::new(self.cfg.registry.clone(), storage)
-                        .with_tracker(self.cfg.tracker.clone()),
-                ))
-            })
-            .await?;
-        Ok(engine.clone())
-    }
-
     fn fire_due(self: &Rc<Self>) {
         if self.stopping.get() {
             return;
@@ -321,7 +278,7 @@ impl Shard {
     /// Runs one alarm. On success an alarm not set again is removed from the index; on an
     /// engine failure it fires again with exponential backoff (as Durable Objects do).
     async fn fire(&self, id: Arc<str>, at: i64) {
-        let engine = match self.engine(&id).await {
+        let engine = match self.cache.engine(&id).await {
             Ok(e) => e,
             Err(error) => {
                 tracing::warn!(instance = %id, %error, "cannot load an instance for its alarm");
@@ -412,16 +369,7 @@ impl Shard {
                 }
             });
         }
-        let evict_after = self.cfg.evict_after;
-        self.slots.borrow_mut().retain(|_, slot| {
-            let idle = slot.last_used.get().elapsed() >= evict_after;
-            let unused = Rc::strong_count(slot) == 1
-                && slot
-                    .engine
-                    .get()
-                    .is_none_or(|e| Rc::strong_count(e) == 1 && !e.is_executing());
-            !(idle && unused)
-        });
+        self.cache.evict_idle();
     }
 }
 
