@@ -2,11 +2,11 @@
 //! hash to it. Like a Durable Object's own thread, it runs an instance's requests and
 //! alarms concurrently while the core engine serialises its storage transitions.
 
+mod alarm_driver;
 pub(crate) mod alarm_queue;
 mod cache;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,14 +16,11 @@ use durable_jobs::wire::{Request, Response};
 use durable_jobs::{JobError, Registry};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use self::alarm_queue::AlarmQueue;
+use self::alarm_driver::AlarmDriver;
 use self::cache::InstanceCache;
 use crate::clock::Clock;
 use crate::store::StoreHandle;
 use durable_jobs::adapters::Clock as _;
-
-/// Alarm index rows read per page.
-const ALARM_PAGE: usize = 10_000;
 
 pub(crate) enum ShardMsg {
     Request {
@@ -85,12 +82,10 @@ pub(crate) fn shard_of(id: &str, count: usize) -> usize {
 struct Shard {
     cfg: ShardConfig,
     cache: InstanceCache,
-    alarms: Rc<RefCell<AlarmQueue>>,
+    alarms: AlarmDriver,
     wake: Rc<Notify>,
     in_flight: Cell<usize>,
     idle_waiters: RefCell<Vec<oneshot::Sender<bool>>>,
-    failures: RefCell<HashMap<Arc<str>, u32>>,
-    refill_lock: futures::lock::Mutex<()>,
     stopping: Cell<bool>,
 }
 
@@ -113,17 +108,15 @@ pub(crate) fn spawn(
                 }
             };
             let local = tokio::task::LocalSet::new();
-            let alarms = Rc::new(RefCell::new(AlarmQueue::new()));
             let wake = Rc::new(Notify::new());
+            let alarms = AlarmDriver::new(&cfg, wake.clone());
             let shard = Rc::new(Shard {
-                cache: InstanceCache::new(&cfg, alarms.clone(), wake.clone()),
+                cache: InstanceCache::new(&cfg, alarms.queue(), wake.clone()),
                 cfg,
                 alarms,
                 wake,
                 in_flight: Cell::new(0),
                 idle_waiters: RefCell::default(),
-                failures: RefCell::default(),
-                refill_lock: futures::lock::Mutex::new(()),
                 stopping: Cell::new(false),
             });
             local.block_on(&rt, shard.run(rx));
@@ -133,7 +126,7 @@ pub(crate) fn spawn(
 impl Shard {
     async fn run(self: Rc<Self>, mut rx: mpsc::Receiver<ShardMsg>) {
         let now = self.cfg.clock.now();
-        if let Err(error) = self.refill(now.saturating_add(self.window_ms())).await {
+        if let Err(error) = self.alarms.fill_from(now).await {
             tracing::error!(%error, shard = self.cfg.index, "cannot read the alarm index");
         }
         let mut clock_rx = self.cfg.clock.subscribe();
@@ -143,13 +136,7 @@ impl Shard {
         loop {
             self.fire_due();
             self.check_idle();
-            let next = self.alarms.borrow_mut().peek();
-            let sleep_for = match (&self.cfg.clock, next) {
-                (Clock::System, Some(at)) => Some(Duration::from_millis(
-                    at.saturating_sub(self.cfg.clock.now()).max(0) as u64,
-                )),
-                _ => None,
-            };
+            let sleep_for = self.alarms.time_to_next();
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(ShardMsg::Shutdown { reply }) => {
@@ -182,10 +169,6 @@ impl Shard {
         }
     }
 
-    fn window_ms(&self) -> i64 {
-        i64::try_from(self.cfg.window.as_millis()).unwrap_or(i64::MAX)
-    }
-
     fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Request { id, request, reply } => {
@@ -205,14 +188,7 @@ impl Shard {
             ShardMsg::NextAlarm { up_to, reply } => {
                 let shard = self.clone();
                 self.track(async move {
-                    let target = up_to
-                        .saturating_add(1)
-                        .max(shard.cfg.clock.now().saturating_add(shard.window_ms()));
-                    let result = shard
-                        .refill(target)
-                        .await
-                        .map(|()| shard.alarms.borrow_mut().peek());
-                    let _ = reply.send(result);
+                    let _ = reply.send(shard.alarms.next_alarm(up_to).await);
                 });
             }
             ShardMsg::WhenIdle { reply } => {
@@ -225,7 +201,7 @@ impl Shard {
             ShardMsg::Stats { reply } => {
                 let _ = reply.send(ShardStats {
                     live_instances: self.cache.len(),
-                    alarms_in_window: self.alarms.borrow().len(),
+                    alarms_in_window: self.alarms.len(),
                     in_flight: self.in_flight.get(),
                 });
             }
@@ -245,12 +221,7 @@ impl Shard {
     }
 
     fn is_idle(&self) -> bool {
-        let due = self
-            .alarms
-            .borrow_mut()
-            .peek()
-            .is_some_and(|t| t <= self.cfg.clock.now());
-        self.in_flight.get() == 0 && !due && !self.alarms.borrow().is_refilling()
+        self.in_flight.get() == 0 && self.alarms.is_quiet()
     }
 
     fn check_idle(&self) {
@@ -265,106 +236,19 @@ impl Shard {
         if self.stopping.get() {
             return;
         }
-        let now = self.cfg.clock.now();
-        loop {
-            let Some((id, at)) = self.alarms.borrow_mut().pop_due(now) else {
-                return;
-            };
+        for (id, at) in self.alarms.take_due() {
             let shard = self.clone();
-            self.track(async move { shard.fire(id, at).await });
+            self.track(async move { shard.alarms.fire(&shard.cache, id, at).await });
         }
-    }
-
-    /// Runs one alarm. On success an alarm not set again is removed from the index; on an
-    /// engine failure it fires again with exponential backoff (as Durable Objects do).
-    async fn fire(&self, id: Arc<str>, at: i64) {
-        let engine = match self.cache.engine(&id).await {
-            Ok(e) => e,
-            Err(error) => {
-                tracing::warn!(instance = %id, %error, "cannot load an instance for its alarm");
-                self.retry_later(&id);
-                return;
-            }
-        };
-        // A busy instance only notes the alarm (its running execution looks again and sets
-        // the alarm when done): its row must stay, or a crash before then would leave
-        // pending work with no alarm.
-        let busy = engine.is_executing();
-        let writes = engine.backend().alarm_writes();
-        match engine.alarm().await {
-            Ok(()) => {
-                self.failures.borrow_mut().remove(&id);
-                if !busy && engine.backend().alarm_writes() == writes {
-                    engine.backend().consume_alarm(at);
-                    self.cfg.store.consume_alarm(id, at).await;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(instance = %id, %error, "alarm failed; retrying with backoff");
-                self.retry_later(&id);
-            }
-        }
-    }
-
-    fn retry_later(&self, id: &Arc<str>) {
-        let failures = {
-            let mut map = self.failures.borrow_mut();
-            let n = map.entry(id.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        let backoff = (500i64 << failures.min(10)).min(300_000);
-        let at = self.cfg.clock.now().saturating_add(backoff);
-        self.alarms.borrow_mut().retry(id, at);
-    }
-
-    /// Extends the in-memory alarm window to `target` from the index.
-    async fn refill(&self, target: i64) -> Result<(), JobError> {
-        let _one_at_a_time = self.refill_lock.lock().await;
-        let from = self.alarms.borrow().horizon();
-        if target <= from {
-            return Ok(());
-        }
-        self.alarms.borrow_mut().begin_refill();
-        let mut after = (from > i64::MIN).then(|| (from, Arc::<str>::from("")));
-        let mut mine = Vec::new();
-        loop {
-            let page = match self
-                .cfg
-                .store
-                .alarms(after.clone(), target, ALARM_PAGE)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    self.alarms.borrow_mut().abort_refill();
-                    return Err(e.into());
-                }
-            };
-            let full = page.len() == ALARM_PAGE;
-            after = page.last().cloned().map(|(id, at)| (at, id));
-            mine.extend(
-                page.into_iter()
-                    .filter(|(id, _)| shard_of(id, self.cfg.count) == self.cfg.index),
-            );
-            if !full {
-                break;
-            }
-        }
-        self.alarms.borrow_mut().finish_refill(mine, target);
-        self.wake.notify_one();
-        Ok(())
     }
 
     /// Keeps the window ahead of the clock and drops instances idle for a while.
     fn maintain(self: &Rc<Self>) {
         let now = self.cfg.clock.now();
-        if !self.cfg.clock.is_virtual()
-            && now.saturating_add(self.window_ms() / 2) >= self.alarms.borrow().horizon()
-        {
+        if self.alarms.runs_low(now) {
             let shard = self.clone();
             tokio::task::spawn_local(async move {
-                if let Err(error) = shard.refill(now.saturating_add(shard.window_ms())).await {
+                if let Err(error) = shard.alarms.fill_from(now).await {
                     tracing::error!(%error, "alarm window refill failed");
                 }
             });
