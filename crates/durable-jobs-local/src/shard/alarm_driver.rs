@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable_jobs::adapters::Clock as _;
-use durable_jobs::{JobError, StorageError};
+use durable_jobs::{Backoff, JobError, RetryPolicy, StorageError};
 use tokio::sync::Notify;
 
 use super::alarm_queue::AlarmQueue;
@@ -21,6 +21,19 @@ use crate::store::{AlarmPage, StoreHandle};
 
 /// Alarm index rows read per page.
 const ALARM_PAGE: usize = 10_000;
+
+/// Delays between attempts of a failing alarm: 1 s after the first failure, doubling up to
+/// 5 min, without jitter. Only the delays are consulted, never `max_attempts`: giving an
+/// alarm up would strand its instance's pending work with nothing left to run it.
+const ALARM_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    backoff: Backoff::Exponential {
+        initial: Duration::from_secs(1),
+        factor: 2.0,
+        max: Duration::from_secs(300),
+    },
+    jitter: 0.0,
+};
 
 /// Drives one shard's alarms.
 pub(crate) struct AlarmDriver {
@@ -212,8 +225,23 @@ impl AlarmDriver {
             *n = n.saturating_add(1);
             *n
         };
-        let backoff = (500i64 << failures.min(10)).min(300_000);
-        let at = self.clock.now().saturating_add(backoff);
+        // Without jitter the seed changes nothing.
+        let delay = ALARM_RETRY.delay(failures, 0);
+        let delay = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        let at = self.clock.now().saturating_add(delay);
         self.queue.borrow_mut().retry(id, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_from_one_second_up_to_five_minutes() {
+        for failures in (1..=40).chain([u32::MAX]) {
+            let expected = Duration::from_millis((500u64 << failures.min(10)).min(300_000));
+            assert_eq!(ALARM_RETRY.delay(failures, 0), expected, "after {failures}");
+        }
     }
 }
