@@ -22,27 +22,44 @@ use crate::clock::Clock;
 use crate::store::StoreHandle;
 use durable_jobs::adapters::Clock as _;
 
+/// How often a shard tops up its alarm window and evicts idle instances.
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
+
+/// How often shutdown looks whether running work has finished.
+const DRAIN_POLL: Duration = Duration::from_millis(2);
+
+/// What the runtime asks of a shard.
 pub(crate) enum ShardMsg {
+    /// A request for one of the shard's instances.
     Request {
         /// `request.instance` as text, formatted once by the transport (it routes by it).
         id: Arc<str>,
+        /// What to do.
         request: Request,
+        /// Gets the instance's answer.
         reply: oneshot::Sender<Result<Response, JobError>>,
     },
     /// The earliest alarm of the shard, looking at least up to `up_to`.
     NextAlarm {
+        /// The window is extended past this time first, so that an alarm due by then
+        /// cannot hide in the index.
         up_to: i64,
+        /// Gets the earliest alarm, if any.
         reply: oneshot::Sender<Result<Option<i64>, JobError>>,
     },
     /// Answers once nothing runs and no alarm is due; `true` if that was already so.
     WhenIdle {
+        /// Gets the answer once the shard is idle.
         reply: oneshot::Sender<bool>,
     },
+    /// What the shard holds now.
     Stats {
+        /// Gets the counts.
         reply: oneshot::Sender<ShardStats>,
     },
     /// Stop taking work, let running work finish (up to the grace period), then exit.
     Shutdown {
+        /// Answered once the shard has stopped.
         reply: oneshot::Sender<()>,
     },
 }
@@ -58,16 +75,26 @@ pub struct ShardStats {
     pub in_flight: usize,
 }
 
+/// What a shard is started with.
 #[derive(Clone)]
 pub(crate) struct ShardConfig {
+    /// This shard's number, from 0; it owns the instances [`shard_of`] maps to it.
     pub index: usize,
+    /// How many shards the runtime runs.
     pub count: usize,
+    /// The job kinds the instances run.
     pub registry: Registry,
+    /// Where engines report lifecycle events.
     pub tracker: Arc<dyn EventTracker>,
+    /// The runtime's clock, system or virtual.
     pub clock: Clock,
+    /// The SQLite store, shared by all shards.
     pub store: StoreHandle,
+    /// How far ahead of the clock the in-memory alarm window reaches.
     pub window: Duration,
+    /// How long an unused instance stays in memory.
     pub evict_after: Duration,
+    /// How long shutdown waits for running work.
     pub shutdown_grace: Duration,
 }
 
@@ -79,13 +106,26 @@ pub(crate) fn shard_of(id: &str, count: usize) -> usize {
     (h % count.max(1) as u64) as usize
 }
 
+/// One shard's state, owned by its thread.
 struct Shard {
-    cfg: ShardConfig,
+    /// This shard's number, for logs.
+    index: usize,
+    /// The runtime's clock; a virtual one wakes the loop when moved.
+    clock: Clock,
+    /// How long shutdown waits for running work.
+    shutdown_grace: Duration,
+    /// The live instances.
     cache: InstanceCache,
+    /// The alarm window and the firing of due alarms.
     alarms: AlarmDriver,
+    /// Wakes the loop when work ends, an alarm is set or the window is refilled, since
+    /// any of these may fire an alarm or make the shard idle.
     wake: Rc<Notify>,
+    /// Requests and alarms running now; shutdown and idleness wait for it to reach 0.
     in_flight: Cell<usize>,
+    /// Callers of `WhenIdle` waiting for the shard to become idle.
     idle_waiters: RefCell<Vec<oneshot::Sender<bool>>>,
+    /// Set once shutdown began: requests are refused and alarms no longer fire.
     stopping: Cell<bool>,
 }
 
@@ -96,55 +136,77 @@ pub(crate) fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("durable-jobs-shard-{}", cfg.index))
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(error) => {
-                    tracing::error!(%error, "cannot start a shard executor");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            let wake = Rc::new(Notify::new());
-            let alarms = AlarmDriver::new(&cfg, wake.clone());
-            let shard = Rc::new(Shard {
-                cache: InstanceCache::new(&cfg, alarms.queue(), wake.clone()),
-                cfg,
-                alarms,
-                wake,
-                in_flight: Cell::new(0),
-                idle_waiters: RefCell::default(),
-                stopping: Cell::new(false),
-            });
-            local.block_on(&rt, shard.run(rx));
-        })
+        .spawn(move || run_on_this_thread(cfg, rx))
+}
+
+/// Runs a shard to its end on the calling thread, on an executor of its own.
+fn run_on_this_thread(cfg: ShardConfig, rx: mpsc::Receiver<ShardMsg>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start a shard executor");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, Shard::new(cfg).run(rx));
 }
 
 impl Shard {
+    fn new(cfg: ShardConfig) -> Rc<Self> {
+        let wake = Rc::new(Notify::new());
+        let alarms = AlarmDriver::new(&cfg, wake.clone());
+        Rc::new(Shard {
+            index: cfg.index,
+            clock: cfg.clock.clone(),
+            shutdown_grace: cfg.shutdown_grace,
+            cache: InstanceCache::new(&cfg, alarms.queue(), wake.clone()),
+            alarms,
+            wake,
+            in_flight: Cell::new(0),
+            idle_waiters: RefCell::default(),
+            stopping: Cell::new(false),
+        })
+    }
+
     async fn run(self: Rc<Self>, mut rx: mpsc::Receiver<ShardMsg>) {
-        let now = self.cfg.clock.now();
-        if let Err(error) = self.alarms.fill_from(now).await {
-            tracing::error!(%error, shard = self.cfg.index, "cannot read the alarm index");
+        self.fill_window().await;
+        let shutdown = self.serve(&mut rx).await;
+        self.stopping.set(true);
+        self.drain().await;
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
         }
-        let mut clock_rx = self.cfg.clock.subscribe();
-        let mut maintenance = tokio::time::interval(Duration::from_millis(500));
+    }
+
+    /// Reads the first window from the index, so that alarms overdue at start fire first.
+    async fn fill_window(&self) {
+        if let Err(error) = self.alarms.fill_from(self.clock.now()).await {
+            tracing::error!(%error, shard = self.index, "cannot read the alarm index");
+        }
+    }
+
+    /// Serves messages and fires alarms until shutdown is asked for (its reply is
+    /// returned) or the runtime is gone.
+    async fn serve(
+        self: &Rc<Self>,
+        rx: &mut mpsc::Receiver<ShardMsg>,
+    ) -> Option<oneshot::Sender<()>> {
+        let mut clock_rx = self.clock.subscribe();
+        let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut shutdown: Option<oneshot::Sender<()>> = None;
         loop {
             self.fire_due();
             self.check_idle();
             let sleep_for = self.alarms.time_to_next();
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(ShardMsg::Shutdown { reply }) => {
-                        shutdown = Some(reply);
-                        break;
-                    }
+                    Some(ShardMsg::Shutdown { reply }) => return Some(reply),
                     Some(msg) => self.handle(msg),
-                    None => break,
+                    None => return None,
                 },
                 _ = sleep_opt(sleep_for) => {}
                 _ = changed(&mut clock_rx) => {}
@@ -152,60 +214,81 @@ impl Shard {
                 _ = maintenance.tick() => self.maintain(),
             }
         }
-        self.stopping.set(true);
-        let deadline = Instant::now() + self.cfg.shutdown_grace;
+    }
+
+    /// Waits for running work up to the grace period. Executions still running then are
+    /// abandoned: they run again after the next start.
+    async fn drain(&self) {
+        let deadline = Instant::now() + self.shutdown_grace;
         while self.in_flight.get() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(DRAIN_POLL).await;
         }
         if self.in_flight.get() > 0 {
             tracing::warn!(
-                shard = self.cfg.index,
+                shard = self.index,
                 running = self.in_flight.get(),
                 "shutting down with work still running; it will run again after restart"
             );
-        }
-        if let Some(reply) = shutdown {
-            let _ = reply.send(());
         }
     }
 
     fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Request { id, request, reply } => {
-                if self.stopping.get() {
-                    let _ = reply.send(Err(JobError::ShutDown));
-                    return;
-                }
-                let shard = self.clone();
-                self.track(async move {
-                    let result = match shard.cache.engine(&id).await {
-                        Ok(engine) => engine.handle(request).await,
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(result);
-                });
-            }
-            ShardMsg::NextAlarm { up_to, reply } => {
-                let shard = self.clone();
-                self.track(async move {
-                    let _ = reply.send(shard.alarms.next_alarm(up_to).await);
-                });
-            }
-            ShardMsg::WhenIdle { reply } => {
-                if self.is_idle() {
-                    let _ = reply.send(true);
-                } else {
-                    self.idle_waiters.borrow_mut().push(reply);
-                }
-            }
+            ShardMsg::Request { id, request, reply } => self.request(id, request, reply),
+            ShardMsg::NextAlarm { up_to, reply } => self.next_alarm(up_to, reply),
+            ShardMsg::WhenIdle { reply } => self.when_idle(reply),
             ShardMsg::Stats { reply } => {
-                let _ = reply.send(ShardStats {
-                    live_instances: self.cache.len(),
-                    alarms_in_window: self.alarms.len(),
-                    in_flight: self.in_flight.get(),
-                });
+                let _ = reply.send(self.stats());
             }
+            // Taken by the loop itself, which stops serving on it.
             ShardMsg::Shutdown { .. } => {}
+        }
+    }
+
+    fn request(
+        self: &Rc<Self>,
+        id: Arc<str>,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, JobError>>,
+    ) {
+        if self.stopping.get() {
+            let _ = reply.send(Err(JobError::ShutDown));
+            return;
+        }
+        let shard = self.clone();
+        self.track(async move {
+            let result = match shard.cache.engine(&id).await {
+                Ok(engine) => engine.handle(request).await,
+                Err(e) => Err(e),
+            };
+            let _ = reply.send(result);
+        });
+    }
+
+    fn next_alarm(
+        self: &Rc<Self>,
+        up_to: i64,
+        reply: oneshot::Sender<Result<Option<i64>, JobError>>,
+    ) {
+        let shard = self.clone();
+        self.track(async move {
+            let _ = reply.send(shard.alarms.next_alarm(up_to).await);
+        });
+    }
+
+    fn when_idle(&self, reply: oneshot::Sender<bool>) {
+        if self.is_idle() {
+            let _ = reply.send(true);
+        } else {
+            self.idle_waiters.borrow_mut().push(reply);
+        }
+    }
+
+    fn stats(&self) -> ShardStats {
+        ShardStats {
+            live_instances: self.cache.len(),
+            alarms_in_window: self.alarms.len(),
+            in_flight: self.in_flight.get(),
         }
     }
 
@@ -224,6 +307,7 @@ impl Shard {
         self.in_flight.get() == 0 && self.alarms.is_quiet()
     }
 
+    /// Answers the `WhenIdle` callers once the shard has become idle.
     fn check_idle(&self) {
         if !self.idle_waiters.borrow().is_empty() && self.is_idle() {
             for waiter in self.idle_waiters.borrow_mut().drain(..) {
@@ -232,6 +316,7 @@ impl Shard {
         }
     }
 
+    /// Starts every alarm due now, each as its own task.
     fn fire_due(self: &Rc<Self>) {
         if self.stopping.get() {
             return;
@@ -244,9 +329,11 @@ impl Shard {
 
     /// Keeps the window ahead of the clock and drops instances idle for a while.
     fn maintain(self: &Rc<Self>) {
-        let now = self.cfg.clock.now();
+        let now = self.clock.now();
         if self.alarms.runs_low(now) {
             let shard = self.clone();
+            // Not counted in `in_flight`: shutdown need not wait for a refill, and idleness
+            // already waits for it through the window's refilling mark.
             tokio::task::spawn_local(async move {
                 if let Err(error) = shard.alarms.fill_from(now).await {
                     tracing::error!(%error, "alarm window refill failed");
@@ -257,6 +344,7 @@ impl Shard {
     }
 }
 
+/// Sleeps for `d`, or forever without one.
 async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
@@ -264,6 +352,8 @@ async fn sleep_opt(d: Option<Duration>) {
     }
 }
 
+/// Resolves each time a virtual clock moves; never with the system clock, which has no
+/// sender.
 async fn changed(rx: &mut Option<tokio::sync::watch::Receiver<i64>>) {
     match rx {
         Some(rx) => {
