@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::durability::CommitTracker;
-use crate::shard::alarms::AlarmQueue;
+use crate::shard::alarm_queue::AlarmQueue;
 use crate::store::{LoadedInstance, StoreHandle};
 
 pub(crate) struct InstanceStorage {

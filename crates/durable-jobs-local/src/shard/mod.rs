@@ -2,49 +2,64 @@
 //! hash to it. Like a Durable Object's own thread, it runs an instance's requests and
 //! alarms concurrently while the core engine serialises its storage transitions.
 
-pub(crate) mod alarms;
+mod alarm_driver;
+pub(crate) mod alarm_queue;
+mod cache;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use durable_jobs::services::tracker::EventTracker;
 use durable_jobs::wire::{Request, Response};
-use durable_jobs::{Engine, JobError, Registry};
-use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
+use durable_jobs::{JobError, Registry};
+use tokio::sync::{mpsc, oneshot, Notify};
 
-use self::alarms::AlarmQueue;
+use self::alarm_driver::AlarmDriver;
+use self::cache::InstanceCache;
 use crate::clock::Clock;
-use crate::instance::InstanceStorage;
 use crate::store::StoreHandle;
 use durable_jobs::adapters::Clock as _;
 
-/// Alarm index rows read per page.
-const ALARM_PAGE: usize = 10_000;
+/// How often a shard tops up its alarm window and evicts idle instances.
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
 
+/// How often shutdown looks whether running work has finished.
+const DRAIN_POLL: Duration = Duration::from_millis(2);
+
+/// What the runtime asks of a shard.
 pub(crate) enum ShardMsg {
+    /// A request for one of the shard's instances.
     Request {
         /// `request.instance` as text, formatted once by the transport (it routes by it).
         id: Arc<str>,
+        /// What to do.
         request: Request,
+        /// Gets the instance's answer.
         reply: oneshot::Sender<Result<Response, JobError>>,
     },
     /// The earliest alarm of the shard, looking at least up to `up_to`.
     NextAlarm {
+        /// The window is extended past this time first, so that an alarm due by then
+        /// cannot hide in the index.
         up_to: i64,
+        /// Gets the earliest alarm, if any.
         reply: oneshot::Sender<Result<Option<i64>, JobError>>,
     },
     /// Answers once nothing runs and no alarm is due; `true` if that was already so.
     WhenIdle {
+        /// Gets the answer once the shard is idle.
         reply: oneshot::Sender<bool>,
     },
+    /// What the shard holds now.
     Stats {
+        /// Gets the counts.
         reply: oneshot::Sender<ShardStats>,
     },
     /// Stop taking work, let running work finish (up to the grace period), then exit.
     Shutdown {
+        /// Answered once the shard has stopped.
         reply: oneshot::Sender<()>,
     },
 }
@@ -60,16 +75,26 @@ pub struct ShardStats {
     pub in_flight: usize,
 }
 
+/// What a shard is started with.
 #[derive(Clone)]
 pub(crate) struct ShardConfig {
+    /// This shard's number, from 0; it owns the instances [`shard_of`] maps to it.
     pub index: usize,
+    /// How many shards the runtime runs.
     pub count: usize,
+    /// The job kinds the instances run.
     pub registry: Registry,
+    /// Where engines report lifecycle events.
     pub tracker: Arc<dyn EventTracker>,
+    /// The runtime's clock, system or virtual.
     pub clock: Clock,
+    /// The SQLite store, shared by all shards.
     pub store: StoreHandle,
+    /// How far ahead of the clock the in-memory alarm window reaches.
     pub window: Duration,
+    /// How long an unused instance stays in memory.
     pub evict_after: Duration,
+    /// How long shutdown waits for running work.
     pub shutdown_grace: Duration,
 }
 
@@ -81,22 +106,26 @@ pub(crate) fn shard_of(id: &str, count: usize) -> usize {
     (h % count.max(1) as u64) as usize
 }
 
-type LiveEngine = Rc<Engine<InstanceStorage>>;
-
-struct Slot {
-    engine: OnceCell<LiveEngine>,
-    last_used: Cell<Instant>,
-}
-
+/// One shard's state, owned by its thread.
 struct Shard {
-    cfg: ShardConfig,
-    slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
-    alarms: Rc<RefCell<AlarmQueue>>,
+    /// This shard's number, for logs.
+    index: usize,
+    /// The runtime's clock; a virtual one wakes the loop when moved.
+    clock: Clock,
+    /// How long shutdown waits for running work.
+    shutdown_grace: Duration,
+    /// The live instances.
+    cache: InstanceCache,
+    /// The alarm window and the firing of due alarms.
+    alarms: AlarmDriver,
+    /// Wakes the loop when work ends, an alarm is set or the window is refilled, since
+    /// any of these may fire an alarm or make the shard idle.
     wake: Rc<Notify>,
+    /// Requests and alarms running now; shutdown and idleness wait for it to reach 0.
     in_flight: Cell<usize>,
+    /// Callers of `WhenIdle` waiting for the shard to become idle.
     idle_waiters: RefCell<Vec<oneshot::Sender<bool>>>,
-    failures: RefCell<HashMap<Arc<str>, u32>>,
-    refill_lock: futures::lock::Mutex<()>,
+    /// Set once shutdown began: requests are refused and alarms no longer fire.
     stopping: Cell<bool>,
 }
 
@@ -107,61 +136,77 @@ pub(crate) fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("durable-jobs-shard-{}", cfg.index))
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(error) => {
-                    tracing::error!(%error, "cannot start a shard executor");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            let shard = Rc::new(Shard {
-                cfg,
-                slots: RefCell::default(),
-                alarms: Rc::new(RefCell::new(AlarmQueue::new())),
-                wake: Rc::new(Notify::new()),
-                in_flight: Cell::new(0),
-                idle_waiters: RefCell::default(),
-                failures: RefCell::default(),
-                refill_lock: futures::lock::Mutex::new(()),
-                stopping: Cell::new(false),
-            });
-            local.block_on(&rt, shard.run(rx));
-        })
+        .spawn(move || run_on_this_thread(cfg, rx))
+}
+
+/// Runs a shard to its end on the calling thread, on an executor of its own.
+fn run_on_this_thread(cfg: ShardConfig, rx: mpsc::Receiver<ShardMsg>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start a shard executor");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, Shard::new(cfg).run(rx));
 }
 
 impl Shard {
+    fn new(cfg: ShardConfig) -> Rc<Self> {
+        let wake = Rc::new(Notify::new());
+        let alarms = AlarmDriver::new(&cfg, wake.clone());
+        Rc::new(Shard {
+            index: cfg.index,
+            clock: cfg.clock.clone(),
+            shutdown_grace: cfg.shutdown_grace,
+            cache: InstanceCache::new(&cfg, alarms.queue(), wake.clone()),
+            alarms,
+            wake,
+            in_flight: Cell::new(0),
+            idle_waiters: RefCell::default(),
+            stopping: Cell::new(false),
+        })
+    }
+
     async fn run(self: Rc<Self>, mut rx: mpsc::Receiver<ShardMsg>) {
-        let now = self.cfg.clock.now();
-        if let Err(error) = self.refill(now.saturating_add(self.window_ms())).await {
-            tracing::error!(%error, shard = self.cfg.index, "cannot read the alarm index");
+        self.fill_window().await;
+        let shutdown = self.serve(&mut rx).await;
+        self.stopping.set(true);
+        self.drain().await;
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
         }
-        let mut clock_rx = self.cfg.clock.subscribe();
-        let mut maintenance = tokio::time::interval(Duration::from_millis(500));
+    }
+
+    /// Reads the first window from the index, so that alarms overdue at start fire first.
+    async fn fill_window(&self) {
+        if let Err(error) = self.alarms.fill_from(self.clock.now()).await {
+            tracing::error!(%error, shard = self.index, "cannot read the alarm index");
+        }
+    }
+
+    /// Serves messages and fires alarms until shutdown is asked for (its reply is
+    /// returned) or the runtime is gone.
+    async fn serve(
+        self: &Rc<Self>,
+        rx: &mut mpsc::Receiver<ShardMsg>,
+    ) -> Option<oneshot::Sender<()>> {
+        let mut clock_rx = self.clock.subscribe();
+        let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut shutdown: Option<oneshot::Sender<()>> = None;
         loop {
             self.fire_due();
             self.check_idle();
-            let next = self.alarms.borrow_mut().peek();
-            let sleep_for = match (&self.cfg.clock, next) {
-                (Clock::System, Some(at)) => Some(Duration::from_millis(
-                    at.saturating_sub(self.cfg.clock.now()).max(0) as u64,
-                )),
-                _ => None,
-            };
+            let sleep_for = self.alarms.time_to_next();
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(ShardMsg::Shutdown { reply }) => {
-                        shutdown = Some(reply);
-                        break;
-                    }
+                    Some(ShardMsg::Shutdown { reply }) => return Some(reply),
                     Some(msg) => self.handle(msg),
-                    None => break,
+                    None => return None,
                 },
                 _ = sleep_opt(sleep_for) => {}
                 _ = changed(&mut clock_rx) => {}
@@ -169,71 +214,81 @@ impl Shard {
                 _ = maintenance.tick() => self.maintain(),
             }
         }
-        self.stopping.set(true);
-        let deadline = Instant::now() + self.cfg.shutdown_grace;
+    }
+
+    /// Waits for running work up to the grace period. Executions still running then are
+    /// abandoned: they run again after the next start.
+    async fn drain(&self) {
+        let deadline = Instant::now() + self.shutdown_grace;
         while self.in_flight.get() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(DRAIN_POLL).await;
         }
         if self.in_flight.get() > 0 {
             tracing::warn!(
-                shard = self.cfg.index,
+                shard = self.index,
                 running = self.in_flight.get(),
                 "shutting down with work still running; it will run again after restart"
             );
         }
-        if let Some(reply) = shutdown {
-            let _ = reply.send(());
-        }
-    }
-
-    fn window_ms(&self) -> i64 {
-        i64::try_from(self.cfg.window.as_millis()).unwrap_or(i64::MAX)
     }
 
     fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Request { id, request, reply } => {
-                if self.stopping.get() {
-                    let _ = reply.send(Err(JobError::ShutDown));
-                    return;
-                }
-                let shard = self.clone();
-                self.track(async move {
-                    let result = match shard.engine(&id).await {
-                        Ok(engine) => engine.handle(request).await,
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(result);
-                });
-            }
-            ShardMsg::NextAlarm { up_to, reply } => {
-                let shard = self.clone();
-                self.track(async move {
-                    let target = up_to
-                        .saturating_add(1)
-                        .max(shard.cfg.clock.now().saturating_add(shard.window_ms()));
-                    let result = shard
-                        .refill(target)
-                        .await
-                        .map(|()| shard.alarms.borrow_mut().peek());
-                    let _ = reply.send(result);
-                });
-            }
-            ShardMsg::WhenIdle { reply } => {
-                if self.is_idle() {
-                    let _ = reply.send(true);
-                } else {
-                    self.idle_waiters.borrow_mut().push(reply);
-                }
-            }
+            ShardMsg::Request { id, request, reply } => self.request(id, request, reply),
+            ShardMsg::NextAlarm { up_to, reply } => self.next_alarm(up_to, reply),
+            ShardMsg::WhenIdle { reply } => self.when_idle(reply),
             ShardMsg::Stats { reply } => {
-                let _ = reply.send(ShardStats {
-                    live_instances: self.slots.borrow().len(),
-                    alarms_in_window: self.alarms.borrow().len(),
-                    in_flight: self.in_flight.get(),
-                });
+                let _ = reply.send(self.stats());
             }
+            // Taken by the loop itself, which stops serving on it.
             ShardMsg::Shutdown { .. } => {}
+        }
+    }
+
+    fn request(
+        self: &Rc<Self>,
+        id: Arc<str>,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, JobError>>,
+    ) {
+        if self.stopping.get() {
+            let _ = reply.send(Err(JobError::ShutDown));
+            return;
+        }
+        let shard = self.clone();
+        self.track(async move {
+            let result = match shard.cache.engine(&id).await {
+                Ok(engine) => engine.handle(request).await,
+                Err(e) => Err(e),
+            };
+            let _ = reply.send(result);
+        });
+    }
+
+    fn next_alarm(
+        self: &Rc<Self>,
+        up_to: i64,
+        reply: oneshot::Sender<Result<Option<i64>, JobError>>,
+    ) {
+        let shard = self.clone();
+        self.track(async move {
+            let _ = reply.send(shard.alarms.next_alarm(up_to).await);
+        });
+    }
+
+    fn when_idle(&self, reply: oneshot::Sender<bool>) {
+        if self.is_idle() {
+            let _ = reply.send(true);
+        } else {
+            self.idle_waiters.borrow_mut().push(reply);
+        }
+    }
+
+    fn stats(&self) -> ShardStats {
+        ShardStats {
+            live_instances: self.cache.len(),
+            alarms_in_window: self.alarms.len(),
+            in_flight: self.in_flight.get(),
         }
     }
 
@@ -249,14 +304,10 @@ impl Shard {
     }
 
     fn is_idle(&self) -> bool {
-        let due = self
-            .alarms
-            .borrow_mut()
-            .peek()
-            .is_some_and(|t| t <= self.cfg.clock.now());
-        self.in_flight.get() == 0 && !due && !self.alarms.borrow().is_refilling()
+        self.in_flight.get() == 0 && self.alarms.is_quiet()
     }
 
+    /// Answers the `WhenIdle` callers once the shard has become idle.
     fn check_idle(&self) {
         if !self.idle_waiters.borrow().is_empty() && self.is_idle() {
             for waiter in self.idle_waiters.borrow_mut().drain(..) {
@@ -265,166 +316,35 @@ impl Shard {
         }
     }
 
-    /// The live engine of an instance, loading it from the store if needed.
-    async fn engine(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
-        let fresh = || {
-            Rc::new(Slot {
-                engine: OnceCell::new(),
-                last_used: Cell::new(Instant::now()),
-            })
-        };
-        let slot = {
-            let mut slots = self.slots.borrow_mut();
-            let slot = slots.entry(id.clone()).or_insert_with(fresh);
-            // A lost commit leaves the in-memory view ahead of the file: reload it.
-            if slot.engine.get().is_some_and(|e| e.backend().is_broken()) {
-                *slot = fresh();
-            }
-            slot.clone()
-        };
-        slot.last_used.set(Instant::now());
-        let engine = slot
-            .engine
-            .get_or_try_init(|| async {
-                let loaded = self.cfg.store.load(id.clone()).await?;
-                let storage = InstanceStorage::new(
-                    id.clone(),
-                    loaded,
-                    self.cfg.store.clone(),
-                    self.cfg.clock.clone(),
-                    self.alarms.clone(),
-                    self.wake.clone(),
-                );
-                Ok::<_, JobError>(Rc::new(
-                    Engine::new(self.cfg.registry.clone(), storage)
-                        .with_tracker(self.cfg.tracker.clone()),
-                ))
-            })
-            .await?;
-        Ok(engine.clone())
-    }
-
+    /// Starts every alarm due now, each as its own task.
     fn fire_due(self: &Rc<Self>) {
         if self.stopping.get() {
             return;
         }
-        let now = self.cfg.clock.now();
-        loop {
-            let Some((id, at)) = self.alarms.borrow_mut().pop_due(now) else {
-                return;
-            };
+        for (id, at) in self.alarms.take_due() {
             let shard = self.clone();
-            self.track(async move { shard.fire(id, at).await });
+            self.track(async move { shard.alarms.fire(&shard.cache, id, at).await });
         }
-    }
-
-    /// Runs one alarm. On success an alarm not set again is removed from the index; on an
-    /// engine failure it fires again with exponential backoff (as Durable Objects do).
-    async fn fire(&self, id: Arc<str>, at: i64) {
-        let engine = match self.engine(&id).await {
-            Ok(e) => e,
-            Err(error) => {
-                tracing::warn!(instance = %id, %error, "cannot load an instance for its alarm");
-                self.retry_later(&id);
-                return;
-            }
-        };
-        // A busy instance only notes the alarm (its running execution looks again and sets
-        // the alarm when done): its row must stay, or a crash before then would leave
-        // pending work with no alarm.
-        let busy = engine.is_executing();
-        let writes = engine.backend().alarm_writes();
-        match engine.alarm().await {
-            Ok(()) => {
-                self.failures.borrow_mut().remove(&id);
-                if !busy && engine.backend().alarm_writes() == writes {
-                    engine.backend().consume_alarm(at);
-                    self.cfg.store.consume_alarm(id, at).await;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(instance = %id, %error, "alarm failed; retrying with backoff");
-                self.retry_later(&id);
-            }
-        }
-    }
-
-    fn retry_later(&self, id: &Arc<str>) {
-        let failures = {
-            let mut map = self.failures.borrow_mut();
-            let n = map.entry(id.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        let backoff = (500i64 << failures.min(10)).min(300_000);
-        let at = self.cfg.clock.now().saturating_add(backoff);
-        self.alarms.borrow_mut().retry(id, at);
-    }
-
-    /// Extends the in-memory alarm window to `target` from the index.
-    async fn refill(&self, target: i64) -> Result<(), JobError> {
-        let _one_at_a_time = self.refill_lock.lock().await;
-        let from = self.alarms.borrow().horizon();
-        if target <= from {
-            return Ok(());
-        }
-        self.alarms.borrow_mut().begin_refill();
-        let mut after = (from > i64::MIN).then(|| (from, Arc::<str>::from("")));
-        let mut mine = Vec::new();
-        loop {
-            let page = match self
-                .cfg
-                .store
-                .alarms(after.clone(), target, ALARM_PAGE)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    self.alarms.borrow_mut().abort_refill();
-                    return Err(e.into());
-                }
-            };
-            let full = page.len() == ALARM_PAGE;
-            after = page.last().cloned().map(|(id, at)| (at, id));
-            mine.extend(
-                page.into_iter()
-                    .filter(|(id, _)| shard_of(id, self.cfg.count) == self.cfg.index),
-            );
-            if !full {
-                break;
-            }
-        }
-        self.alarms.borrow_mut().finish_refill(mine, target);
-        self.wake.notify_one();
-        Ok(())
     }
 
     /// Keeps the window ahead of the clock and drops instances idle for a while.
     fn maintain(self: &Rc<Self>) {
-        let now = self.cfg.clock.now();
-        if !self.cfg.clock.is_virtual()
-            && now.saturating_add(self.window_ms() / 2) >= self.alarms.borrow().horizon()
-        {
+        let now = self.clock.now();
+        if self.alarms.runs_low(now) {
             let shard = self.clone();
+            // Not counted in `in_flight`: shutdown need not wait for a refill, and idleness
+            // already waits for it through the window's refilling mark.
             tokio::task::spawn_local(async move {
-                if let Err(error) = shard.refill(now.saturating_add(shard.window_ms())).await {
+                if let Err(error) = shard.alarms.fill_from(now).await {
                     tracing::error!(%error, "alarm window refill failed");
                 }
             });
         }
-        let evict_after = self.cfg.evict_after;
-        self.slots.borrow_mut().retain(|_, slot| {
-            let idle = slot.last_used.get().elapsed() >= evict_after;
-            let unused = Rc::strong_count(slot) == 1
-                && slot
-                    .engine
-                    .get()
-                    .is_none_or(|e| Rc::strong_count(e) == 1 && !e.is_executing());
-            !(idle && unused)
-        });
+        self.cache.evict_idle();
     }
 }
 
+/// Sleeps for `d`, or forever without one.
 async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
@@ -432,6 +352,8 @@ async fn sleep_opt(d: Option<Duration>) {
     }
 }
 
+/// Resolves each time a virtual clock moves; never with the system clock, which has no
+/// sender.
 async fn changed(rx: &mut Option<tokio::sync::watch::Receiver<i64>>) {
     match rx {
         Some(rx) => {

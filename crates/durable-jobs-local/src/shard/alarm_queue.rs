@@ -10,16 +10,26 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
+/// The alarms of one shard due before its horizon, earliest first.
 pub(crate) struct AlarmQueue {
     /// (time, generation, instance); entries whose generation is not current are stale.
+    /// Stale entries are skipped when they reach the top rather than searched out when an
+    /// alarm changes.
     heap: BinaryHeap<Reverse<(i64, u64, Arc<str>)>>,
+    /// Each instance's live alarm with its generation: the one heap entry that counts.
     current: HashMap<Arc<str>, (i64, u64)>,
+    /// The generation the next alarm gets, so that an alarm set again, even to the same
+    /// time, supersedes its earlier entry.
     next_gen: u64,
+    /// The queue holds every alarm before this time; later ones are left to the index.
     horizon: i64,
+    /// While a refill reads the index: the alarm changes committed meanwhile, to replay
+    /// over its older rows.
     refilling: Option<Vec<(Arc<str>, Option<i64>)>>,
 }
 
 impl AlarmQueue {
+    /// An empty queue that holds nothing yet: every alarm is still in the index.
     pub fn new() -> Self {
         AlarmQueue {
             heap: BinaryHeap::new(),
@@ -30,10 +40,12 @@ impl AlarmQueue {
         }
     }
 
+    /// The time up to which the queue is complete.
     pub fn horizon(&self) -> i64 {
         self.horizon
     }
 
+    /// Whether a refill is reading the index, which may bring in alarms already due.
     pub fn is_refilling(&self) -> bool {
         self.refilling.is_some()
     }
@@ -47,6 +59,8 @@ impl AlarmQueue {
         self.apply(instance, at);
     }
 
+    /// Makes `at` the instance's live alarm if it falls before the horizon; a later alarm,
+    /// or none, leaves the instance out of the queue.
     fn apply(&mut self, instance: &Arc<str>, at: Option<i64>) {
         match at {
             Some(t) if t < self.horizon => {
@@ -68,6 +82,7 @@ impl AlarmQueue {
         }
     }
 
+    /// Starts logging alarm changes, for a refill about to read the index.
     pub fn begin_refill(&mut self) {
         self.refilling = Some(Vec::new());
     }

@@ -1,0 +1,138 @@
+//! The shard's instance cache: the live engines of its instances, loaded from the store on
+//! first use and dropped again once idle, so idle instances cost no memory.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use durable_jobs::services::tracker::EventTracker;
+use durable_jobs::{Engine, JobError, Registry};
+use tokio::sync::{Notify, OnceCell};
+
+use super::alarm_queue::AlarmQueue;
+use super::ShardConfig;
+use crate::clock::Clock;
+use crate::instance::InstanceStorage;
+use crate::store::StoreHandle;
+
+/// An instance's engine, shared by the requests and alarms running on it.
+pub(crate) type LiveEngine = Rc<Engine<InstanceStorage>>;
+
+/// One cached instance. Its engine is built once, by whichever caller comes first; the
+/// others wait for that load instead of reading the rows twice.
+struct Slot {
+    /// The engine, once its rows are loaded.
+    engine: OnceCell<LiveEngine>,
+    /// When a request or alarm last asked for it, to evict it once idle.
+    last_used: Cell<Instant>,
+}
+
+impl Slot {
+    fn empty() -> Rc<Self> {
+        Rc::new(Slot {
+            engine: OnceCell::new(),
+            last_used: Cell::new(Instant::now()),
+        })
+    }
+
+    /// Whether a commit of its engine was lost, so its rows in memory run ahead of the file.
+    fn is_broken(&self) -> bool {
+        self.engine.get().is_some_and(|e| e.backend().is_broken())
+    }
+
+    /// Whether nothing holds or runs it any more, so dropping it loses nothing.
+    fn is_unused(self: &Rc<Self>) -> bool {
+        Rc::strong_count(self) == 1
+            && self
+                .engine
+                .get()
+                .is_none_or(|e| Rc::strong_count(e) == 1 && !e.is_executing())
+    }
+}
+
+/// The live instances of one shard.
+pub(crate) struct InstanceCache {
+    /// The job kinds an engine runs.
+    registry: Registry,
+    /// Where engines report lifecycle events.
+    tracker: Arc<dyn EventTracker>,
+    /// The runtime's clock, handed to each instance's storage.
+    clock: Clock,
+    /// Where instances load their rows and commit.
+    store: StoreHandle,
+    /// The shard's alarm window, which an instance's commits keep current.
+    alarms: Rc<RefCell<AlarmQueue>>,
+    /// Wakes the shard's loop when an instance commits a new alarm.
+    wake: Rc<Notify>,
+    /// How long an instance stays cached after its last use.
+    evict_after: Duration,
+    /// The cached instances by id.
+    slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
+}
+
+impl InstanceCache {
+    /// An empty cache whose instances report their alarms to `alarms` and `wake`.
+    pub fn new(cfg: &ShardConfig, alarms: Rc<RefCell<AlarmQueue>>, wake: Rc<Notify>) -> Self {
+        InstanceCache {
+            registry: cfg.registry.clone(),
+            tracker: cfg.tracker.clone(),
+            clock: cfg.clock.clone(),
+            store: cfg.store.clone(),
+            alarms,
+            wake,
+            evict_after: cfg.evict_after,
+            slots: RefCell::default(),
+        }
+    }
+
+    /// Instances held in memory.
+    pub fn len(&self) -> usize {
+        self.slots.borrow().len()
+    }
+
+    /// The live engine of an instance, loading it from the store if needed.
+    pub async fn engine(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
+        let slot = self.slot(id);
+        slot.last_used.set(Instant::now());
+        let engine = slot.engine.get_or_try_init(|| self.load(id)).await?;
+        Ok(engine.clone())
+    }
+
+    /// The slot of an instance, a fresh one if it has none or its engine lost a commit.
+    fn slot(&self, id: &Arc<str>) -> Rc<Slot> {
+        let mut slots = self.slots.borrow_mut();
+        let slot = slots.entry(id.clone()).or_insert_with(Slot::empty);
+        // The in-memory view of a broken engine cannot be trusted: reload from the file.
+        if slot.is_broken() {
+            *slot = Slot::empty();
+        }
+        slot.clone()
+    }
+
+    /// Reads an instance's rows and builds its engine.
+    async fn load(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
+        let loaded = self.store.load(id.clone()).await?;
+        let storage = InstanceStorage::new(
+            id.clone(),
+            loaded,
+            self.store.clone(),
+            self.clock.clone(),
+            self.alarms.clone(),
+            self.wake.clone(),
+        );
+        let engine = Engine::new(self.registry.clone(), storage).with_tracker(self.tracker.clone());
+        Ok(Rc::new(engine))
+    }
+
+    /// Drops the instances idle for `evict_after` that nothing uses; their rows stay in
+    /// the store and load again on their next request or alarm.
+    pub fn evict_idle(&self) {
+        let evict_after = self.evict_after;
+        self.slots.borrow_mut().retain(|_, slot| {
+            let idle = slot.last_used.get().elapsed() >= evict_after;
+            !(idle && slot.is_unused())
+        });
+    }
+}
