@@ -13,23 +13,34 @@ use durable_jobs::StorageError;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::durability::CommitTracker;
+use crate::commit_tracker::CommitTracker;
 use crate::shard::alarm_queue::AlarmQueue;
 use crate::store::{LoadedInstance, StoreHandle};
 
+/// The storage of one live instance, used by its engine on its shard's thread.
 pub(crate) struct InstanceStorage {
+    /// The instance's id, `{kind}:{name}:{key}`: its rows' and alarm's key in the file.
     id: Arc<str>,
+    /// Every row of the instance, as committed so far (durable or on its way).
     rows: RefCell<BTreeMap<String, Vec<u8>>>,
+    /// The alarm as stored in the index, to skip writing one that did not change.
     alarm: Cell<Option<i64>>,
+    /// The writer thread that makes commits durable.
     store: StoreHandle,
+    /// The runtime's clock (system or virtual).
     clock: Clock,
+    /// The shard's window of upcoming alarms, kept in step with every alarm change.
     alarms: Rc<RefCell<AlarmQueue>>,
+    /// Wakes the shard's loop when an alarm changes, so a sooner alarm is not slept past.
     wake: Rc<Notify>,
+    /// Commits that changed the alarm so far.
     alarm_writes: Cell<u64>,
-    durability: Rc<CommitTracker>,
+    /// Which commits are durable, and whether one was lost.
+    commits: Rc<CommitTracker>,
 }
 
 impl InstanceStorage {
+    /// The storage of the instance `id`, as `loaded` from the file.
     pub fn new(
         id: Arc<str>,
         loaded: LoadedInstance,
@@ -47,14 +58,14 @@ impl InstanceStorage {
             alarms,
             wake,
             alarm_writes: Cell::new(0),
-            durability: Rc::default(),
+            commits: Rc::default(),
         }
     }
 
     /// Whether a commit was lost: the in-memory view is no longer trustworthy and the
     /// instance must be reloaded from the store.
     pub fn is_broken(&self) -> bool {
-        self.durability.is_broken()
+        self.commits.is_broken()
     }
 
     /// Commits that changed the alarm so far (to tell whether an alarm was set again).
@@ -85,7 +96,7 @@ impl Storage for InstanceStorage {
     }
 
     async fn commit(&self, mut batch: WriteBatch) -> Result<(), StorageError> {
-        if let Some(e) = self.durability.failure() {
+        if let Some(e) = self.commits.failure() {
             return Err(e);
         }
         // Applied to memory at once and queued behind earlier commits; `sync` waits for
@@ -128,18 +139,18 @@ impl Storage for InstanceStorage {
         }
         match self.store.commit(self.id.clone(), batch).await {
             Ok(ack) => {
-                self.durability.track(ack);
+                self.commits.track(ack);
                 Ok(())
             }
             Err(e) => {
-                self.durability.fail(e.to_string());
+                self.commits.fail(e.to_string());
                 Err(e)
             }
         }
     }
 
     async fn sync(&self) -> Result<(), StorageError> {
-        self.durability.sync().await
+        self.commits.sync().await
     }
 }
 

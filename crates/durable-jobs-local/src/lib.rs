@@ -21,7 +21,7 @@
 #![warn(missing_docs)]
 
 mod clock;
-mod durability;
+mod commit_tracker;
 mod error;
 mod instance;
 mod shard;
