@@ -69,6 +69,7 @@ pub use events::{EventKind, FlushReason, JobEvent};
 pub use ids::{InstanceId, JobKind};
 pub use jobs::continuous::{Continuous, ContinuousContext, ContinuousStatus, Schedule};
 pub use jobs::debounce::{Debounce, DebounceContext, DebounceStatus, FailedBatch, Rejected};
+pub use jobs::execution::Execution;
 pub use jobs::worker_pool::{
     DeadLetter, EmptyContext, EnqueueRequest, PoolInstanceStatus, PoolStatus, WorkerPool,
     WorkerPoolContext,

@@ -3,5 +3,6 @@
 
 pub mod continuous;
 pub mod debounce;
+pub mod execution;
 pub mod lifecycle;
 pub mod worker_pool;

@@ -1,6 +1,6 @@
 //! What a Continuous run sees.
 
-use crate::ids::InstanceId;
+use crate::jobs::execution::{execution_accessors, Execution};
 
 /// The context of one Continuous run: the state, and facts about the run.
 #[derive(Debug)]
@@ -8,27 +8,19 @@ pub struct ContinuousContext<S> {
     state: S,
     changed: bool,
     terminate: Option<Option<String>>,
-    instance: InstanceId,
+    execution: Execution,
     run_count: u64,
-    attempt: u32,
     now: i64,
 }
 
 impl<S> ContinuousContext<S> {
-    pub(crate) fn new(
-        state: S,
-        instance: InstanceId,
-        run_count: u64,
-        attempt: u32,
-        now: i64,
-    ) -> Self {
+    pub(crate) fn new(state: S, execution: Execution, run_count: u64, now: i64) -> Self {
         ContinuousContext {
             state,
             changed: false,
             terminate: None,
-            instance,
+            execution,
             run_count,
-            attempt,
             now,
         }
     }
@@ -71,30 +63,7 @@ impl<S> ContinuousContext<S> {
         self.run_count
     }
 
-    /// This run's attempt number, from 1.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    /// Whether this is a retry of a failed attempt.
-    pub fn is_retry(&self) -> bool {
-        self.attempt > 1
-    }
-
-    /// The user's id of this instance.
-    pub fn id(&self) -> &str {
-        &self.instance.key
-    }
-
-    /// The full instance id.
-    pub fn instance_id(&self) -> &InstanceId {
-        &self.instance
-    }
-
-    /// The registered job name.
-    pub fn job_name(&self) -> &str {
-        &self.instance.name
-    }
+    execution_accessors!(unit = "run"; attempt, is_retry, id, instance_id, job_name);
 
     /// The runtime's time when the run started (ms since the epoch).
     pub fn now(&self) -> i64 {

@@ -8,6 +8,7 @@ use super::definition::Continuous;
 use super::schedule::CompiledSchedule;
 use crate::errors::JobError;
 use crate::ids::InstanceId;
+use crate::jobs::execution::Execution;
 use crate::retry::{millis, RetryPolicy};
 use crate::services::codec;
 
@@ -85,13 +86,8 @@ impl<J: Continuous> ErasedContinuous for ContinuousEntry<J> {
                     }
                 }
             };
-            let mut ctx = ContinuousContext::new(
-                state,
-                input.instance,
-                input.run_count,
-                input.attempt,
-                input.now,
-            );
+            let execution = Execution::new(input.instance, input.attempt);
+            let mut ctx = ContinuousContext::new(state, execution, input.run_count, input.now);
             match self.job.execute(&mut ctx).await {
                 Ok(()) => {
                     let (state, changed, terminate) = ctx.into_parts();

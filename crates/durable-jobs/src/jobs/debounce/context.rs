@@ -1,7 +1,7 @@
 //! What a Debounce flush sees.
 
 use crate::events::FlushReason;
-use crate::ids::InstanceId;
+use crate::jobs::execution::{execution_accessors, Execution};
 
 /// The context of one flush: the reduced state and facts about the batch.
 #[derive(Debug)]
@@ -10,8 +10,7 @@ pub struct DebounceContext<S> {
     pub(crate) event_count: u32,
     pub(crate) flush_reason: FlushReason,
     pub(crate) started_at: i64,
-    pub(crate) attempt: u32,
-    pub(crate) instance: InstanceId,
+    pub(crate) execution: Execution,
 }
 
 impl<S> DebounceContext<S> {
@@ -35,28 +34,5 @@ impl<S> DebounceContext<S> {
         self.started_at
     }
 
-    /// This flush's attempt number, from 1.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    /// Whether this is a retry of a failed attempt.
-    pub fn is_retry(&self) -> bool {
-        self.attempt > 1
-    }
-
-    /// The user's id of this instance.
-    pub fn id(&self) -> &str {
-        &self.instance.key
-    }
-
-    /// The full instance id.
-    pub fn instance_id(&self) -> &InstanceId {
-        &self.instance
-    }
-
-    /// The registered job name.
-    pub fn job_name(&self) -> &str {
-        &self.instance.name
-    }
+    execution_accessors!(unit = "flush"; attempt, is_retry, id, instance_id, job_name);
 }

@@ -8,6 +8,7 @@ use super::definition::Debounce;
 use crate::errors::JobError;
 use crate::events::FlushReason;
 use crate::ids::InstanceId;
+use crate::jobs::execution::Execution;
 use crate::retry::{millis, RetryPolicy};
 use crate::services::codec;
 
@@ -87,8 +88,7 @@ impl<J: Debounce> ErasedDebounce for DebounceEntry<J> {
                 event_count: input.event_count,
                 flush_reason: input.reason,
                 started_at: input.started_at,
-                attempt: input.attempt,
-                instance: input.instance,
+                execution: Execution::new(input.instance, input.attempt),
             };
             match self.job.execute(&ctx).await {
                 Ok(()) => Ok(()),

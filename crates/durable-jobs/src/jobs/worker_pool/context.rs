@@ -1,6 +1,7 @@
 //! What a WorkerPool execution sees.
 
 use crate::ids::InstanceId;
+use crate::jobs::execution::{execution_accessors, Execution};
 
 /// The context of processing one event.
 #[derive(Debug)]
@@ -8,10 +9,9 @@ pub struct WorkerPoolContext<E> {
     pub(crate) event: E,
     pub(crate) event_id: String,
     pub(crate) sequence: u64,
-    pub(crate) attempt: u32,
     pub(crate) enqueued_at: i64,
     pub(crate) priority: i32,
-    pub(crate) instance: InstanceId,
+    pub(crate) execution: Execution,
 }
 
 impl<E> WorkerPoolContext<E> {
@@ -30,15 +30,7 @@ impl<E> WorkerPoolContext<E> {
         self.sequence
     }
 
-    /// This attempt's number, from 1.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    /// Whether this is a retry of a failed attempt.
-    pub fn is_retry(&self) -> bool {
-        self.attempt > 1
-    }
+    execution_accessors!(unit = "event"; attempt, is_retry, job_name);
 
     /// When the event was enqueued (ms since the epoch).
     pub fn enqueued_at(&self) -> i64 {
@@ -52,12 +44,7 @@ impl<E> WorkerPoolContext<E> {
 
     /// The index of the instance processing it.
     pub fn instance_index(&self) -> u32 {
-        self.instance.pool_index().unwrap_or(0)
-    }
-
-    /// The registered job name.
-    pub fn job_name(&self) -> &str {
-        &self.instance.name
+        self.execution.instance_id().pool_index().unwrap_or(0)
     }
 }
 

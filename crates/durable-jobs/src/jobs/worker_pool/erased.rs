@@ -7,6 +7,7 @@ use super::context::{EmptyContext, WorkerPoolContext};
 use super::definition::WorkerPool;
 use crate::errors::JobError;
 use crate::ids::InstanceId;
+use crate::jobs::execution::Execution;
 use crate::retry::{millis, RetryPolicy};
 use crate::services::codec;
 
@@ -79,10 +80,9 @@ impl<J: WorkerPool> ErasedWorkerPool for WorkerPoolEntry<J> {
                 event,
                 event_id: input.event_id,
                 sequence: input.sequence,
-                attempt: input.attempt,
                 enqueued_at: input.enqueued_at,
                 priority: input.priority,
-                instance: input.instance,
+                execution: Execution::new(input.instance, input.attempt),
             };
             match self.job.execute(&ctx).await {
                 Ok(()) => Ok(()),
