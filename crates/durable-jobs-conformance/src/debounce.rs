@@ -220,3 +220,66 @@ pub async fn default_reducer_keeps_the_latest_event<R: TestRuntime>() {
     rt.advance(secs(1)).await;
     assert_eq!(log.lines(), ["latest 4 of 3"]);
 }
+
+/// A day, the default retention period of event ids.
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// An event id past its retention period counts as new, whether or not it was swept.
+pub async fn an_expired_event_id_counts_as_new<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Collector::new(&log)).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    let first = hooks.add_with_id("c1", &hook(1), "evt-1").await.unwrap();
+    assert!(!first.duplicate);
+    rt.advance(secs(5)).await;
+    rt.advance(DAY - secs(4)).await;
+    let again = hooks.add_with_id("c1", &hook(1), "evt-1").await.unwrap();
+    assert!(!again.duplicate, "the id expired a second ago");
+    assert!(
+        hooks
+            .add_with_id("c1", &hook(1), "evt-1")
+            .await
+            .unwrap()
+            .duplicate
+    );
+    rt.advance(secs(5)).await;
+    assert_eq!(log.matching("flush").len(), 2);
+}
+
+/// `max_events` bounds every flush: events that arrive while a full batch flushes form
+/// batches of their own, flushed in order, none larger than `max_events`.
+pub async fn no_batch_exceeds_max_events<R: TestRuntime>() {
+    let log = Log::default();
+    let (gate, control) = Gate::closed();
+    let mut c = Collector::new(&log);
+    c.gate = Some(gate);
+    let rt: R = with(c).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    for n in 1..=3 {
+        hooks.add("c1", &hook(n)).await.unwrap();
+    }
+    let test = async {
+        control.started.await.unwrap();
+        for n in 4..=10 {
+            hooks.add("c1", &hook(n)).await.unwrap();
+        }
+        let status = hooks.status("c1").await.unwrap().unwrap();
+        assert_eq!((status.full_batches, status.event_count), (2, 1));
+        control.release.send(()).unwrap();
+    };
+    futures::join!(rt.advance(secs(0)), test);
+    rt.advance(secs(5)).await;
+    assert_eq!(
+        log.lines(),
+        [
+            "flush [1, 2, 3] count 3 MaxEvents attempt 1",
+            "flush [4, 5, 6] count 3 MaxEvents attempt 1",
+            "flush [7, 8, 9] count 3 MaxEvents attempt 1",
+            "flush [10] count 1 FlushAfter attempt 1",
+        ]
+    );
+    let status = hooks.status("c1").await.unwrap().unwrap();
+    assert_eq!((status.full_batches, status.event_count), (0, 0));
+}

@@ -295,3 +295,20 @@ pub async fn duplicate_event_ids_are_ignored<R: TestRuntime>() {
     rt.advance(secs(0)).await;
     assert_eq!(executed(&log), ["o"]);
 }
+
+/// A processed event's id counts as new again once its retention period has passed, also
+/// on an instance that has been idle since.
+pub async fn a_processed_event_id_expires<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 2)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let once = || EnqueueRequest::new().event_id("order-7");
+    pool.enqueue_with(&Task::named("o"), once()).await.unwrap();
+    rt.advance(secs(0)).await;
+    rt.advance(secs(2 * 24 * 60 * 60)).await;
+    let again = pool.enqueue_with(&Task::named("o"), once()).await.unwrap();
+    assert!(!again.duplicate, "its id expired a day ago");
+    rt.advance(secs(0)).await;
+    assert_eq!(executed(&log), ["o", "o"]);
+}

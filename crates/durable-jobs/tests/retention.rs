@@ -140,3 +140,32 @@ fn worker_pool_ids_expire_as_events_complete() {
         );
     });
 }
+
+#[test]
+fn idle_pool_instances_forget_expired_ids() {
+    futures::executor::block_on(async {
+        let jobs = setup();
+        let client = jobs.client();
+        let pool = client.worker_pool::<Pool>();
+        let instance = InstanceId::new(JobKind::WorkerPool, "pool", "0");
+        // More than one wake-up sweeps, so the instance must come back for the rest.
+        for n in 0..600 {
+            pool.enqueue_with(&n, EnqueueRequest::new().event_id(format!("id-{n}")))
+                .await
+                .unwrap();
+        }
+        jobs.advance(Duration::ZERO).await;
+        assert_eq!(id_records(&jobs, &instance), 600);
+
+        // Nothing runs on the instance any more; it still wakes to forget the ids.
+        jobs.advance(HOUR + Duration::from_secs(1)).await;
+        let keys = jobs.storage(&instance).snapshot();
+        assert_eq!(id_records(&jobs, &instance), 0);
+        assert!(!keys.keys().any(|k| k.starts_with("idx:")));
+        assert_eq!(
+            jobs.next_alarm(),
+            None,
+            "no more wake-ups once nothing is left to forget"
+        );
+    });
+}

@@ -6,9 +6,10 @@ use std::io;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::Engine;
+use super::{Engine, KindRecord};
 use crate::adapters::{Clock, Storage, WriteBatch};
 use crate::errors::JobError;
+use crate::ids::InstanceId;
 use crate::jobs::{continuous, debounce, worker_pool};
 use crate::registry::{Entry, Limits};
 use crate::services::codec;
@@ -17,6 +18,10 @@ use crate::wire::{Operation, Request, Response};
 
 /// Passes one `alarm` call makes at most when alarms keep arriving while it runs.
 const MAX_RERUNS: usize = 8;
+
+/// Expired event ids one alarm forgets at most when it wakes only for them; if more are
+/// left, the alarm is due again at once.
+const IDLE_SWEEP_LIMIT: usize = 256;
 
 impl<B: Storage + Clock> Engine<B> {
     /// Handles one request. It never runs `execute` or a hook: what it changes is committed
@@ -122,14 +127,32 @@ impl<B: Storage + Clock> Engine<B> {
                     return self.set_alarm(None).await;
                 }
             };
+            let sweep_due = meta.sweep_at.is_some_and(|t| t <= self.now());
             match entry {
                 Entry::Continuous(job) => continuous::alarm(self, job.as_ref(), instance).await,
-                Entry::Debounce(job) => debounce::alarm(self, job.as_ref(), instance).await,
-                Entry::WorkerPool(job) => worker_pool::alarm(self, job.as_ref(), instance).await,
+                Entry::Debounce(job) => {
+                    if sweep_due {
+                        self.sweep_ids::<debounce::Record>(instance).await?;
+                    }
+                    debounce::alarm(self, job.as_ref(), instance).await
+                }
+                Entry::WorkerPool(job) => {
+                    if sweep_due {
+                        self.sweep_ids::<worker_pool::PoolRecord>(instance).await?;
+                    }
+                    worker_pool::alarm(self, job.as_ref(), instance).await
+                }
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// A step that forgets expired event ids: an idle instance wakes for it alone.
+    async fn sweep_ids<R: KindRecord>(&self, instance: &InstanceId) -> Result<(), JobError> {
+        let mut step = self.alarm_step::<R>(instance, &[]).await?;
+        step.sweep_ids(IDLE_SWEEP_LIMIT).await?;
+        step.finish().await
     }
 
     /// A step that only sets the alarm.

@@ -15,7 +15,9 @@ use crate::adapters::{Clock, ListOptions, Storage, WriteBatch};
 use crate::errors::JobError;
 use crate::events::{EventKind, JobEvent};
 use crate::ids::InstanceId;
+use crate::services::alarm::earliest;
 use crate::services::codec;
+use crate::services::idempotency;
 use crate::services::metadata::{Metadata, META_KEY};
 use crate::services::purge;
 
@@ -101,7 +103,7 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
         let record: Option<R> = decode_next(&mut found, R::KEY)?;
         let record_found = record.is_some();
         let record = record.unwrap_or_default();
-        let alarm_before = record.alarm(meta.as_ref());
+        let alarm_before = alarm_of(&record, meta.as_ref());
         Ok(Step {
             engine,
             _lock: lock,
@@ -136,11 +138,6 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
     /// The engine: for what the step needs of it besides storage (is an execution running?).
     pub fn engine(&self) -> &'a Engine<B> {
         self.engine
-    }
-
-    /// The instance's storage, for reads beyond the records (ranges, the queue's head).
-    pub fn storage(&self) -> &'a B {
-        &self.engine.backend
     }
 
     /// The metadata, if the instance exists.
@@ -214,11 +211,6 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
         codec::decode_opt(key, self.extra.get(index).and_then(Option::as_ref))
     }
 
-    /// Whether extra key `index` is stored.
-    pub fn has_extra(&self, index: usize) -> bool {
-        self.extra.get(index).is_some_and(Option::is_some)
-    }
-
     /// Takes the raw bytes of extra key `index`.
     pub fn take_extra(&mut self, index: usize) -> Option<Vec<u8>> {
         self.extra.get_mut(index).and_then(Option::take)
@@ -249,6 +241,48 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
     /// Encodes and writes a record under `key`.
     pub fn put<T: Serialize>(&mut self, key: impl Into<String>, value: &T) -> Result<(), JobError> {
         self.writes.put(key, codec::encode(value)?);
+        Ok(())
+    }
+
+    /// Remembers `event_id` with `record` until `expires_at`. `replaces` is the expiry of
+    /// the record it overwrites, if that one expired.
+    pub fn remember_id<T: Serialize>(
+        &mut self,
+        event_id: &str,
+        record: &T,
+        expires_at: i64,
+        replaces: Option<i64>,
+    ) -> Result<(), JobError> {
+        idempotency::put(&mut self.writes, event_id, record, expires_at, replaces)?;
+        self.change_meta(|meta| {
+            let sooner = meta.sweep_at.is_none_or(|t| expires_at < t);
+            if sooner {
+                meta.sweep_at = Some(expires_at);
+            }
+            sooner
+        });
+        Ok(())
+    }
+
+    /// Remembers `event_id` with `record` until it is replaced (a queued or dead event).
+    pub fn pin_id<T: Serialize>(
+        &mut self,
+        event_id: &str,
+        record: &T,
+        replaces: Option<i64>,
+    ) -> Result<(), JobError> {
+        idempotency::put_pinned(&mut self.writes, event_id, record, replaces)
+    }
+
+    /// Forgets up to `limit` expired event ids, and notes when the next one expires.
+    pub async fn sweep_ids(&mut self, limit: usize) -> Result<(), JobError> {
+        let swept =
+            idempotency::sweep(&self.engine.backend, &mut self.writes, self.now, limit).await?;
+        self.change_meta(|meta| {
+            let changed = meta.sweep_at != swept.next_expiry;
+            meta.sweep_at = swept.next_expiry;
+            changed
+        });
         Ok(())
     }
 
@@ -284,12 +318,17 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
         } else if self.record_deleted && self.record_found {
             self.writes.delete(R::KEY);
         }
-        let alarm = self.record.alarm(self.meta.as_ref());
+        let alarm = alarm_of(&self.record, self.meta.as_ref());
         if !self.leave_alarm && (self.rearm || alarm != self.alarm_before) {
             self.writes.set_alarm(alarm);
         }
         self.engine.commit(self.writes, self.events).await
     }
+}
+
+/// The instance's alarm: the kind's next work, or a sweep of expired event ids.
+fn alarm_of<R: KindRecord>(record: &R, meta: Option<&Metadata>) -> Option<i64> {
+    earliest([record.alarm(meta), meta.and_then(|m| m.sweep_at)])
 }
 
 fn decode_next<T: DeserializeOwned>(

@@ -106,6 +106,10 @@ pub struct Metadata {
     pub epoch: u64,
     /// When the instance's data is to be deleted, if it is.
     pub purge_at: Option<i64>,
+    /// When the earliest of its remembered event ids expires: the instance wakes then to
+    /// sweep them, even if it has nothing else to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_at: Option<i64>,
 }
 
 impl Metadata {
@@ -118,6 +122,7 @@ impl Metadata {
             status: Status::Active,
             epoch: 0,
             purge_at: None,
+            sweep_at: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! without the lock, then record the outcome.
 
 use super::erased::{ErasedDebounce, FlushInput};
-use super::{failed_key, FailedBatch, Inflight, PendingBatch, Record, FAILED_PREFIX};
+use super::{failed_key, FailedBatch, Inflight, PendingBatch, Record, FAILED_PREFIX, FULL_PREFIX};
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step, EXECUTIONS_PER_ALARM};
 use crate::errors::JobError;
@@ -42,7 +42,7 @@ pub(crate) async fn alarm<B: Storage + Clock>(
 }
 
 /// Picks the batch to flush (a claimed or retrying batch, then a failed batch a flush asked
-/// to retry, then the pending batch if due) and stores it as in flight; purges an idle
+/// to retry, then the oldest full batch, then the open batch if due) and stores it as in flight; purges an idle
 /// instance whose retention has passed.
 async fn claim<B: Storage + Clock>(
     engine: &Engine<B>,
@@ -63,6 +63,7 @@ async fn claim<B: Storage + Clock>(
         None if step.record().retry_failed && step.record().failed_count > 0 => {
             take_failed(&mut step).await?
         }
+        None if step.record().full_batches > 0 => take_full(&mut step).await?,
         None => take_pending(&mut step),
     };
     match &chosen {
@@ -99,7 +100,26 @@ async fn take_failed<B: Storage + Clock>(
     Ok(Some(inflight))
 }
 
-/// Takes the pending batch out if it is due.
+/// Takes the oldest full batch out.
+async fn take_full<B: Storage + Clock>(
+    step: &mut DebounceStep<'_, B>,
+) -> Result<Option<Inflight>, JobError> {
+    let first: Vec<(String, PendingBatch)> =
+        step.list(ListOptions::prefix(FULL_PREFIX).limit(1)).await?;
+    let now = step.now();
+    let rec = step.record_mut();
+    let Some((key, batch)) = first.into_iter().next() else {
+        // The count disagrees with storage (there are none): trust storage.
+        rec.full_batches = 0;
+        return Ok(None);
+    };
+    rec.full_batches = rec.full_batches.saturating_sub(1);
+    let inflight = take_out(rec, batch, FlushReason::MaxEvents, now);
+    step.writes().delete(key);
+    Ok(Some(inflight))
+}
+
+/// Takes the open batch out if it is due.
 fn take_pending<B: Storage + Clock>(step: &mut DebounceStep<'_, B>) -> Option<Inflight> {
     let now = step.now();
     let due = step
@@ -170,7 +190,7 @@ async fn complete<B: Storage + Clock>(
     }
     // A batch may have brought one id record per event: sweep at least that many.
     let limit = idempotency::SWEEP_LIMIT + inflight.batch.event_count as usize;
-    idempotency::sweep(step.storage(), step.writes(), now, limit).await?;
+    step.sweep_ids(limit).await?;
     if step.record().is_idle() {
         let retention_ms = job.config().retention_ms;
         step.change_meta(|meta| {

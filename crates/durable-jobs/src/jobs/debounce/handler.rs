@@ -4,7 +4,9 @@
 use serde_json::Value;
 
 use super::erased::ErasedDebounce;
-use super::{DebounceStatus, FailedBatch, PendingBatch, Record, FAILED_PREFIX};
+use super::{
+    full_key, DebounceStatus, FailedBatch, PendingBatch, Record, FAILED_PREFIX, FULL_PREFIX,
+};
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step};
 use crate::errors::JobError;
@@ -19,6 +21,17 @@ type DebounceStep<'a, B> = Step<'a, B, Record>;
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Seen {
     at: i64,
+    /// Absent in records written before expiries were stored: they expire one retention
+    /// period after `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<i64>,
+}
+
+impl Seen {
+    fn expires_at(&self, retention_ms: i64) -> i64 {
+        self.expires
+            .unwrap_or_else(|| self.at.saturating_add(retention_ms))
+    }
 }
 
 pub(crate) async fn handle<B: Storage + Clock>(
@@ -50,15 +63,24 @@ pub(crate) async fn handle<B: Storage + Clock>(
     }
 }
 
-/// Folds an event into the pending batch, opening one if needed; a full batch is marked
-/// for an immediate flush.
+/// Folds an event into the open batch, opening one if needed. A batch that reached
+/// `max_events` flushes at once; if it is still waiting when the next event arrives, it is
+/// closed and the event opens the next batch, so no flush ever sees more than `max_events`.
 async fn add<B: Storage + Clock>(
     mut step: DebounceStep<'_, B>,
     job: &dyn ErasedDebounce,
     event: &Value,
     event_id: Option<String>,
 ) -> Result<Response, JobError> {
-    if step.has_extra(0) {
+    let config = job.config();
+    let now = step.now();
+    let seen_until = match &event_id {
+        Some(id) => step
+            .extra::<Seen>(0, &idempotency::record_key(id))?
+            .map(|seen| seen.expires_at(config.retention_ms)),
+        None => None,
+    };
+    if seen_until.is_some_and(|t| t > now) {
         let batch = step.record().batch.as_ref();
         return Ok(Response::Added {
             event_count: batch.map_or(0, |b| b.event_count),
@@ -66,11 +88,10 @@ async fn add<B: Storage + Clock>(
             flush_at: batch.map(|b| b.flush_at),
         });
     }
+    close_full_batch(&mut step, config.max_events)?;
     let state = job.reduce(step.record().batch.as_ref().map(|b| &b.state), event)?;
-    let now = step.now();
     step.create_meta();
     step.change_meta(purge::cancel);
-    let config = job.config();
     let pending = step.record_mut().batch.get_or_insert_with(|| PendingBatch {
         state: Value::Null,
         event_count: 0,
@@ -80,13 +101,17 @@ async fn add<B: Storage + Clock>(
     });
     pending.state = state;
     pending.event_count += 1;
-    if config.max_events.is_some_and(|m| pending.event_count >= m) && pending.forced.is_none() {
+    if is_full(pending, config.max_events) && pending.forced.is_none() {
         pending.forced = Some(FlushReason::MaxEvents);
     }
     let (event_count, flush_at) = (pending.event_count, pending.flush_at);
     if let Some(id) = &event_id {
         let expires = now.saturating_add(config.retention_ms);
-        idempotency::put(step.writes(), id, &Seen { at: now }, expires, None)?;
+        let seen = Seen {
+            at: now,
+            expires: Some(expires),
+        };
+        step.remember_id(id, &seen, expires, seen_until)?;
     }
     step.emit(EventKind::DebounceEventReceived {
         event_id,
@@ -100,7 +125,34 @@ async fn add<B: Storage + Clock>(
     })
 }
 
-/// Asks for the pending batch, and every failed batch, to flush now (through the alarm).
+fn is_full(batch: &PendingBatch, max_events: Option<u32>) -> bool {
+    max_events.is_some_and(|max| batch.event_count >= max)
+}
+
+/// Moves a full open batch to the queue of full batches, where it waits its turn.
+fn close_full_batch<B: Storage + Clock>(
+    step: &mut DebounceStep<'_, B>,
+    max_events: Option<u32>,
+) -> Result<(), JobError> {
+    let full = step
+        .record()
+        .batch
+        .as_ref()
+        .is_some_and(|b| is_full(b, max_events));
+    if !full {
+        return Ok(());
+    }
+    let rec = step.record_mut();
+    let Some(batch) = rec.batch.take() else {
+        return Ok(());
+    };
+    let seq = rec.next_full_seq;
+    rec.next_full_seq += 1;
+    rec.full_batches += 1;
+    step.put(full_key(seq), &batch)
+}
+
+/// Asks for the open batch, and every failed batch, to flush now (through the alarm).
 async fn flush<B: Storage + Clock>(mut step: DebounceStep<'_, B>) -> Result<Response, JobError> {
     if step.meta().is_none() {
         return Ok(Response::FlushRequested {
@@ -125,7 +177,7 @@ async fn flush<B: Storage + Clock>(mut step: DebounceStep<'_, B>) -> Result<Resp
     })
 }
 
-/// Drops the pending batch, the failed batches and a batch waiting for its retry; a batch
+/// Drops the open batch, full and failed batches, and a batch waiting for its retry; a batch
 /// being flushed right now finishes.
 async fn clear<B: Storage + Clock>(
     mut step: DebounceStep<'_, B>,
@@ -135,9 +187,11 @@ async fn clear<B: Storage + Clock>(
         return Ok(Response::Cleared { discarded: 0 });
     }
     let failed: Vec<(String, FailedBatch)> = step.list(ListOptions::prefix(FAILED_PREFIX)).await?;
+    let full: Vec<(String, PendingBatch)> = step.list(ListOptions::prefix(FULL_PREFIX)).await?;
     let mut discarded = 0;
-    for (key, batch) in failed {
-        discarded += batch.event_count;
+    let failed = failed.into_iter().map(|(key, b)| (key, b.event_count));
+    for (key, event_count) in failed.chain(full.into_iter().map(|(key, b)| (key, b.event_count))) {
+        discarded += event_count;
         step.writes().delete(key);
     }
     let executing = step.engine().is_executing();
@@ -145,6 +199,7 @@ async fn clear<B: Storage + Clock>(
     discarded += rec.batch.take().map_or(0, |b| b.event_count);
     rec.failed_count = 0;
     rec.retry_failed = false;
+    rec.full_batches = 0;
     if rec.inflight.as_ref().is_some_and(|i| i.retry_at.is_some()) && !executing {
         discarded += rec.inflight.take().map_or(0, |i| i.batch.event_count);
     }
@@ -168,6 +223,7 @@ fn status<B: Storage + Clock>(step: &DebounceStep<'_, B>) -> Response {
     let status = step.meta().map(|m| DebounceStatus {
         status: m.status.clone(),
         event_count: rec.batch.as_ref().map_or(0, |b| b.event_count),
+        full_batches: rec.full_batches,
         started_at: rec.batch.as_ref().map(|b| b.started_at),
         flush_at: rec.batch.as_ref().map(|b| b.flush_at),
         flushing: rec.inflight.is_some(),

@@ -23,12 +23,18 @@ use crate::services::alarm::earliest;
 use crate::services::metadata::{Metadata, Status};
 
 pub(crate) const FAILED_PREFIX: &str = "failed:";
+/// Full batches waiting for their flush, in the order they filled up.
+pub(crate) const FULL_PREFIX: &str = "full:";
 
 pub(crate) fn failed_key(seq: u64) -> String {
     format!("{FAILED_PREFIX}{seq:020}")
 }
 
-/// Events gathered and not yet flushed.
+pub(crate) fn full_key(seq: u64) -> String {
+    format!("{FULL_PREFIX}{seq:020}")
+}
+
+/// Events gathered and not yet flushed: the open batch, or a full one waiting its turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PendingBatch {
@@ -52,37 +58,50 @@ pub(crate) struct Inflight {
     pub retry_at: Option<i64>,
 }
 
-/// The Debounce record: everything of an instance except failed batches.
+/// The Debounce record: everything of an instance except failed and full batches.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Record {
+    /// The open batch, which takes new events; never full (a full batch is closed).
     pub batch: Option<PendingBatch>,
+    /// The batch being flushed, or waiting for its retry.
     pub inflight: Option<Inflight>,
     pub failed_count: u32,
     /// A manual flush asked for the failed batches to be tried again.
     pub retry_failed: bool,
+    /// The sequence number of the next failed batch.
     pub next_seq: u64,
     pub last_error: Option<ErrorInfo>,
+    /// Full batches waiting under `full:{seq}`.
+    #[serde(default)]
+    pub full_batches: u32,
+    /// The sequence number of the next full batch.
+    #[serde(default)]
+    pub next_full_seq: u64,
 }
 
 impl Record {
     pub fn is_idle(&self) -> bool {
-        self.batch.is_none() && self.inflight.is_none() && self.failed_count == 0
+        self.batch.is_none()
+            && self.inflight.is_none()
+            && self.failed_count == 0
+            && self.full_batches == 0
     }
 
-    /// When the next flush is due: a batch in flight or waiting for its retry, then failed
-    /// batches a flush asked to retry, then the pending batch.
+    /// When the next flush is due. Batches flush one at a time, in order: while one is in
+    /// flight (running, or waiting for its retry) nothing else is due; then failed batches
+    /// a flush asked to retry, full batches, and the open batch.
     fn flush_due_at(&self) -> Option<i64> {
-        let inflight = self
-            .inflight
-            .as_ref()
-            .map(|i| i.retry_at.unwrap_or(i.claimed_at));
-        let retry_failed = (self.retry_failed && self.failed_count > 0).then_some(i64::MIN);
-        let batch = self.batch.as_ref().map(|b| match b.forced {
+        if let Some(inflight) = &self.inflight {
+            return Some(inflight.retry_at.unwrap_or(inflight.claimed_at).max(0));
+        }
+        let retry_failed = (self.retry_failed && self.failed_count > 0).then_some(0);
+        let full = (self.full_batches > 0).then_some(0);
+        let open = self.batch.as_ref().map(|b| match b.forced {
             Some(_) => b.started_at.min(b.flush_at),
             None => b.flush_at,
         });
-        earliest([inflight, retry_failed, batch]).map(|t| t.max(0))
+        earliest([retry_failed, full, open]).map(|t| t.max(0))
     }
 }
 
@@ -123,11 +142,14 @@ pub struct FailedBatch {
 pub struct DebounceStatus {
     /// `Error` while failed batches are kept.
     pub status: Status,
-    /// Events in the pending batch.
+    /// Events in the open batch.
     pub event_count: u32,
-    /// When the pending batch's first event arrived.
+    /// Full batches waiting for their flush (each holds `max_events` events).
+    #[serde(default)]
+    pub full_batches: u32,
+    /// When the open batch's first event arrived.
     pub started_at: Option<i64>,
-    /// When the pending batch flushes.
+    /// When the open batch flushes.
     pub flush_at: Option<i64>,
     /// Whether a batch is being flushed or waits for a retry.
     pub flushing: bool,

@@ -149,8 +149,7 @@ async fn process<B: Storage + Clock>(
         Err(error) => fail(&mut step, job, &key, pending, attempt, error)?,
     }
     // One record per event becomes expirable here; sweeping a few keeps them bounded.
-    let now = step.now();
-    idempotency::sweep(step.storage(), step.writes(), now, idempotency::SWEEP_LIMIT).await?;
+    step.sweep_ids(idempotency::SWEEP_LIMIT).await?;
     step.finish().await
 }
 
@@ -221,11 +220,7 @@ fn fail<B: Storage + Clock>(
     let dkey = dead_key(seq);
     step.writes().delete(key);
     step.put(dkey.clone(), &letter)?;
-    idempotency::put_pinned(
-        step.writes(),
-        &pending.event_id,
-        &IdRecord::Dead { key: dkey },
-    )?;
+    step.pin_id(&pending.event_id, &IdRecord::Dead { key: dkey }, None)?;
     let pool = step.record_mut();
     pool.next_dead_seq += 1;
     pool.dead += 1;

@@ -81,7 +81,14 @@ async fn enqueue<B: Storage + Clock>(
     event_id: Option<String>,
     priority: i32,
 ) -> Result<Response, JobError> {
-    if let (Some(id), true) = (&event_id, step.has_extra(0)) {
+    let known: Option<IdRecord> = match &event_id {
+        Some(id) => step.extra(0, &idempotency::record_key(id))?,
+        None => None,
+    };
+    if let (Some(id), true) = (
+        &event_id,
+        known.as_ref().is_some_and(|r| r.is_live(step.now())),
+    ) {
         return Ok(Response::Enqueued {
             event_id: id.clone(),
             instance_index: index,
@@ -102,7 +109,7 @@ async fn enqueue<B: Storage + Clock>(
         attempt: 0,
         last_error: None,
     };
-    queue(&mut step, pending)?;
+    queue(&mut step, pending, known.and_then(|r| r.expires()))?;
     let position = step.record().pending;
     step.emit(EventKind::WorkerPoolEnqueued {
         event_id: event_id.clone(),
@@ -118,11 +125,15 @@ async fn enqueue<B: Storage + Clock>(
 }
 
 /// Writes `pending` into the queue under its order key, with the id record that lets a
-/// cancel find it.
-fn queue<B: Storage + Clock>(step: &mut PoolStep<'_, B>, pending: Pending) -> Result<(), JobError> {
+/// cancel find it; `replaces` is the expiry of an expired record of the same id.
+fn queue<B: Storage + Clock>(
+    step: &mut PoolStep<'_, B>,
+    pending: Pending,
+    replaces: Option<i64>,
+) -> Result<(), JobError> {
     let key = queue_key(pending.priority, pending.seq);
     step.put(key.clone(), &pending)?;
-    idempotency::put_pinned(step.writes(), &pending.event_id, &IdRecord::Queued { key })?;
+    step.pin_id(&pending.event_id, &IdRecord::Queued { key }, replaces)?;
     let pool = step.record_mut();
     pool.next_seq = pool.next_seq.max(pending.seq + 1);
     pool.pending += 1;
@@ -194,13 +205,7 @@ pub(super) fn mark_done<B: Storage + Clock>(
     event_id: &str,
 ) -> Result<(), JobError> {
     let expires = step.now().saturating_add(job.config().retention_ms);
-    idempotency::put(
-        step.writes(),
-        event_id,
-        &IdRecord::Done { expires },
-        expires,
-        None,
-    )
+    step.remember_id(event_id, &IdRecord::Done { expires }, expires, None)
 }
 
 async fn status<B: Storage + Clock>(
@@ -273,7 +278,7 @@ async fn change_dead_letters<B: Storage + Clock>(
                     attempt: 0,
                     last_error: None,
                 };
-                queue(&mut step, pending)?;
+                queue(&mut step, pending, None)?;
             }
             DeadLetterChange::Discard => mark_done(&mut step, job, &letter.event_id)?,
         }

@@ -114,6 +114,21 @@ pub(crate) enum IdRecord {
     Dead { key: String },
 }
 
+impl IdRecord {
+    /// When the record expires: only a finished event's record does.
+    pub fn expires(&self) -> Option<i64> {
+        match self {
+            IdRecord::Done { expires } => Some(*expires),
+            IdRecord::Queued { .. } | IdRecord::Dead { .. } => None,
+        }
+    }
+
+    /// Whether the record still counts at `now`: an expired one reads as absent, swept or not.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.expires().is_none_or(|t| t > now)
+    }
+}
+
 /// An event that failed all its attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
