@@ -259,3 +259,26 @@ pub async fn restart_after_stop_creates_again<R: TestRuntime>() {
         Status::Active
     );
 }
+
+/// A panicking run is a failed attempt like an error: retried, then the status shows the
+/// panic, and the next regular run still happens.
+pub async fn a_panicking_run_is_a_failed_attempt<R: TestRuntime>() {
+    let log = Log::default();
+    let mut t = Ticker::every(&log, secs(3600));
+    t.panics = Failures::next(3);
+    let rt: R = with(t).await;
+    let client = rt.client();
+    let ticker = client.continuous::<Ticker>();
+    ticker.start("a", &Count { n: 0 }).await.unwrap();
+    rt.advance(secs(25)).await;
+    assert_eq!(runs(&log).len(), 3);
+    let status = ticker.status("a").await.unwrap().unwrap();
+    assert!(
+        matches!(status.status, Status::Error { ref error, .. } if error == "panicked: ticker panics at attempt 3"),
+        "{status:?}"
+    );
+    assert_eq!(status.last_error.as_ref().map(|e| e.attempts), Some(3));
+    rt.advance(secs(3600)).await;
+    let status = ticker.status("a").await.unwrap().unwrap();
+    assert_eq!((status.status, status.run_count), (Status::Active, 1));
+}

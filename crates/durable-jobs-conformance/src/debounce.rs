@@ -1,8 +1,8 @@
 //! Debounce behaviour.
 
-use durable_jobs::{Registry, Status};
+use durable_jobs::{JobError, Registry, Status};
 
-use crate::jobs::{Collector, Failures, Gate, Hook, Latest, Log};
+use crate::jobs::{Collector, Failures, Gate, Hook, Latest, Log, PANICKING_EVENT};
 use crate::{secs, TestRuntime};
 
 async fn with<R: TestRuntime>(collector: Collector) -> R {
@@ -282,4 +282,49 @@ pub async fn no_batch_exceeds_max_events<R: TestRuntime>() {
     );
     let status = hooks.status("c1").await.unwrap().unwrap();
     assert_eq!((status.full_batches, status.event_count), (0, 0));
+}
+
+/// A panicking flush is a failed attempt: retried, then kept as a failed batch whose error
+/// is the panic.
+pub async fn a_panicking_flush_keeps_the_batch<R: TestRuntime>() {
+    let log = Log::default();
+    let mut c = Collector::new(&log);
+    c.panics = Failures::next(3);
+    let rt: R = with(c).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    hooks.add("c1", &hook(1)).await.unwrap();
+    rt.advance(secs(30)).await;
+    assert_eq!(log.matching("flush").len(), 3);
+    let failed = hooks.failed_batches("c1").await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].error, "panicked: collector panics");
+    hooks.add("c1", &hook(2)).await.unwrap();
+    rt.advance(secs(5)).await;
+    assert_eq!(
+        log.lines().last().unwrap(),
+        "flush [2] count 1 FlushAfter attempt 1"
+    );
+}
+
+/// A panicking reducer fails only its own add, with an error that says so and that a
+/// client should not retry; nothing of it is stored, and the instance works on.
+pub async fn a_panicking_reducer_fails_only_its_add<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Collector::new(&log)).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    let error = hooks
+        .add("c1", &hook(PANICKING_EVENT))
+        .await
+        .expect_err("the reducer panics");
+    assert!(
+        matches!(error, JobError::Execution { ref message, .. } if message.contains("panicked")),
+        "{error:?}"
+    );
+    assert!(!error.is_transient());
+    assert_eq!(hooks.status("c1").await.unwrap(), None);
+    hooks.add("c1", &hook(1)).await.unwrap();
+    rt.advance(secs(5)).await;
+    assert_eq!(log.lines(), ["flush [1] count 1 FlushAfter attempt 1"]);
 }

@@ -134,6 +134,8 @@ pub struct Ticker {
     pub immediately: bool,
     /// Failures to produce.
     pub failures: Failures,
+    /// Panics to produce.
+    pub panics: Failures,
     /// Stop itself after the run that brings `n` to this.
     pub terminate_at: Option<u64>,
     /// Wait here during runs.
@@ -148,6 +150,7 @@ impl Ticker {
             schedule: Schedule::every(period),
             immediately: true,
             failures: Failures::default(),
+            panics: Failures::default(),
             terminate_at: None,
             gate: None,
         }
@@ -184,6 +187,9 @@ impl Continuous for Ticker {
         if let Some(gate) = &self.gate {
             gate.pass().await;
         }
+        if self.panics.fail() {
+            panic!("ticker panics at attempt {}", ctx.attempt());
+        }
         if self.failures.fail() {
             return Err(format!("failure at attempt {}", ctx.attempt()));
         }
@@ -214,9 +220,14 @@ pub struct Collector {
     pub log: Log,
     /// Failures to produce.
     pub failures: Failures,
+    /// Panics to produce in `execute`.
+    pub panics: Failures,
     /// Wait here during flushes.
     pub gate: Option<Gate>,
 }
+
+/// The event number that makes [`Collector`]'s reducer panic.
+pub const PANICKING_EVENT: u32 = 666;
 
 impl Collector {
     /// A collector writing to `log`.
@@ -224,6 +235,7 @@ impl Collector {
         Collector {
             log: log.clone(),
             failures: Failures::default(),
+            panics: Failures::default(),
             gate: None,
         }
     }
@@ -247,6 +259,7 @@ impl Debounce for Collector {
     }
 
     fn on_event(&self, state: Option<Vec<u32>>, event: Hook) -> Result<Vec<u32>, Rejected> {
+        assert_ne!(event.n, PANICKING_EVENT, "the reducer panics on purpose");
         let mut all = state.unwrap_or_default();
         all.push(event.n);
         Ok(all)
@@ -262,6 +275,9 @@ impl Debounce for Collector {
         ));
         if let Some(gate) = &self.gate {
             gate.pass().await;
+        }
+        if self.panics.fail() {
+            panic!("collector panics");
         }
         if self.failures.fail() {
             return Err("collector down".into());
@@ -315,6 +331,8 @@ impl Task {
 #[derive(Clone)]
 pub struct Worker {
     /// Where it writes: `exec {name} on {index} attempt {a}`, `dead {name}`, `empty {index}`.
+    /// A task whose name starts with `panic` panics in `execute`; one whose name starts
+    /// with `hook` makes `on_dead_letter` panic.
     pub log: Log,
     /// Instances.
     pub concurrency: u32,
@@ -366,6 +384,9 @@ impl WorkerPool for Worker {
         if let Some(gate) = &self.gate {
             gate.pass().await;
         }
+        if name.starts_with("panic") {
+            panic!("{name} panics");
+        }
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = failing.get_mut(name) {
             if *n > 0 {
@@ -377,8 +398,11 @@ impl WorkerPool for Worker {
     }
 
     async fn on_dead_letter(&self, error: &String, ctx: &WorkerPoolContext<Task>) {
-        self.log
-            .push(format!("dead {} ({error})", ctx.event().name));
+        let name = &ctx.event().name;
+        self.log.push(format!("dead {name} ({error})"));
+        if name.starts_with("hook") {
+            panic!("on_dead_letter panics for {name}");
+        }
     }
 
     async fn on_empty(&self, ctx: &EmptyContext) {

@@ -312,3 +312,28 @@ pub async fn a_processed_event_id_expires<R: TestRuntime>() {
     rt.advance(secs(0)).await;
     assert_eq!(executed(&log), ["o", "o"]);
 }
+
+/// A panicking event is a failed attempt: retried, then dead-lettered with the panic as
+/// its error, while later events of its partition run. A panicking `on_dead_letter` does
+/// not lose the dead letter.
+pub async fn a_panicking_event_is_dead_lettered<R: TestRuntime>() {
+    let log = Log::default();
+    let worker = Worker::new(&log, 2);
+    worker.fail("hook-1", 3);
+    let rt: R = with(worker).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let on_p = || EnqueueRequest::new().partition_key("p");
+    for name in ["panic-1", "hook-1", "after"] {
+        pool.enqueue_with(&Task::named(name), on_p()).await.unwrap();
+    }
+    rt.advance(secs(60)).await;
+    assert_eq!(
+        executed(&log),
+        ["panic-1", "panic-1", "panic-1", "hook-1", "hook-1", "hook-1", "after"]
+    );
+    let dead = pool.all_dead_letters().await.unwrap();
+    let errors: Vec<&str> = dead.iter().map(|(_, d)| d.error.as_str()).collect();
+    assert_eq!(errors, ["panicked: panic-1 panics", "hook-1 failed"]);
+    assert_eq!(pool.status().await.unwrap().pending, 0);
+}

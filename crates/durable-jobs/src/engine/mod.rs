@@ -28,6 +28,7 @@ use crate::adapters::{Clock, Storage, WriteBatch};
 use crate::errors::JobError;
 use crate::events::{EventKind, JobEvent};
 use crate::ids::InstanceId;
+use crate::jobs::unwind;
 use crate::registry::Registry;
 use crate::services::tracker::{EventTracker, NoopTracker};
 
@@ -153,16 +154,19 @@ impl<B: Storage + Clock> Engine<B> {
     /// given must not depend on a request's writes that could still be lost, so it first
     /// waits for them when requests are in flight. `working_on` names the storage key the
     /// code works on, left alone by requests until the completion step opens.
+    ///
+    /// The inner `Err` is a panic of the user code, with its message: the caller records
+    /// it as a failed attempt.
     pub(crate) async fn run_user_code<F: Future>(
         &self,
         working_on: Option<String>,
         work: F,
-    ) -> Result<F::Output, JobError> {
+    ) -> Result<Result<F::Output, String>, JobError> {
         if self.requests_in_flight.get() > 0 {
             self.make_durable().await?;
         }
         *self.running.borrow_mut() = working_on;
-        Ok(work.await)
+        Ok(unwind::catch(work).await)
     }
 
     /// Whether user code works on the record under `key` now.

@@ -5,4 +5,5 @@ pub mod continuous;
 pub mod debounce;
 pub mod execution;
 pub mod lifecycle;
+pub(crate) mod unwind;
 pub mod worker_pool;

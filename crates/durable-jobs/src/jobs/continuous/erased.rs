@@ -9,6 +9,7 @@ use super::schedule::CompiledSchedule;
 use crate::errors::JobError;
 use crate::ids::InstanceId;
 use crate::jobs::execution::Execution;
+use crate::jobs::unwind;
 use crate::retry::{millis, RetryPolicy};
 use crate::services::codec;
 
@@ -107,7 +108,10 @@ impl<J: Continuous> ErasedContinuous for ContinuousEntry<J> {
                 }
                 Err(error) => {
                     if input.final_attempt {
-                        self.job.on_error(&error, &ctx).await;
+                        // A panicking hook must not hide the error it was told about.
+                        if let Err(panic) = unwind::catch(self.job.on_error(&error, &ctx)).await {
+                            tracing::warn!(instance = %ctx.execution().instance_id(), %panic, "on_error panicked");
+                        }
                     }
                     RunOutcome::Failed {
                         error: error.to_string(),

@@ -41,7 +41,10 @@ pub(crate) async fn alarm<B: Storage + Clock>(
         final_attempt,
         now: started,
     };
-    let outcome = engine.run_user_code(None, job.run(input)).await?;
+    let outcome = engine
+        .run_user_code(None, job.run(input))
+        .await?
+        .unwrap_or_else(|error| RunOutcome::Failed { error });
     complete(engine, job, instance, &claim, outcome, started).await
 }
 

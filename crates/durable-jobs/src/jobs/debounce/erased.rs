@@ -7,8 +7,9 @@ use super::context::DebounceContext;
 use super::definition::Debounce;
 use crate::errors::JobError;
 use crate::events::FlushReason;
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, JobKind};
 use crate::jobs::execution::Execution;
+use crate::jobs::unwind;
 use crate::retry::{millis, RetryPolicy};
 use crate::services::codec;
 
@@ -32,8 +33,14 @@ pub(crate) struct FlushInput {
 
 pub(crate) trait ErasedDebounce: Send + Sync {
     fn config(&self) -> &DebounceConfig;
-    /// Checks `event` against the schema and folds it into `state`.
-    fn reduce(&self, state: Option<&Value>, event: &Value) -> Result<Value, JobError>;
+    /// Checks `event` against the schema and folds it into `state`; a panic of the reducer
+    /// is an `Execution` error of `instance`'s job.
+    fn reduce(
+        &self,
+        instance: &InstanceId,
+        state: Option<&Value>,
+        event: &Value,
+    ) -> Result<Value, JobError>;
     fn run(&self, input: FlushInput) -> LocalBoxFuture<'_, Result<(), String>>;
 }
 
@@ -65,17 +72,26 @@ impl<J: Debounce> ErasedDebounce for DebounceEntry<J> {
         &self.config
     }
 
-    fn reduce(&self, state: Option<&Value>, event: &Value) -> Result<Value, JobError> {
+    fn reduce(
+        &self,
+        instance: &InstanceId,
+        state: Option<&Value>,
+        event: &Value,
+    ) -> Result<Value, JobError> {
         let event: J::Event = codec::decode_value("event", event)?;
         let state: Option<J::State> = state.map(|s| codec::decode_value("state", s)).transpose()?;
-        let next = self
-            .job
-            .on_event(state, event)
-            .map_err(|r| JobError::Validation {
-                schema: "event".into(),
-                path: ".".into(),
-                message: r.0,
-            })?;
+        let reduced = unwind::catch_sync(|| self.job.on_event(state, event)).map_err(|panic| {
+            JobError::Execution {
+                kind: JobKind::Debounce,
+                name: instance.name.clone(),
+                message: format!("on_event {panic}"),
+            }
+        })?;
+        let next = reduced.map_err(|r| JobError::Validation {
+            schema: "event".into(),
+            path: ".".into(),
+            message: r.0,
+        })?;
         codec::to_value("state", &next)
     }
 
@@ -94,7 +110,10 @@ impl<J: Debounce> ErasedDebounce for DebounceEntry<J> {
                 Ok(()) => Ok(()),
                 Err(error) => {
                     if input.final_attempt {
-                        self.job.on_error(&error, &ctx).await;
+                        // A panicking hook must not hide the error it was told about.
+                        if let Err(panic) = unwind::catch(self.job.on_error(&error, &ctx)).await {
+                            tracing::warn!(instance = %ctx.execution().instance_id(), %panic, "on_error panicked");
+                        }
                     }
                     Err(error.to_string())
                 }

@@ -35,7 +35,10 @@ pub(crate) async fn alarm<B: Storage + Clock>(
             attempt,
             final_attempt,
         };
-        let result = engine.run_user_code(None, job.run(input)).await?;
+        let result = engine
+            .run_user_code(None, job.run(input))
+            .await?
+            .and_then(|r| r);
         complete(engine, job, instance, &inflight, result, started).await?;
     }
     Ok(())

@@ -89,7 +89,8 @@ async fn add<B: Storage + Clock>(
         });
     }
     close_full_batch(&mut step, config.max_events)?;
-    let state = job.reduce(step.record().batch.as_ref().map(|b| &b.state), event)?;
+    let open_state = step.record().batch.as_ref().map(|b| &b.state);
+    let state = job.reduce(step.instance(), open_state, event)?;
     step.create_meta();
     step.change_meta(purge::cancel);
     let pending = step.record_mut().batch.get_or_insert_with(|| PendingBatch {

@@ -8,6 +8,7 @@ use super::definition::WorkerPool;
 use crate::errors::JobError;
 use crate::ids::InstanceId;
 use crate::jobs::execution::Execution;
+use crate::jobs::unwind;
 use crate::retry::{millis, RetryPolicy};
 use crate::services::codec;
 
@@ -88,7 +89,12 @@ impl<J: WorkerPool> ErasedWorkerPool for WorkerPoolEntry<J> {
                 Ok(()) => Ok(()),
                 Err(error) => {
                     if input.final_attempt {
-                        self.job.on_dead_letter(&error, &ctx).await;
+                        // A panicking hook must not hide the error it was told about.
+                        if let Err(panic) =
+                            unwind::catch(self.job.on_dead_letter(&error, &ctx)).await
+                        {
+                            tracing::warn!(instance = %ctx.execution().instance_id(), %panic, "on_dead_letter panicked");
+                        }
                     }
                     Err(error.to_string())
                 }

@@ -35,7 +35,9 @@ pub(crate) async fn alarm<B: Storage + Clock>(
             }
             Some(Work::Empty { processed }) => {
                 let on_empty = job.on_empty(instance.clone(), processed);
-                engine.run_user_code(None, on_empty).await?;
+                if let Err(error) = engine.run_user_code(None, on_empty).await? {
+                    tracing::warn!(%instance, %error, "on_empty failed");
+                }
                 record_drained(engine, instance).await?;
             }
         }
@@ -141,7 +143,8 @@ async fn process<B: Storage + Clock>(
     };
     let result = engine
         .run_user_code(Some(key.clone()), job.process(input))
-        .await?;
+        .await?
+        .and_then(|r| r);
 
     let mut step: PoolStep<'_, B> = engine.alarm_step(instance, &[]).await?;
     match result {
