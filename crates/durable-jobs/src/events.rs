@@ -156,6 +156,13 @@ pub enum EventKind {
     /// The instance was resumed.
     #[serde(rename = "workerPool.resumed")]
     WorkerPoolResumed,
+    /// An execution passed its timeout and did not stop (code that blocks or does not
+    /// yield cannot be cancelled); its instance waits for it to return.
+    #[serde(rename = "execution.overdue", rename_all = "camelCase")]
+    ExecutionOverdue {
+        /// The timeout it passed.
+        timeout_ms: i64,
+    },
 }
 
 impl EventKind {
@@ -180,6 +187,7 @@ impl EventKind {
             EventKind::WorkerPoolCancelled { .. } => "workerPool.cancelled",
             EventKind::WorkerPoolPaused => "workerPool.paused",
             EventKind::WorkerPoolResumed => "workerPool.resumed",
+            EventKind::ExecutionOverdue { .. } => "execution.overdue",
         }
     }
 }

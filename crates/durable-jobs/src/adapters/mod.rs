@@ -1,4 +1,5 @@
-//! The platform boundary: per-instance storage with its one alarm, and the clock.
+//! The platform boundary: per-instance storage with its one alarm, the clock, and
+//! (optionally) where user code runs.
 //!
 //! Each runtime implements these for one job instance: the in-memory harness with a map and
 //! a virtual clock, the embedded runtime with SQLite, Durable Objects with their own
@@ -11,12 +12,14 @@ mod batch;
 pub mod clock;
 pub mod memory;
 mod range;
+mod runner;
 
 use std::future::Future;
 
 pub use batch::{AlarmWrite, WriteBatch, WriteOp};
 pub use clock::{Clock, VirtualClock};
 pub use range::{list_sorted, ListOptions};
+pub use runner::{UserCodeRunner, UserTask};
 
 use crate::errors::StorageError;
 

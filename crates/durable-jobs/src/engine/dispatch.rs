@@ -129,18 +129,18 @@ impl<B: Storage + Clock> Engine<B> {
             };
             let sweep_due = meta.sweep_at.is_some_and(|t| t <= self.now());
             match entry {
-                Entry::Continuous(job) => continuous::alarm(self, job.as_ref(), instance).await,
+                Entry::Continuous(job) => continuous::alarm(self, job, instance).await,
                 Entry::Debounce(job) => {
                     if sweep_due {
                         self.sweep_ids::<debounce::Record>(instance).await?;
                     }
-                    debounce::alarm(self, job.as_ref(), instance).await
+                    debounce::alarm(self, job, instance).await
                 }
                 Entry::WorkerPool(job) => {
                     if sweep_due {
                         self.sweep_ids::<worker_pool::PoolRecord>(instance).await?;
                     }
-                    worker_pool::alarm(self, job.as_ref(), instance).await
+                    worker_pool::alarm(self, job, instance).await
                 }
             }
         }

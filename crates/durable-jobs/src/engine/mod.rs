@@ -19,12 +19,14 @@ pub(crate) use step::{KindRecord, Step};
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::channel::oneshot;
+use futures::future::{select, AbortHandle, Abortable, Either, LocalBoxFuture};
 use futures::lock::Mutex;
 
-use crate::adapters::{Clock, Storage, WriteBatch};
+use crate::adapters::{Clock, Storage, UserCodeRunner, UserTask, WriteBatch};
 use crate::errors::JobError;
 use crate::events::{EventKind, JobEvent};
 use crate::ids::InstanceId;
@@ -35,6 +37,21 @@ use crate::services::tracker::{EventTracker, NoopTracker};
 /// How many executions one `alarm` call performs at most before handing back to the
 /// runtime (it sets the alarm to now so the rest follows at once).
 pub(crate) const EXECUTIONS_PER_ALARM: usize = 64;
+
+/// How long an execution past its timeout has to stop once cancelled: async code stops at
+/// its next `await` at once, so only code that does not yield (blocking, CPU-bound) runs
+/// past this, and is then reported as overdue.
+const CANCEL_GRACE: Duration = Duration::from_millis(250);
+
+/// One run of user code, as the engine starts it.
+pub(crate) struct UserRun<'a> {
+    /// The instance it runs for.
+    pub instance: &'a InstanceId,
+    /// The storage key it works on, left alone by requests while it runs.
+    pub working_on: Option<String>,
+    /// How long it may run, where the runtime can cancel it.
+    pub timeout: Option<Duration>,
+}
 
 /// The engine of one job instance, over its storage `B`.
 pub struct Engine<B> {
@@ -61,6 +78,10 @@ pub struct Engine<B> {
     tracking: bool,
     /// Requests between their first read and their durable answer.
     requests_in_flight: Cell<usize>,
+    /// Where user code runs; `None` runs it on the engine's own task.
+    runner: Option<Arc<dyn UserCodeRunner>>,
+    /// Since when the running execution is past its timeout and did not stop.
+    overdue_since: Cell<Option<i64>>,
 }
 
 impl<B: Storage + Clock> Engine<B> {
@@ -78,7 +99,16 @@ impl<B: Storage + Clock> Engine<B> {
             pending_events: RefCell::new(VecDeque::new()),
             tracking: false,
             requests_in_flight: Cell::new(0),
+            runner: None,
+            overdue_since: Cell::new(None),
         }
+    }
+
+    /// Runs user code on `runner` instead of the engine's own task, which also enforces
+    /// the jobs' timeouts.
+    pub fn with_runner(mut self, runner: Arc<dyn UserCodeRunner>) -> Self {
+        self.runner = Some(runner);
+        self
     }
 
     /// Sends lifecycle events to `tracker`.
@@ -152,21 +182,90 @@ impl<B: Storage + Clock> Engine<B> {
 
     /// Runs user code between a claim and its completion, without the lock. What it is
     /// given must not depend on a request's writes that could still be lost, so it first
-    /// waits for them when requests are in flight. `working_on` names the storage key the
-    /// code works on, left alone by requests until the completion step opens.
+    /// waits for them when requests are in flight.
     ///
-    /// The inner `Err` is a panic of the user code, with its message: the caller records
-    /// it as a failed attempt.
-    pub(crate) async fn run_user_code<F: Future>(
+    /// `build` makes the user code's future; with a runner it is called on the runner's
+    /// thread. The inner `Err` is a panic or a timeout of the user code, with its message:
+    /// the caller records it as a failed attempt. The outer `Err` is the engine's own
+    /// failure (the run was abandoned: the alarm is tried again later).
+    pub(crate) async fn run_user_code<T, F>(
         &self,
-        working_on: Option<String>,
-        work: F,
-    ) -> Result<Result<F::Output, String>, JobError> {
+        run: UserRun<'_>,
+        build: F,
+    ) -> Result<Result<T, String>, JobError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> LocalBoxFuture<'static, T> + Send + 'static,
+    {
         if self.requests_in_flight.get() > 0 {
             self.make_durable().await?;
         }
-        *self.running.borrow_mut() = working_on;
-        Ok(unwind::catch(work).await)
+        *self.running.borrow_mut() = run.working_on.clone();
+        match self.runner.clone() {
+            None => Ok(unwind::catch(build()).await),
+            Some(runner) => self.run_on(runner.as_ref(), &run, build).await,
+        }
+    }
+
+    /// Runs user code on `runner`, cancelling it at its timeout.
+    async fn run_on<T, F>(
+        &self,
+        runner: &dyn UserCodeRunner,
+        run: &UserRun<'_>,
+        build: F,
+    ) -> Result<Result<T, String>, JobError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> LocalBoxFuture<'static, T> + Send + 'static,
+    {
+        let (sender, mut outcome) = oneshot::channel();
+        let (abort, registration) = AbortHandle::new_pair();
+        runner.spawn(UserTask::new(Box::new(move || {
+            Box::pin(async move {
+                let result = Abortable::new(unwind::catch(build()), registration).await;
+                let _ = sender.send(result);
+            })
+        })));
+        if let Some(limit) = run.timeout {
+            let timed = select(&mut outcome, runner.sleep(limit)).await;
+            if matches!(timed, Either::Right(_)) {
+                abort.abort();
+                let graced = select(&mut outcome, runner.sleep(CANCEL_GRACE)).await;
+                if matches!(graced, Either::Right(_)) {
+                    self.report_overdue(run.instance, limit);
+                }
+            }
+        }
+        let result = outcome.await;
+        self.overdue_since.set(None);
+        match result {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_aborted)) => Ok(Err(format!(
+                "timed out after {}",
+                humantime::format_duration(run.timeout.unwrap_or_default())
+            ))),
+            // The runner dropped the run (it is shutting down): nothing was recorded, so
+            // the alarm runs it again later.
+            Err(_canceled) => Err(JobError::ShutDown),
+        }
+    }
+
+    /// The execution did not stop at its timeout (code that does not yield cannot be
+    /// cancelled): it keeps its instance until it returns, and says so.
+    fn report_overdue(&self, instance: &InstanceId, timeout: Duration) {
+        let now = self.now();
+        self.overdue_since.set(Some(now));
+        tracing::warn!(%instance, timeout = ?timeout, "an execution is past its timeout and does not stop; the instance waits for it");
+        if self.tracking {
+            let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+            self.tracker
+                .emit(self.event(instance, EventKind::ExecutionOverdue { timeout_ms }));
+        }
+    }
+
+    /// Since when the running execution is past its timeout and has not stopped.
+    pub fn overdue_since(&self) -> Option<i64> {
+        self.overdue_since.get()
     }
 
     /// Whether user code works on the record under `key` now.

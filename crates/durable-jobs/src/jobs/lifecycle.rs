@@ -61,3 +61,11 @@ pub(crate) fn stop(meta: &mut Metadata, reason: Option<String>, now: i64, retent
     meta.set_status(status, now);
     purge::schedule(meta, now, retention_ms);
 }
+
+/// A job's timeout, refused when zero (every execution would fail at once).
+pub(crate) fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, String> {
+    match timeout {
+        Some(t) if t.is_zero() => Err("timeout must be longer than zero".into()),
+        other => Ok(other),
+    }
+}

@@ -61,6 +61,14 @@ pub trait Continuous: Send + Sync + 'static {
         DEFAULT_RETENTION
     }
 
+    /// How long a run may take, if limited. Past it, an async `execute` is
+    /// cancelled and the attempt fails with a timeout error; code that blocks cannot be
+    /// cancelled and is reported as overdue until it returns. Enforced where the runtime
+    /// runs user code on threads of its own (the embedded runtime).
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// One run. Changes made to the context's state are saved when it returns `Ok`.
     async fn execute(&self, ctx: &mut ContinuousContext<Self::State>) -> Result<(), Self::Error>;
 

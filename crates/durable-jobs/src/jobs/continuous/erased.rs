@@ -1,5 +1,7 @@
 //! The type-erased form of a Continuous job that the registry and engine hold.
 
+use std::time::Duration;
+
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
 
@@ -9,6 +11,7 @@ use super::schedule::CompiledSchedule;
 use crate::errors::JobError;
 use crate::ids::InstanceId;
 use crate::jobs::execution::Execution;
+use crate::jobs::lifecycle::checked_timeout;
 use crate::jobs::unwind;
 use crate::retry::{millis, RetryPolicy};
 use crate::services::codec;
@@ -20,6 +23,7 @@ pub(crate) struct ContinuousConfig {
     pub start_immediately: bool,
     pub retry: RetryPolicy,
     pub retention_ms: i64,
+    pub timeout: Option<Duration>,
 }
 
 pub(crate) struct RunInput {
@@ -62,6 +66,7 @@ impl<J: Continuous> ContinuousEntry<J> {
             start_immediately: job.start_immediately(),
             retry,
             retention_ms: millis(job.retention()),
+            timeout: checked_timeout(job.timeout())?,
         };
         Ok(ContinuousEntry { job, config })
     }

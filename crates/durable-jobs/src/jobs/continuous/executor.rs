@@ -1,10 +1,12 @@
 //! Continuous alarms: claim the due run, execute it without the lock, complete it.
 
+use std::sync::Arc;
+
 use super::erased::{ErasedContinuous, RunInput, RunOutcome};
 use super::handler::stop_instance;
 use super::{Record, STATE_KEY};
 use crate::adapters::{Clock, Storage};
-use crate::engine::{Engine, Step};
+use crate::engine::{Engine, Step, UserRun};
 use crate::errors::JobError;
 use crate::events::EventKind;
 use crate::ids::InstanceId;
@@ -25,9 +27,10 @@ struct Claim {
 /// Handles one alarm of a Continuous instance. The caller holds the execution guard.
 pub(crate) async fn alarm<B: Storage + Clock>(
     engine: &Engine<B>,
-    job: &dyn ErasedContinuous,
+    shared_job: &Arc<dyn ErasedContinuous>,
     instance: &InstanceId,
 ) -> Result<(), JobError> {
+    let job = shared_job.as_ref();
     let Some(claim) = claim(engine, instance).await? else {
         return Ok(());
     };
@@ -41,8 +44,16 @@ pub(crate) async fn alarm<B: Storage + Clock>(
         final_attempt,
         now: started,
     };
+    let run = UserRun {
+        instance,
+        working_on: None,
+        timeout: job.config().timeout,
+    };
+    let runner_job = Arc::clone(shared_job);
     let outcome = engine
-        .run_user_code(None, job.run(input))
+        .run_user_code(run, move || {
+            Box::pin(async move { runner_job.run(input).await })
+        })
         .await?
         .unwrap_or_else(|error| RunOutcome::Failed { error });
     complete(engine, job, instance, &claim, outcome, started).await

@@ -137,6 +137,7 @@ fn status<B: Storage + Clock>(step: &ContinuousStep<'_, B>) -> Response {
             created_at: m.created_at,
             updated_at: m.updated_at,
             purge_at: m.purge_at,
+            overdue_since: step.engine().overdue_since(),
         }
     });
     Response::ContinuousStatus { status }

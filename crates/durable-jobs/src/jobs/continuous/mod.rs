@@ -92,4 +92,8 @@ pub struct ContinuousStatus {
     pub updated_at: i64,
     /// When a stopped instance will be purged.
     pub purge_at: Option<i64>,
+    /// Since when the running execution is past its timeout without stopping (code
+    /// that blocks cannot be cancelled); the instance runs nothing else until it returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_since: Option<i64>,
 }

@@ -84,6 +84,14 @@ pub trait Debounce: Send + Sync + 'static {
         DEFAULT_RETENTION
     }
 
+    /// How long a flush may take, if limited. Past it, an async `execute` is
+    /// cancelled and the attempt fails with a timeout error; code that blocks cannot be
+    /// cancelled and is reported as overdue until it returns. Enforced where the runtime
+    /// runs user code on threads of its own (the embedded runtime).
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// Folds one event into the batch's state (`None` for the first event). It runs while
     /// the request is handled, so keep it quick and free of I/O.
     fn on_event(

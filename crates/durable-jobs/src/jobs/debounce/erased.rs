@@ -1,5 +1,7 @@
 //! The type-erased form of a Debounce job.
 
+use std::time::Duration;
+
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
 
@@ -9,6 +11,7 @@ use crate::errors::JobError;
 use crate::events::FlushReason;
 use crate::ids::{InstanceId, JobKind};
 use crate::jobs::execution::Execution;
+use crate::jobs::lifecycle::checked_timeout;
 use crate::jobs::unwind;
 use crate::retry::{millis, RetryPolicy};
 use crate::services::codec;
@@ -19,6 +22,7 @@ pub(crate) struct DebounceConfig {
     pub max_events: Option<u32>,
     pub retry: RetryPolicy,
     pub retention_ms: i64,
+    pub timeout: Option<Duration>,
 }
 
 pub(crate) struct FlushInput {
@@ -62,6 +66,7 @@ impl<J: Debounce> DebounceEntry<J> {
             max_events: job.max_events(),
             retry,
             retention_ms: millis(job.retention()),
+            timeout: checked_timeout(job.timeout())?,
         };
         Ok(DebounceEntry { job, config })
     }

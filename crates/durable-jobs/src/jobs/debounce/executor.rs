@@ -1,10 +1,12 @@
 //! Debounce alarms: take the due batch out (new events then form the next batch), flush it
 //! without the lock, then record the outcome.
 
+use std::sync::Arc;
+
 use super::erased::{ErasedDebounce, FlushInput};
 use super::{failed_key, FailedBatch, Inflight, PendingBatch, Record, FAILED_PREFIX, FULL_PREFIX};
 use crate::adapters::{Clock, ListOptions, Storage};
-use crate::engine::{Engine, Step, EXECUTIONS_PER_ALARM};
+use crate::engine::{Engine, Step, UserRun, EXECUTIONS_PER_ALARM};
 use crate::errors::JobError;
 use crate::events::{EventKind, FlushReason};
 use crate::ids::InstanceId;
@@ -16,9 +18,10 @@ type DebounceStep<'a, B> = Step<'a, B, Record>;
 /// Handles one alarm of a Debounce instance. The caller holds the execution guard.
 pub(crate) async fn alarm<B: Storage + Clock>(
     engine: &Engine<B>,
-    job: &dyn ErasedDebounce,
+    shared_job: &Arc<dyn ErasedDebounce>,
     instance: &InstanceId,
 ) -> Result<(), JobError> {
+    let job = shared_job.as_ref();
     for _ in 0..EXECUTIONS_PER_ALARM {
         let Some(inflight) = claim(engine, instance).await? else {
             return Ok(());
@@ -35,8 +38,16 @@ pub(crate) async fn alarm<B: Storage + Clock>(
             attempt,
             final_attempt,
         };
+        let run = UserRun {
+            instance,
+            working_on: None,
+            timeout: job.config().timeout,
+        };
+        let runner_job = Arc::clone(shared_job);
         let result = engine
-            .run_user_code(None, job.run(input))
+            .run_user_code(run, move || {
+                Box::pin(async move { runner_job.run(input).await })
+            })
             .await?
             .and_then(|r| r);
         complete(engine, job, instance, &inflight, result, started).await?;

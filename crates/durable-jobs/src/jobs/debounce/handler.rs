@@ -233,6 +233,7 @@ fn status<B: Storage + Clock>(step: &DebounceStep<'_, B>) -> Response {
         last_error: rec.last_error.clone(),
         created_at: m.created_at,
         purge_at: m.purge_at,
+        overdue_since: step.engine().overdue_since(),
     });
     Response::DebounceStatus { status }
 }

@@ -58,6 +58,14 @@ pub trait WorkerPool: Send + Sync + 'static {
         DEFAULT_RETENTION
     }
 
+    /// How long an event's processing may take, if limited. Past it, an async `execute` is
+    /// cancelled and the attempt fails with a timeout error; code that blocks cannot be
+    /// cancelled and is reported as overdue until it returns. Enforced where the runtime
+    /// runs user code on threads of its own (the embedded runtime).
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// Processes one event.
     async fn execute(&self, ctx: &WorkerPoolContext<Self::Event>) -> Result<(), Self::Error>;
 

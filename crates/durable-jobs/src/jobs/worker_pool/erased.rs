@@ -1,5 +1,7 @@
 //! The type-erased form of a WorkerPool job.
 
+use std::time::Duration;
+
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
 
@@ -8,6 +10,7 @@ use super::definition::WorkerPool;
 use crate::errors::JobError;
 use crate::ids::InstanceId;
 use crate::jobs::execution::Execution;
+use crate::jobs::lifecycle::checked_timeout;
 use crate::jobs::unwind;
 use crate::retry::{millis, RetryPolicy};
 use crate::services::codec;
@@ -20,6 +23,7 @@ pub(crate) struct PoolConfig {
     pub concurrency: u32,
     pub retry: RetryPolicy,
     pub retention_ms: i64,
+    pub timeout: Option<Duration>,
 }
 
 pub(crate) struct ProcessInput {
@@ -59,6 +63,7 @@ impl<J: WorkerPool> WorkerPoolEntry<J> {
             concurrency,
             retry,
             retention_ms: millis(job.retention()),
+            timeout: checked_timeout(job.timeout())?,
         };
         Ok(WorkerPoolEntry { job, config })
     }

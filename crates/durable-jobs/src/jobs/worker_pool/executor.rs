@@ -1,11 +1,15 @@
 //! WorkerPool alarms: process the head of the queue, one event at a time, without holding
 //! the lock while user code runs.
 
+use std::sync::Arc;
+
+use futures::future::LocalBoxFuture;
+
 use super::erased::{ErasedWorkerPool, ProcessInput};
 use super::handler::mark_done;
 use super::{dead_key, DeadLetter, IdRecord, Pending, PoolRecord, QUEUE_PREFIX};
 use crate::adapters::{Clock, ListOptions, Storage};
-use crate::engine::{Engine, Step, EXECUTIONS_PER_ALARM};
+use crate::engine::{Engine, Step, UserRun, EXECUTIONS_PER_ALARM};
 use crate::errors::JobError;
 use crate::events::EventKind;
 use crate::ids::InstanceId;
@@ -24,7 +28,7 @@ enum Work {
 /// Handles one alarm of a pool instance. The caller holds the execution guard.
 pub(crate) async fn alarm<B: Storage + Clock>(
     engine: &Engine<B>,
-    job: &dyn ErasedWorkerPool,
+    job: &Arc<dyn ErasedWorkerPool>,
     instance: &InstanceId,
 ) -> Result<(), JobError> {
     for _ in 0..EXECUTIONS_PER_ALARM {
@@ -34,10 +38,7 @@ pub(crate) async fn alarm<B: Storage + Clock>(
                 process(engine, job, instance, key, pending).await?
             }
             Some(Work::Empty { processed }) => {
-                let on_empty = job.on_empty(instance.clone(), processed);
-                if let Err(error) = engine.run_user_code(None, on_empty).await? {
-                    tracing::warn!(%instance, %error, "on_empty failed");
-                }
+                run_on_empty(engine, job, instance, processed).await?;
                 record_drained(engine, instance).await?;
             }
         }
@@ -102,6 +103,28 @@ async fn head<B: Storage + Clock>(
     Ok(first.into_iter().next())
 }
 
+async fn run_on_empty<B: Storage + Clock>(
+    engine: &Engine<B>,
+    job: &Arc<dyn ErasedWorkerPool>,
+    instance: &InstanceId,
+    processed: u64,
+) -> Result<(), JobError> {
+    let run = UserRun {
+        instance,
+        working_on: None,
+        timeout: job.config().timeout,
+    };
+    let runner_job = Arc::clone(job);
+    let owned_instance = instance.clone();
+    let build = move || -> LocalBoxFuture<'static, ()> {
+        Box::pin(async move { runner_job.on_empty(owned_instance, processed).await })
+    };
+    if let Err(error) = engine.run_user_code(run, build).await? {
+        tracing::warn!(%instance, %error, "on_empty failed");
+    }
+    Ok(())
+}
+
 /// After `on_empty`: remembers that it ran, unless events arrived meanwhile.
 async fn record_drained<B: Storage + Clock>(
     engine: &Engine<B>,
@@ -116,11 +139,12 @@ async fn record_drained<B: Storage + Clock>(
 
 async fn process<B: Storage + Clock>(
     engine: &Engine<B>,
-    job: &dyn ErasedWorkerPool,
+    shared_job: &Arc<dyn ErasedWorkerPool>,
     instance: &InstanceId,
     key: String,
     pending: Pending,
 ) -> Result<(), JobError> {
+    let job = shared_job.as_ref();
     let attempt = pending.attempt + 1;
     let final_attempt = !job.config().retry.retries_after(attempt);
     engine.report_when_durable(vec![engine.event(
@@ -141,8 +165,16 @@ async fn process<B: Storage + Clock>(
         priority: pending.priority,
         instance: instance.clone(),
     };
+    let run = UserRun {
+        instance,
+        working_on: Some(key.clone()),
+        timeout: job.config().timeout,
+    };
+    let runner_job = Arc::clone(shared_job);
     let result = engine
-        .run_user_code(Some(key.clone()), job.process(input))
+        .run_user_code(run, move || {
+            Box::pin(async move { runner_job.process(input).await })
+        })
         .await?
         .and_then(|r| r);
 

@@ -226,6 +226,7 @@ async fn status<B: Storage + Clock>(
             dead_letters: pool.dead,
             retrying,
             retry_at: pool.retry_at,
+            overdue_since: step.engine().overdue_since(),
         },
     })
 }

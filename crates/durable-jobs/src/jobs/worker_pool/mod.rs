@@ -169,4 +169,8 @@ pub struct PoolInstanceStatus {
     pub retrying: Option<String>,
     /// When it is retried.
     pub retry_at: Option<i64>,
+    /// Since when the running execution is past its timeout without stopping (code
+    /// that blocks cannot be cancelled); the instance runs nothing else until it returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_since: Option<i64>,
 }
