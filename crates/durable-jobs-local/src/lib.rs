@@ -28,6 +28,7 @@ mod shard;
 mod store;
 mod tracking;
 mod transport;
+mod user_code;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,10 +48,14 @@ pub use tracking::HttpPost;
 pub use transport::LocalTransport;
 
 use clock::Clock;
-use durable_jobs::adapters::Clock as _;
+use durable_jobs::adapters::{Clock as _, UserCodeRunner};
 use shard::{ShardConfig, ShardMsg};
 use store::StoreHandle;
 use tracking::Flusher;
+use user_code::UserCodePool;
+
+/// User-code threads the pool may grow to when all it has are blocked.
+const MAX_USER_CODE_THREADS: usize = 64;
 
 /// Requests queued per shard at most; callers wait beyond (backpressure).
 const SHARD_QUEUE: usize = 4096;
@@ -67,6 +72,7 @@ pub struct Builder {
     window: Duration,
     evict_after: Duration,
     shutdown_grace: Duration,
+    user_code_threads: usize,
 }
 
 impl Builder {
@@ -145,9 +151,33 @@ impl Builder {
         self
     }
 
+    /// Threads that run user code (default: the number of CPUs, at least 2), apart from
+    /// the shards, so that a blocking or CPU-heavy `execute` never holds up requests or
+    /// other instances; when all of them are blocked, more are started (up to 64, or
+    /// `threads` if higher). This is also what enforces the jobs' timeouts. `0` runs user
+    /// code on the shards themselves: faster for async code that never blocks, but then a
+    /// blocking `execute` stalls its whole shard and timeouts are not enforced.
+    pub fn user_code_threads(mut self, threads: usize) -> Self {
+        self.user_code_threads = threads;
+        self
+    }
+
     /// Opens the database and starts the runtime. Blocks briefly while the file is opened.
     pub fn open(self) -> Result<LocalRuntime, OpenError> {
         let (store, store_thread) = StoreHandle::open(self.location, self.durability)?;
+        let user_code = match self.user_code_threads {
+            0 => None,
+            threads => Some(
+                UserCodePool::start(threads, threads.max(MAX_USER_CODE_THREADS)).map_err(|e| {
+                    OpenError::Io {
+                        message: format!("cannot start a user-code thread: {e}"),
+                    }
+                })?,
+            ),
+        };
+        let runner = user_code
+            .clone()
+            .map(|pool| pool as Arc<dyn UserCodeRunner>);
         let mut senders = Vec::with_capacity(self.shards);
         let mut threads = Vec::with_capacity(self.shards);
         for index in 0..self.shards {
@@ -162,6 +192,7 @@ impl Builder {
                 window: self.window,
                 evict_after: self.evict_after,
                 shutdown_grace: self.shutdown_grace,
+                runner: runner.clone(),
             };
             let thread = shard::spawn(cfg, rx).map_err(|e| OpenError::Io {
                 message: format!("cannot start a shard thread: {e}"),
@@ -188,6 +219,7 @@ impl Builder {
             threads,
             store_thread: Some(store_thread),
             flusher,
+            user_code,
         })
     }
 }
@@ -201,6 +233,7 @@ pub struct LocalRuntime {
     threads: Vec<JoinHandle<()>>,
     store_thread: Option<JoinHandle<()>>,
     flusher: Option<Flusher>,
+    user_code: Option<Arc<UserCodePool>>,
 }
 
 impl LocalRuntime {
@@ -217,6 +250,7 @@ impl LocalRuntime {
             window: Duration::from_secs(10),
             evict_after: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            user_code_threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
         }
     }
 
@@ -316,6 +350,9 @@ impl LocalRuntime {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        if let Some(user_code) = self.user_code.take() {
+            user_code.close();
+        }
         if let Some(store) = self.store_thread.take() {
             let _ = store.join();
         }
@@ -337,6 +374,9 @@ impl Drop for LocalRuntime {
         }
         if let Some(flusher) = &self.flusher {
             flusher.signal();
+        }
+        if let Some(user_code) = &self.user_code {
+            user_code.close();
         }
     }
 }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use durable_jobs::adapters::UserCodeRunner;
 use durable_jobs::services::tracker::EventTracker;
 use durable_jobs::{Engine, JobError, Registry};
 use tokio::sync::{Notify, OnceCell};
@@ -68,6 +69,8 @@ pub(crate) struct InstanceCache {
     wake: Rc<Notify>,
     /// How long an instance stays cached after its last use.
     evict_after: Duration,
+    /// Where instances run user code; `None` runs it on the shard.
+    runner: Option<Arc<dyn UserCodeRunner>>,
     /// The cached instances by id.
     slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
 }
@@ -83,6 +86,7 @@ impl InstanceCache {
             alarms,
             wake,
             evict_after: cfg.evict_after,
+            runner: cfg.runner.clone(),
             slots: RefCell::default(),
         }
     }
@@ -122,7 +126,11 @@ impl InstanceCache {
             self.alarms.clone(),
             self.wake.clone(),
         );
-        let engine = Engine::new(self.registry.clone(), storage).with_tracker(self.tracker.clone());
+        let mut engine =
+            Engine::new(self.registry.clone(), storage).with_tracker(self.tracker.clone());
+        if let Some(runner) = &self.runner {
+            engine = engine.with_runner(runner.clone());
+        }
         Ok(Rc::new(engine))
     }
 

@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use durable_jobs::adapters::UserCodeRunner;
 use durable_jobs::services::tracker::EventTracker;
 use durable_jobs::wire::{Request, Response};
 use durable_jobs::{JobError, Registry};
@@ -96,6 +97,8 @@ pub(crate) struct ShardConfig {
     pub evict_after: Duration,
     /// How long shutdown waits for running work.
     pub shutdown_grace: Duration,
+    /// Where instances run user code; `None` runs it on the shard.
+    pub runner: Option<Arc<dyn UserCodeRunner>>,
 }
 
 /// The shard an instance id belongs to (FNV-1a).

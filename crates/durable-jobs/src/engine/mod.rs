@@ -218,7 +218,7 @@ impl<B: Storage + Clock> Engine<B> {
         T: Send + 'static,
         F: FnOnce() -> LocalBoxFuture<'static, T> + Send + 'static,
     {
-        let (sender, mut outcome) = oneshot::channel();
+        let (sender, outcome) = oneshot::channel();
         let (abort, registration) = AbortHandle::new_pair();
         runner.spawn(UserTask::new(Box::new(move || {
             Box::pin(async move {
@@ -226,17 +226,13 @@ impl<B: Storage + Clock> Engine<B> {
                 let _ = sender.send(result);
             })
         })));
-        if let Some(limit) = run.timeout {
-            let timed = select(&mut outcome, runner.sleep(limit)).await;
-            if matches!(timed, Either::Right(_)) {
-                abort.abort();
-                let graced = select(&mut outcome, runner.sleep(CANCEL_GRACE)).await;
-                if matches!(graced, Either::Right(_)) {
-                    self.report_overdue(run.instance, limit);
-                }
+        let result = match run.timeout {
+            None => outcome.await,
+            Some(limit) => {
+                self.await_with_timeout(runner, run.instance, limit, outcome, abort)
+                    .await
             }
-        }
-        let result = outcome.await;
+        };
         self.overdue_since.set(None);
         match result {
             Ok(Ok(result)) => Ok(result),
@@ -248,6 +244,28 @@ impl<B: Storage + Clock> Engine<B> {
             // the alarm runs it again later.
             Err(_canceled) => Err(JobError::ShutDown),
         }
+    }
+
+    /// Waits for a run's outcome; at `limit` it aborts the run, and if it still has not
+    /// stopped after a grace, reports it overdue and keeps waiting (one execution per
+    /// instance: the next cannot start before this one returns).
+    async fn await_with_timeout<T>(
+        &self,
+        runner: &dyn UserCodeRunner,
+        instance: &InstanceId,
+        limit: Duration,
+        mut outcome: oneshot::Receiver<T>,
+        abort: AbortHandle,
+    ) -> Result<T, oneshot::Canceled> {
+        match select(&mut outcome, runner.sleep(limit)).await {
+            Either::Left((result, _)) => return result,
+            Either::Right(((), _)) => abort.abort(),
+        }
+        match select(&mut outcome, runner.sleep(CANCEL_GRACE)).await {
+            Either::Left((result, _)) => return result,
+            Either::Right(((), _)) => self.report_overdue(instance, limit),
+        }
+        outcome.await
     }
 
     /// The execution did not stop at its timeout (code that does not yield cannot be
