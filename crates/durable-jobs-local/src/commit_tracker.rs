@@ -25,7 +25,7 @@ impl CommitTracker {
         self.failed
             .borrow()
             .as_ref()
-            .map(|m| StorageError::new(format!("an earlier commit of this instance failed: {m}")))
+            .map(|m| StorageError::new(format!("a commit of this instance was lost: {m}")))
     }
 
     pub fn is_broken(&self) -> bool {

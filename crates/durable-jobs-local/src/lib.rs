@@ -67,6 +67,7 @@ pub struct Builder {
     window: Duration,
     evict_after: Duration,
     shutdown_grace: Duration,
+    max_file_size: Option<u64>,
 }
 
 impl Builder {
@@ -145,9 +146,25 @@ impl Builder {
         self
     }
 
+    /// Caps the database's size at `bytes` (whole pages; no cap by default). A commit that
+    /// would grow the database past it fails with [`JobError::Storage`] ("database or disk
+    /// is full"), and so does every call whose writes shared its group commit; nothing of
+    /// them is written, and what was acknowledged before stays intact. Calls that need no
+    /// new space keep working, and raising the cap with
+    /// [`set_max_file_size`](LocalRuntime::set_max_file_size) recovers without a restart.
+    ///
+    /// The cap counts the database's pages, those still in the write-ahead log included;
+    /// the `-wal` file beside it is extra, and shrinks back at each checkpoint. A file
+    /// already larger than the cap opens, but cannot grow.
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file_size = Some(bytes);
+        self
+    }
+
     /// Opens the database and starts the runtime. Blocks briefly while the file is opened.
     pub fn open(self) -> Result<LocalRuntime, OpenError> {
-        let (store, store_thread) = StoreHandle::open(self.location, self.durability)?;
+        let (store, store_thread) =
+            StoreHandle::open(self.location, self.durability, self.max_file_size)?;
         let mut senders = Vec::with_capacity(self.shards);
         let mut threads = Vec::with_capacity(self.shards);
         for index in 0..self.shards {
@@ -169,7 +186,6 @@ impl Builder {
             senders.push(tx);
             threads.push(thread);
         }
-        drop(store);
         let flusher =
             match self.flush_every {
                 Some(every) => Some(Flusher::start(self.tracker.clone(), every).map_err(|e| {
@@ -186,6 +202,7 @@ impl Builder {
             },
             clock: self.clock,
             threads,
+            store: Some(store),
             store_thread: Some(store_thread),
             flusher,
         })
@@ -199,6 +216,9 @@ pub struct LocalRuntime {
     transport: LocalTransport,
     clock: Clock,
     threads: Vec<JoinHandle<()>>,
+    /// Reaches the store for settings changed while running; dropped before the store
+    /// thread is joined, since that thread ends once every handle is gone.
+    store: Option<StoreHandle>,
     store_thread: Option<JoinHandle<()>>,
     flusher: Option<Flusher>,
 }
@@ -217,6 +237,7 @@ impl LocalRuntime {
             window: Duration::from_secs(10),
             evict_after: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            max_file_size: None,
         }
     }
 
@@ -293,6 +314,17 @@ impl LocalRuntime {
         }
     }
 
+    /// Changes the cap on the database's size while running (see
+    /// [`Builder::max_file_size`]); `None` lifts it. It applies to the commits made after
+    /// the call. Returns the cap now in force, in bytes: SQLite never sets it below the
+    /// database's current size, so a smaller cap stops all growth. Raising the cap once
+    /// space is available again is how a runtime that reached it recovers, without a
+    /// restart.
+    pub async fn set_max_file_size(&self, bytes: Option<u64>) -> Result<u64, JobError> {
+        let store = self.store.as_ref().ok_or(JobError::ShutDown)?;
+        Ok(store.set_max_size(bytes).await?)
+    }
+
     /// What the shards hold now.
     pub async fn stats(&self) -> Result<ShardStats, JobError> {
         let all = self.ask(|reply| ShardMsg::Stats { reply }).await?;
@@ -316,6 +348,7 @@ impl LocalRuntime {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        self.store.take();
         if let Some(store) = self.store_thread.take() {
             let _ = store.join();
         }

@@ -56,6 +56,12 @@ pub(crate) enum StoreOp {
     },
     /// Removes an alarm that fired and was not set again, if it still has that time.
     ConsumeAlarm { instance: Arc<str>, at: i64 },
+    /// Caps the database's size for the commits queued after this op (`None`: SQLite's
+    /// own maximum); answers the cap now in force, in bytes.
+    MaxSize {
+        bytes: Option<u64>,
+        reply: oneshot::Sender<Result<u64, StorageError>>,
+    },
 }
 
 /// Where the database lives.
@@ -81,24 +87,27 @@ fn closed() -> StorageError {
 }
 
 impl StoreHandle {
-    /// Opens the database and starts its thread.
+    /// Opens the database, capped at `max_size` bytes if given, and starts its thread.
     pub fn open(
         location: Location,
         durability: Durability,
+        max_size: Option<u64>,
     ) -> Result<(Self, JoinHandle<()>), OpenError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("durable-jobs-store".into())
-            .spawn(move || match sqlite::Db::open(&location, durability) {
-                Ok(db) => {
-                    let _ = ready_tx.send(Ok(()));
-                    db.run(rx);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
+            .spawn(
+                move || match sqlite::Db::open(&location, durability, max_size) {
+                    Ok(db) => {
+                        let _ = ready_tx.send(Ok(()));
+                        db.run(rx);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                },
+            )
             .map_err(|e| OpenError::Io {
                 message: format!("cannot start the store thread: {e}"),
             })?;
@@ -162,5 +171,16 @@ impl StoreHandle {
 
     pub async fn consume_alarm(&self, instance: Arc<str>, at: i64) {
         let _ = self.tx.send(StoreOp::ConsumeAlarm { instance, at }).await;
+    }
+
+    /// Caps the database's size from the next group commit on (`None` lifts the cap);
+    /// returns the cap in force, which SQLite never sets below the current size.
+    pub async fn set_max_size(&self, bytes: Option<u64>) -> Result<u64, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(StoreOp::MaxSize { bytes, reply })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 }

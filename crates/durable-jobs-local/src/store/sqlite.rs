@@ -39,14 +39,28 @@ type PendingCommit = (
 
 pub(super) struct Db {
     conn: Connection,
+    /// The file's page size: `max_page_count` counts pages, the size cap counts bytes.
+    page_size: u64,
+    /// SQLite's own page limit, which lifting the size cap restores.
+    unlimited_pages: u64,
 }
 
 fn storage_error(context: &str, e: rusqlite::Error) -> StorageError {
     StorageError::with_source(context.to_string(), e)
 }
 
+/// A pragma whose value is a count (a page size, a number of pages).
+fn query_u64(conn: &Connection, pragma: &str) -> rusqlite::Result<u64> {
+    let value: i64 = conn.pragma_query_value(None, pragma, |r| r.get(0))?;
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
 impl Db {
-    pub fn open(location: &Location, durability: Durability) -> Result<Self, OpenError> {
+    pub fn open(
+        location: &Location,
+        durability: Durability,
+        max_size: Option<u64>,
+    ) -> Result<Self, OpenError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -117,7 +131,40 @@ impl Db {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Db { conn })
+        let page_size = query_u64(&conn, "page_size").map_err(fail)?;
+        let unlimited_pages = query_u64(&conn, "max_page_count").map_err(fail)?;
+        let db = Db {
+            conn,
+            page_size: page_size.max(1),
+            unlimited_pages,
+        };
+        if let Some(bytes) = max_size {
+            let cap = db.cap(Some(bytes)).map_err(fail)?;
+            if cap > bytes {
+                tracing::warn!(
+                    requested = bytes,
+                    cap,
+                    "the database is already larger than its size cap: it may not grow further"
+                );
+            }
+        }
+        Ok(db)
+    }
+
+    /// Caps the database at `bytes` (rounded down to whole pages), or lifts the cap, and
+    /// returns the cap in force. SQLite keeps the cap at least at the current size, so a
+    /// cap below it stops all growth; a write that would grow past it fails with
+    /// `SQLITE_FULL` ("database or disk is full") and its transaction rolls back.
+    fn cap(&self, bytes: Option<u64>) -> rusqlite::Result<u64> {
+        // At least one page: `max_page_count = 0` would only read the limit.
+        let pages = bytes.map_or(self.unlimited_pages, |b| (b / self.page_size).max(1));
+        let pages = i64::try_from(pages).unwrap_or(i64::MAX);
+        let in_force: i64 =
+            self.conn
+                .pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))?;
+        Ok(u64::try_from(in_force)
+            .unwrap_or(0)
+            .saturating_mul(self.page_size))
     }
 
     /// Serves ops until every handle is dropped.
@@ -134,12 +181,13 @@ impl Db {
                         reply,
                     } => group.push((instance, batch, reply)),
                     StoreOp::ConsumeAlarm { instance, at } => consumed.push((instance, at)),
-                    read => {
-                        // Reads see every write queued before them. Loading an instance only
+                    other => {
+                        // Reads see every write queued before them, and a new size cap
+                        // applies to the commits queued after it. Loading an instance only
                         // needs that instance's writes, which the pending group rarely holds
                         // (a loaded instance had no live engine): then the group keeps
                         // growing instead of committing early.
-                        let needs_flush = match &read {
+                        let needs_flush = match &other {
                             StoreOp::Load { instance, .. } => {
                                 group.iter().any(|(id, _, _)| id == instance)
                                     || consumed.iter().any(|(id, _)| id == instance)
@@ -149,7 +197,7 @@ impl Db {
                         if needs_flush {
                             self.flush(&mut group, &mut consumed);
                         }
-                        self.read(read);
+                        self.answer(other);
                     }
                 }
                 if group.len() + consumed.len() < GROUP {
@@ -172,7 +220,9 @@ impl Db {
         for (_, _, reply) in group.drain(..) {
             let _ = reply.send(match &result {
                 Ok(()) => Ok(()),
-                Err(e) => Err(StorageError::new(format!("commit failed: {e}"))),
+                Err(e) => Err(StorageError::new(format!(
+                    "the group commit was rolled back: {e}"
+                ))),
             });
         }
         if let Err(e) = result {
@@ -223,7 +273,8 @@ impl Db {
         tx.commit()
     }
 
-    fn read(&mut self, op: StoreOp) {
+    /// Answers an op that is not a write: a read, or a change of the size cap.
+    fn answer(&mut self, op: StoreOp) {
         match op {
             StoreOp::Load { instance, reply } => {
                 let _ = reply.send(
@@ -240,6 +291,12 @@ impl Db {
                 let _ = reply.send(
                     self.alarms(after, before, limit)
                         .map_err(|e| storage_error("alarm index read failed", e)),
+                );
+            }
+            StoreOp::MaxSize { bytes, reply } => {
+                let _ = reply.send(
+                    self.cap(bytes)
+                        .map_err(|e| storage_error("cannot change the size cap", e)),
                 );
             }
             StoreOp::Commit { .. } | StoreOp::ConsumeAlarm { .. } => {}
