@@ -6,9 +6,68 @@
 use std::time::Duration;
 
 use durable_jobs::testing::DEFAULT_START;
-use durable_jobs::{Continuous, ContinuousContext, Registry, RetryPolicy, Schedule};
+use durable_jobs::{
+    Continuous, ContinuousContext, Debounce, DebounceContext, EnqueueRequest, JobError, Registry,
+    RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
+};
 use durable_jobs_conformance::jobs::Log;
 use durable_jobs_local::LocalRuntime;
+use futures::future::{join, join_all};
+use serde::{Deserialize, Serialize};
+
+/// A queued upload: its padding makes each enqueue need new pages in the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Blob {
+    pad: String,
+}
+
+impl Blob {
+    fn of(bytes: usize) -> Self {
+        Blob {
+            pad: "x".repeat(bytes),
+        }
+    }
+}
+
+/// Logs `exec {event_id}` for each event it processes.
+struct Uploads(Log);
+impl WorkerPool for Uploads {
+    type Event = Blob;
+    type Error = String;
+    fn concurrency(&self) -> u32 {
+        8
+    }
+    async fn execute(&self, ctx: &WorkerPoolContext<Blob>) -> Result<(), String> {
+        self.0.push(format!("exec {}", ctx.event_id()));
+        Ok(())
+    }
+}
+
+/// Collects numbers for an hour, then logs `flush {numbers:?}`.
+struct Bag(Log);
+impl Debounce for Bag {
+    type Event = u32;
+    type State = Vec<u32>;
+    type Error = String;
+    fn flush_after(&self) -> Duration {
+        Duration::from_secs(3600)
+    }
+    fn on_event(
+        &self,
+        state: Option<Vec<u32>>,
+        n: u32,
+    ) -> Result<Vec<u32>, durable_jobs::Rejected> {
+        let mut all = state.unwrap_or_default();
+        all.push(n);
+        Ok(all)
+    }
+    async fn execute(&self, ctx: &DebounceContext<Vec<u32>>) -> Result<(), String> {
+        let mut numbers = ctx.state().clone();
+        numbers.sort_unstable();
+        self.0.push(format!("flush {numbers:?}"));
+        Ok(())
+    }
+}
 
 /// Grows its state by 200 KB each run, so every completion needs new pages; logs
 /// `run {seconds since start} len {state length} count {run count}`.
@@ -39,9 +98,119 @@ impl Continuous for Grower {
 
 fn registry(log: &Log) -> Registry {
     Registry::builder()
+        .worker_pool("uploads", Uploads(log.clone()))
+        .debounce("bag", Bag(log.clone()))
         .continuous("grower", Grower(log.clone()))
         .build()
         .unwrap()
+}
+
+/// The error of a call whose group commit could not grow the file.
+fn assert_full<T: std::fmt::Debug>(result: &Result<T, JobError>) {
+    match result {
+        Err(JobError::Storage { message }) => assert!(
+            message.contains("database or disk is full"),
+            "unclear message: {message}"
+        ),
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_full_file_fails_whole_group_commits_and_lifting_the_cap_recovers() {
+    futures::executor::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::default();
+        let rt = LocalRuntime::builder(registry(&log))
+            .path(dir.path().join("jobs.db"))
+            .virtual_clock(DEFAULT_START)
+            .max_file_size(256 * 1024)
+            .open()
+            .unwrap();
+        let client = rt.client();
+        let pool = client.worker_pool::<Uploads>();
+        let bag = client.debounce::<Bag>();
+        // Paused, the queue keeps exactly what was stored.
+        pool.pause_all().await.unwrap();
+
+        // Rounds of concurrent calls, so that commits of several instances share group
+        // commits, until the file is full; one more round once it is.
+        let (mut acked, mut failed, mut added, mut not_added) = (vec![], vec![], vec![], vec![]);
+        for round in 0..40u32 {
+            let enqueues = (0..16).map(|i| {
+                let id = format!("{round}-{i}");
+                let options = EnqueueRequest::new().event_id(&id);
+                let pool = &pool;
+                async move { (id, pool.enqueue_with(&Blob::of(6_000), options).await) }
+            });
+            let adds = (0..4).map(|i| {
+                let n = round * 4 + i;
+                let bag = &bag;
+                async move { (n, bag.add("b", &n).await) }
+            });
+            let full_before = !failed.is_empty();
+            let (enqueued, adds) = join(join_all(enqueues), join_all(adds)).await;
+            for (id, result) in enqueued {
+                match result {
+                    Ok(_) => acked.push(id),
+                    Err(_) => {
+                        assert_full(&result);
+                        failed.push(id);
+                    }
+                }
+            }
+            for (n, result) in adds {
+                match result {
+                    Ok(_) => added.push(n),
+                    Err(_) => {
+                        assert_full(&result);
+                        not_added.push(n);
+                    }
+                }
+            }
+            if full_before {
+                break;
+            }
+        }
+        assert!(!failed.is_empty(), "the cap was never reached");
+        assert!(!acked.is_empty());
+
+        // Raising the cap recovers the running runtime.
+        assert!(rt.set_max_file_size(None).await.unwrap() > 1 << 30);
+        assert_eq!(
+            pool.status().await.unwrap().pending,
+            acked.len() as u64,
+            "exactly the acknowledged enqueues are stored"
+        );
+        for id in &acked {
+            let again = pool
+                .enqueue_with(&Blob::of(10), EnqueueRequest::new().event_id(id))
+                .await
+                .unwrap();
+            assert!(again.duplicate, "acknowledged {id} was lost");
+        }
+        for id in &failed {
+            let again = pool
+                .enqueue_with(&Blob::of(10), EnqueueRequest::new().event_id(id))
+                .await
+                .unwrap();
+            assert!(!again.duplicate, "failed {id} was stored");
+        }
+        let mut state = bag.state("b").await.unwrap().unwrap_or_default();
+        state.sort_unstable();
+        added.sort_unstable();
+        assert_eq!(state, added, "exactly the acknowledged adds are stored");
+
+        // Alarms continue: every stored event runs once, the batch flushes.
+        pool.resume_all().await.unwrap();
+        rt.advance(Duration::from_secs(3600)).await.unwrap();
+        let status = pool.status().await.unwrap();
+        let stored = acked.len() + failed.len();
+        assert_eq!((status.pending, status.processed), (0, stored as u64));
+        assert_eq!(log.matching("exec ").len(), stored);
+        assert_eq!(log.matching("flush "), [format!("flush {added:?}")]);
+        rt.shutdown().await;
+    });
 }
 
 #[test]

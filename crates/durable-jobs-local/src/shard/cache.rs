@@ -23,6 +23,8 @@ pub(crate) type LiveEngine = Rc<Engine<InstanceStorage>>;
 /// One cached instance. Its engine is built once, by whichever caller comes first; the
 /// others wait for that load instead of reading the rows twice.
 struct Slot {
+    /// Which load of the instance this slot holds: its engine's fencing token in the store.
+    generation: u64,
     /// The engine, once its rows are loaded.
     engine: OnceCell<LiveEngine>,
     /// When a request or alarm last asked for it, to evict it once idle.
@@ -30,8 +32,9 @@ struct Slot {
 }
 
 impl Slot {
-    fn empty() -> Rc<Self> {
+    fn empty(generation: u64) -> Rc<Self> {
         Rc::new(Slot {
+            generation,
             engine: OnceCell::new(),
             last_used: Cell::new(Instant::now()),
         })
@@ -70,6 +73,9 @@ pub(crate) struct InstanceCache {
     evict_after: Duration,
     /// The cached instances by id.
     slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
+    /// The generation of the last slot made. One counter for the whole shard, so that each
+    /// instance's loads get ever higher generations, even across evictions.
+    generations: Cell<u64>,
 }
 
 impl InstanceCache {
@@ -84,6 +90,7 @@ impl InstanceCache {
             wake,
             evict_after: cfg.evict_after,
             slots: RefCell::default(),
+            generations: Cell::new(0),
         }
     }
 
@@ -96,26 +103,38 @@ impl InstanceCache {
     pub async fn engine(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
         let slot = self.slot(id);
         slot.last_used.set(Instant::now());
-        let engine = slot.engine.get_or_try_init(|| self.load(id)).await?;
+        let engine = slot
+            .engine
+            .get_or_try_init(|| self.load(id, slot.generation))
+            .await?;
         Ok(engine.clone())
     }
 
     /// The slot of an instance, a fresh one if it has none or its engine lost a commit.
     fn slot(&self, id: &Arc<str>) -> Rc<Slot> {
         let mut slots = self.slots.borrow_mut();
-        let slot = slots.entry(id.clone()).or_insert_with(Slot::empty);
+        let slot = slots
+            .entry(id.clone())
+            .or_insert_with(|| Slot::empty(self.next_generation()));
         // The in-memory view of a broken engine cannot be trusted: reload from the file.
         if slot.is_broken() {
-            *slot = Slot::empty();
+            *slot = Slot::empty(self.next_generation());
         }
         slot.clone()
     }
 
+    fn next_generation(&self) -> u64 {
+        let generation = self.generations.get() + 1;
+        self.generations.set(generation);
+        generation
+    }
+
     /// Reads an instance's rows and builds its engine.
-    async fn load(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
+    async fn load(&self, id: &Arc<str>, generation: u64) -> Result<LiveEngine, JobError> {
         let loaded = self.store.load(id.clone()).await?;
         let storage = InstanceStorage::new(
             id.clone(),
+            generation,
             loaded,
             self.store.clone(),
             self.clock.clone(),

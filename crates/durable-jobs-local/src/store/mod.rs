@@ -39,6 +39,9 @@ pub(crate) type AlarmPage = Vec<(Arc<str>, i64)>;
 pub(crate) enum StoreOp {
     Commit {
         instance: Arc<str>,
+        /// The generation of the engine that made it: its fencing token (see
+        /// [`StoreHandle::commit`]).
+        generation: u64,
         batch: WriteBatch,
         /// Answered once the batch is durable.
         reply: oneshot::Sender<Result<(), StorageError>>,
@@ -124,15 +127,23 @@ impl StoreHandle {
     }
 
     /// Queues a batch behind every earlier one; the receiver answers once it is durable.
+    ///
+    /// `generation` numbers the engine that made the batch: each load of an instance gets
+    /// a higher one. Once a commit of an instance is lost, the store refuses every later
+    /// commit of that instance from the same or an older generation, since those were
+    /// computed on top of the lost writes; only an engine loaded afresh from the file
+    /// commits again.
     pub async fn commit(
         &self,
         instance: Arc<str>,
+        generation: u64,
         batch: WriteBatch,
     ) -> Result<oneshot::Receiver<Result<(), StorageError>>, StorageError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(StoreOp::Commit {
                 instance,
+                generation,
                 batch,
                 reply,
             })
@@ -182,5 +193,52 @@ impl StoreHandle {
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(key: &str, bytes: usize) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.put(key, vec![7; bytes]);
+        batch
+    }
+
+    async fn commit(store: &StoreHandle, generation: u64, batch: WriteBatch) -> bool {
+        let ack = store.commit("i".into(), generation, batch).await.unwrap();
+        ack.await.unwrap().is_ok()
+    }
+
+    #[test]
+    fn commits_made_on_top_of_a_lost_one_are_refused_until_a_reload() {
+        futures::executor::block_on(async {
+            let (store, thread) = StoreHandle::open(Location::Memory, Durability::Normal, None)
+                .expect("open an in-memory store");
+            assert!(commit(&store, 1, batch("a", 10)).await);
+            store.set_max_size(Some(1)).await.unwrap();
+            assert!(
+                !commit(&store, 1, batch("big", 100_000)).await,
+                "over the cap"
+            );
+            store.set_max_size(None).await.unwrap();
+            // Fits now, but its engine's view held the lost write: refused.
+            assert!(!commit(&store, 1, batch("b", 10)).await);
+            // An engine loaded afresh commits again, and the fence is gone.
+            assert!(commit(&store, 2, batch("c", 10)).await);
+            assert!(commit(&store, 2, batch("d", 10)).await);
+            let keys: Vec<String> = store
+                .load("i".into())
+                .await
+                .unwrap()
+                .rows
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(keys, ["a", "c", "d"]);
+            drop(store);
+            thread.join().unwrap();
+        });
     }
 }

@@ -1,5 +1,6 @@
 //! The thread that owns the SQLite connection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use durable_jobs::adapters::{AlarmWrite, WriteBatch, WriteOp};
@@ -30,15 +31,21 @@ CREATE TABLE IF NOT EXISTS alarms (
 CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms (at, instance);
 ";
 
-/// A commit waiting for its group's transaction: instance, writes, acknowledgement.
-type PendingCommit = (
-    Arc<str>,
-    WriteBatch,
-    oneshot::Sender<Result<(), StorageError>>,
-);
+/// A commit waiting for its group's transaction.
+struct PendingCommit {
+    instance: Arc<str>,
+    /// The generation of the engine that made it.
+    generation: u64,
+    batch: WriteBatch,
+    /// Answered once the group's transaction committed or failed.
+    reply: oneshot::Sender<Result<(), StorageError>>,
+}
 
 pub(super) struct Db {
     conn: Connection,
+    /// Instances with a lost commit, with the newest engine generation that lost one:
+    /// commits of that generation or older are refused (see `StoreHandle::commit`).
+    lost: HashMap<Arc<str>, u64>,
     /// The file's page size: `max_page_count` counts pages, the size cap counts bytes.
     page_size: u64,
     /// SQLite's own page limit, which lifting the size cap restores.
@@ -135,6 +142,7 @@ impl Db {
         let unlimited_pages = query_u64(&conn, "max_page_count").map_err(fail)?;
         let db = Db {
             conn,
+            lost: HashMap::new(),
             page_size: page_size.max(1),
             unlimited_pages,
         };
@@ -177,9 +185,20 @@ impl Db {
                 match op {
                     StoreOp::Commit {
                         instance,
+                        generation,
                         batch,
                         reply,
-                    } => group.push((instance, batch, reply)),
+                    } => {
+                        let commit = PendingCommit {
+                            instance,
+                            generation,
+                            batch,
+                            reply,
+                        };
+                        if let Some(commit) = self.admit(commit) {
+                            group.push(commit);
+                        }
+                    }
                     StoreOp::ConsumeAlarm { instance, at } => consumed.push((instance, at)),
                     other => {
                         // Reads see every write queued before them, and a new size cap
@@ -189,7 +208,7 @@ impl Db {
                         // growing instead of committing early.
                         let needs_flush = match &other {
                             StoreOp::Load { instance, .. } => {
-                                group.iter().any(|(id, _, _)| id == instance)
+                                group.iter().any(|c| &c.instance == instance)
                                     || consumed.iter().any(|(id, _)| id == instance)
                             }
                             _ => true,
@@ -217,7 +236,10 @@ impl Db {
         }
         let result = self.write_group(group, consumed);
         consumed.clear();
-        for (_, _, reply) in group.drain(..) {
+        if result.is_err() {
+            self.fence(group);
+        }
+        for PendingCommit { reply, .. } in group.drain(..) {
             let _ = reply.send(match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StorageError::new(format!(
@@ -227,6 +249,32 @@ impl Db {
         }
         if let Err(e) = result {
             tracing::error!(error = %e, "group commit failed");
+        }
+    }
+
+    /// Takes a commit into the group, or refuses it at once if it follows a lost commit
+    /// of its instance from the same engine generation (or an older one).
+    fn admit(&mut self, commit: PendingCommit) -> Option<PendingCommit> {
+        let Some(&lost) = self.lost.get(&commit.instance) else {
+            return Some(commit);
+        };
+        if commit.generation > lost {
+            // An engine loaded after the loss: the fence has done its work.
+            self.lost.remove(&commit.instance);
+            return Some(commit);
+        }
+        let _ = commit.reply.send(Err(StorageError::new(
+            "refused: an earlier commit of this instance was lost, and this one was made on top of it",
+        )));
+        None
+    }
+
+    /// Remembers the instances of a failed group with their generations, so that commits
+    /// their engines made on top of the lost writes are refused.
+    fn fence(&mut self, group: &[PendingCommit]) {
+        for commit in group {
+            let newest = self.lost.entry(commit.instance.clone()).or_insert(0);
+            *newest = (*newest).max(commit.generation);
         }
     }
 
@@ -251,7 +299,10 @@ impl Db {
             for (instance, at) in consumed {
                 consume.execute(params![instance.as_ref(), at])?;
             }
-            for (instance, batch, _) in group {
+            for PendingCommit {
+                instance, batch, ..
+            } in group
+            {
                 let id = instance.as_ref();
                 if batch.deletes_all() {
                     delete_all.execute([id])?;
