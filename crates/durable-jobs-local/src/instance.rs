@@ -68,6 +68,11 @@ impl InstanceStorage {
         }
     }
 
+    /// Which load of the instance this storage comes from.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Whether a commit was lost: the in-memory view is no longer trustworthy and the
     /// instance must be reloaded from the store.
     pub fn is_broken(&self) -> bool {

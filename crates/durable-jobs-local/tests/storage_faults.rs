@@ -3,14 +3,16 @@
 //! of them, everything acknowledged before stays, and the runtime recovers once the cap is
 //! raised, without a restart. Alarms whose step failed are retried with backoff.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use durable_jobs::testing::DEFAULT_START;
 use durable_jobs::{
     Continuous, ContinuousContext, Debounce, DebounceContext, EnqueueRequest, JobError, Registry,
     RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
 };
-use durable_jobs_conformance::jobs::Log;
+use durable_jobs_conformance::jobs::{Gate, Log};
 use durable_jobs_local::LocalRuntime;
 use futures::future::{join, join_all};
 use serde::{Deserialize, Serialize};
@@ -65,6 +67,33 @@ impl Debounce for Bag {
         let mut numbers = ctx.state().clone();
         numbers.sort_unstable();
         self.0.push(format!("flush {numbers:?}"));
+        Ok(())
+    }
+}
+
+/// One instance whose executions count how many of them run at once; the first waits at
+/// its gate. Logs `start {event_id}` and `end {event_id}`.
+#[derive(Clone)]
+struct Exclusive {
+    log: Log,
+    gate: Gate,
+    running: Arc<AtomicU32>,
+    most_at_once: Arc<AtomicU32>,
+}
+
+impl WorkerPool for Exclusive {
+    type Event = Blob;
+    type Error = String;
+    fn concurrency(&self) -> u32 {
+        1
+    }
+    async fn execute(&self, ctx: &WorkerPoolContext<Blob>) -> Result<(), String> {
+        let at_once = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(at_once, Ordering::SeqCst);
+        self.log.push(format!("start {}", ctx.event_id()));
+        self.gate.pass().await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.log.push(format!("end {}", ctx.event_id()));
         Ok(())
     }
 }
@@ -260,6 +289,81 @@ fn an_alarm_whose_step_fails_is_retried_with_backoff() {
             "run 120 len 200000 count 1"
         );
         assert_eq!(grower.status("g").await.unwrap().unwrap().run_count, 2);
+        rt.shutdown().await;
+    });
+}
+
+/// Waits on this thread, up to `limit`, until `done` holds; says whether it did.
+fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+#[test]
+fn an_execution_whose_instance_lost_a_commit_never_overlaps_the_next() {
+    futures::executor::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::default();
+        let (gate, control) = Gate::closed();
+        let job = Exclusive {
+            log: log.clone(),
+            gate,
+            running: Arc::default(),
+            most_at_once: Arc::default(),
+        };
+        let registry = Registry::builder()
+            .worker_pool("exclusive", job.clone())
+            .build()
+            .unwrap();
+        let rt = LocalRuntime::builder(registry)
+            .path(dir.path().join("jobs.db"))
+            .virtual_clock(DEFAULT_START)
+            .open()
+            .unwrap();
+        let client = rt.client();
+        let pool = client.worker_pool::<Exclusive>();
+        let id = |id: &str| EnqueueRequest::new().event_id(id);
+        pool.enqueue_with(&Blob::of(10), id("a")).await.unwrap();
+        control.started.await.unwrap();
+
+        // While "a" runs, a commit of its instance is lost: the instance is reloaded from
+        // the file, where "a" is still queued.
+        rt.set_max_file_size(Some(1)).await.unwrap();
+        assert_full(&pool.enqueue_with(&Blob::of(100_000), id("b")).await);
+        rt.set_max_file_size(None).await.unwrap();
+        // Requests are served by the reloaded instance meanwhile; resuming sets its alarm.
+        pool.pause_all().await.unwrap();
+        pool.resume_all().await.unwrap();
+        // A second execution would start at once; give it the chance.
+        let overlapped = wait_until(Duration::from_millis(300), || {
+            log.matching("start ").len() > 1
+        });
+        assert!(!overlapped, "a second execution started: {:?}", log.lines());
+        assert_eq!(pool.status().await.unwrap().pending, 1);
+
+        drop(control.release);
+        rt.advance(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(
+            job.most_at_once.load(Ordering::SeqCst),
+            1,
+            "{:?}",
+            log.lines()
+        );
+        // "a" ran again: its completion was refused, as its instance had lost a commit.
+        assert_eq!(
+            log.lines(),
+            ["start a", "end a", "start a", "end a"].map(String::from)
+        );
+        let status = pool.status().await.unwrap();
+        assert_eq!((status.pending, status.processed), (0, 1));
+        let b = pool.enqueue_with(&Blob::of(10), id("b")).await.unwrap();
+        assert!(!b.duplicate, "the failed enqueue was not stored");
         rt.shutdown().await;
     });
 }

@@ -1,5 +1,10 @@
 //! The shard's instance cache: the live engines of its instances, loaded from the store on
 //! first use and dropped again once idle, so idle instances cost no memory.
+//!
+//! An engine that lost a commit is replaced by one loaded afresh from the file, with a
+//! higher generation. If the old one is still executing user code, it is kept as
+//! *retired* until that execution ends, so that the alarm driver can hold the new one
+//! back: one instance never runs two executions at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -73,6 +78,9 @@ pub(crate) struct InstanceCache {
     evict_after: Duration,
     /// The cached instances by id.
     slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
+    /// Engines replaced after a lost commit while they were executing, by instance; each
+    /// is dropped from here once its execution has ended.
+    retired: RefCell<HashMap<Arc<str>, Vec<LiveEngine>>>,
     /// The generation of the last slot made. One counter for the whole shard, so that each
     /// instance's loads get ever higher generations, even across evictions.
     generations: Cell<u64>,
@@ -90,6 +98,7 @@ impl InstanceCache {
             wake,
             evict_after: cfg.evict_after,
             slots: RefCell::default(),
+            retired: RefCell::default(),
             generations: Cell::new(0),
         }
     }
@@ -118,9 +127,38 @@ impl InstanceCache {
             .or_insert_with(|| Slot::empty(self.next_generation()));
         // The in-memory view of a broken engine cannot be trusted: reload from the file.
         if slot.is_broken() {
-            *slot = Slot::empty(self.next_generation());
+            let broken = std::mem::replace(slot, Slot::empty(self.next_generation()));
+            self.retire(id, &broken);
         }
         slot.clone()
+    }
+
+    /// Keeps the engine of a replaced slot while it still executes, for the fence.
+    fn retire(&self, id: &Arc<str>, slot: &Slot) {
+        if let Some(engine) = slot.engine.get().filter(|e| e.is_executing()) {
+            self.retired
+                .borrow_mut()
+                .entry(id.clone())
+                .or_default()
+                .push(engine.clone());
+        }
+    }
+
+    /// Whether an engine of `id` older than `generation` still runs an execution; an
+    /// engine of that generation must then not start one of its own.
+    pub fn older_engine_executing(&self, id: &Arc<str>, generation: u64) -> bool {
+        let mut retired = self.retired.borrow_mut();
+        let Some(engines) = retired.get_mut(id) else {
+            return false;
+        };
+        engines.retain(|e| e.is_executing());
+        let executing = engines
+            .iter()
+            .any(|e| e.backend().generation() < generation);
+        if engines.is_empty() {
+            retired.remove(id);
+        }
+        executing
     }
 
     fn next_generation(&self) -> u64 {
@@ -152,6 +190,10 @@ impl InstanceCache {
         self.slots.borrow_mut().retain(|_, slot| {
             let idle = slot.last_used.get().elapsed() >= evict_after;
             !(idle && slot.is_unused())
+        });
+        self.retired.borrow_mut().retain(|_, engines| {
+            engines.retain(|e| e.is_executing());
+            !engines.is_empty()
         });
     }
 }
