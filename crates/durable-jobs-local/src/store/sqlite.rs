@@ -43,9 +43,9 @@ struct PendingCommit {
 
 pub(super) struct Db {
     conn: Connection,
-    /// Instances with a lost commit, with the newest engine generation that lost one:
-    /// commits of that generation or older are refused (see `StoreHandle::commit`).
-    lost: HashMap<Arc<str>, u64>,
+    /// Instances with a lost commit, with the newest engine generation that lost one and
+    /// why: commits of that generation or older are refused (see `StoreHandle::commit`).
+    lost: HashMap<Arc<str>, (u64, Arc<str>)>,
     /// The file's page size: `max_page_count` counts pages, the size cap counts bytes.
     page_size: u64,
     /// SQLite's own page limit, which lifting the size cap restores.
@@ -236,8 +236,8 @@ impl Db {
         }
         let result = self.write_group(group, consumed);
         consumed.clear();
-        if result.is_err() {
-            self.fence(group);
+        if let Err(e) = &result {
+            self.fence(group, &e.to_string());
         }
         for PendingCommit { reply, .. } in group.drain(..) {
             let _ = reply.send(match &result {
@@ -255,26 +255,31 @@ impl Db {
     /// Takes a commit into the group, or refuses it at once if it follows a lost commit
     /// of its instance from the same engine generation (or an older one).
     fn admit(&mut self, commit: PendingCommit) -> Option<PendingCommit> {
-        let Some(&lost) = self.lost.get(&commit.instance) else {
+        let Some((lost, cause)) = self.lost.get(&commit.instance) else {
             return Some(commit);
         };
-        if commit.generation > lost {
+        if commit.generation > *lost {
             // An engine loaded after the loss: the fence has done its work.
             self.lost.remove(&commit.instance);
             return Some(commit);
         }
-        let _ = commit.reply.send(Err(StorageError::new(
-            "refused: an earlier commit of this instance was lost, and this one was made on top of it",
-        )));
+        let _ = commit.reply.send(Err(StorageError::new(format!(
+            "refused, as it was made on top of an earlier commit of this instance that was \
+             lost ({cause})"
+        ))));
         None
     }
 
     /// Remembers the instances of a failed group with their generations, so that commits
     /// their engines made on top of the lost writes are refused.
-    fn fence(&mut self, group: &[PendingCommit]) {
+    fn fence(&mut self, group: &[PendingCommit], cause: &str) {
+        let cause: Arc<str> = Arc::from(cause);
         for commit in group {
-            let newest = self.lost.entry(commit.instance.clone()).or_insert(0);
-            *newest = (*newest).max(commit.generation);
+            let lost = self
+                .lost
+                .entry(commit.instance.clone())
+                .or_insert((0, cause.clone()));
+            *lost = (lost.0.max(commit.generation), cause.clone());
         }
     }
 
