@@ -98,6 +98,25 @@ impl WorkerPool for Exclusive {
     }
 }
 
+/// Runs hourly, and is purged 5 s after a stop.
+struct Brief;
+impl Continuous for Brief {
+    type State = String;
+    type Error = String;
+    fn schedule(&self) -> Schedule {
+        Schedule::every(Duration::from_secs(3600))
+    }
+    fn start_immediately(&self) -> bool {
+        false
+    }
+    fn retention(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+    async fn execute(&self, _: &mut ContinuousContext<String>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Grows its state by 200 KB each run, so every completion needs new pages; logs
 /// `run {seconds since start} len {state length} count {run count}`.
 struct Grower(Log);
@@ -130,6 +149,7 @@ fn registry(log: &Log) -> Registry {
         .worker_pool("uploads", Uploads(log.clone()))
         .debounce("bag", Bag(log.clone()))
         .continuous("grower", Grower(log.clone()))
+        .continuous("brief", Brief)
         .build()
         .unwrap()
 }
@@ -238,6 +258,33 @@ fn a_full_file_fails_whole_group_commits_and_lifting_the_cap_recovers() {
         assert_eq!((status.pending, status.processed), (0, stored as u64));
         assert_eq!(log.matching("exec ").len(), stored);
         assert_eq!(log.matching("flush "), [format!("flush {added:?}")]);
+        rt.shutdown().await;
+    });
+}
+
+#[test]
+fn a_lost_request_commit_does_not_strand_the_instances_alarm() {
+    futures::executor::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = LocalRuntime::builder(registry(&Log::default()))
+            .path(dir.path().join("jobs.db"))
+            .virtual_clock(DEFAULT_START)
+            .open()
+            .unwrap();
+        let client = rt.client();
+        let brief = client.continuous::<Brief>();
+        brief.start("x", &String::new()).await.unwrap();
+        brief.stop("x").await.unwrap();
+        // Purged at 5 s. A start with a big state would move the alarm to its first run,
+        // an hour away, but its commit is lost: the file keeps the purge at 5 s.
+        rt.set_max_file_size(Some(1)).await.unwrap();
+        assert_full(&brief.start("x", &"x".repeat(100_000)).await);
+        rt.set_max_file_size(None).await.unwrap();
+        rt.advance(Duration::from_secs(10)).await.unwrap();
+        assert!(
+            brief.status("x").await.unwrap().is_none(),
+            "the purge the file holds ran"
+        );
         rt.shutdown().await;
     });
 }

@@ -230,6 +230,14 @@ impl AlarmDriver {
         self.store.consume_alarm(id, at).await;
     }
 
+    /// Wakes an instance that lost a commit now, unless an alarm of it is already in the
+    /// window: the alarm step of its engine reloaded from the file sets the alarm the
+    /// stored records imply, in the file and in the window.
+    pub fn recheck(&self, id: &Arc<str>) {
+        self.queue.borrow_mut().retry(id, self.clock.now());
+        self.wake.notify_one();
+    }
+
     /// Sets an alarm held back by the fence to fire again shortly, unless a newer alarm
     /// of the instance is already in the window.
     fn hold_back(&self, id: &Arc<str>) {
