@@ -6,6 +6,11 @@
 //! only a short window of upcoming alarms in memory, so idle instances cost nothing but
 //! their rows on disk.
 //!
+//! If a write fails (a full disk, or the cap set with [`Builder::max_file_size`]), the
+//! calls whose writes shared the failed transaction get [`JobError::Storage`] and nothing
+//! of them is written; the instances involved reload from the file and the runtime goes
+//! on, with no restart and never two executions of one instance at once.
+//!
 //! ```no_run
 //! # use durable_jobs::Registry;
 //! # async fn run(registry: Registry) -> Result<(), Box<dyn std::error::Error>> {
