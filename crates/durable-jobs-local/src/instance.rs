@@ -21,6 +21,9 @@ use crate::store::{LoadedInstance, StoreHandle};
 pub(crate) struct InstanceStorage {
     /// The instance's id, `{kind}:{name}:{key}`: its rows' and alarm's key in the file.
     id: Arc<str>,
+    /// Which load of the instance this is: higher for each load on the shard. The store
+    /// uses it to refuse commits made on top of a lost one.
+    generation: u64,
     /// Every row of the instance, as committed so far (durable or on its way).
     rows: RefCell<BTreeMap<String, Vec<u8>>>,
     /// The alarm as stored in the index, to skip writing one that did not change.
@@ -40,9 +43,11 @@ pub(crate) struct InstanceStorage {
 }
 
 impl InstanceStorage {
-    /// The storage of the instance `id`, as `loaded` from the file.
+    /// The storage of the instance `id`, as `loaded` from the file by its `generation`th
+    /// load.
     pub fn new(
         id: Arc<str>,
+        generation: u64,
         loaded: LoadedInstance,
         store: StoreHandle,
         clock: Clock,
@@ -51,6 +56,7 @@ impl InstanceStorage {
     ) -> Self {
         InstanceStorage {
             id,
+            generation,
             rows: RefCell::new(loaded.rows.into_iter().collect()),
             alarm: Cell::new(loaded.alarm),
             store,
@@ -60,6 +66,11 @@ impl InstanceStorage {
             alarm_writes: Cell::new(0),
             commits: Rc::default(),
         }
+    }
+
+    /// Which load of the instance this storage comes from.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether a commit was lost: the in-memory view is no longer trustworthy and the
@@ -96,6 +107,8 @@ impl Storage for InstanceStorage {
     }
 
     async fn commit(&self, mut batch: WriteBatch) -> Result<(), StorageError> {
+        // A broken engine never commits again: its view runs ahead of the file. Commits
+        // it sent before it knew are refused by the store (see `StoreHandle::commit`).
         if let Some(e) = self.commits.failure() {
             return Err(e);
         }
@@ -137,13 +150,17 @@ impl Storage for InstanceStorage {
             self.alarms.borrow_mut().set(&self.id, at);
             self.wake.notify_one();
         }
-        match self.store.commit(self.id.clone(), batch).await {
+        match self
+            .store
+            .commit(self.id.clone(), self.generation, batch)
+            .await
+        {
             Ok(ack) => {
                 self.commits.track(ack);
                 Ok(())
             }
             Err(e) => {
-                self.commits.fail(e.to_string());
+                self.commits.track_unsent(e.to_string());
                 Err(e)
             }
         }

@@ -6,6 +6,11 @@
 //! only a short window of upcoming alarms in memory, so idle instances cost nothing but
 //! their rows on disk.
 //!
+//! If a write fails (a full disk, or the cap set with [`Builder::max_file_size`]), the
+//! calls whose writes shared the failed transaction get [`JobError::Storage`] and nothing
+//! of them is written; the instances involved reload from the file and the runtime goes
+//! on, with no restart and never two executions of one instance at once.
+//!
 //! ```no_run
 //! # use durable_jobs::Registry;
 //! # async fn run(registry: Registry) -> Result<(), Box<dyn std::error::Error>> {
@@ -73,6 +78,7 @@ pub struct Builder {
     evict_after: Duration,
     shutdown_grace: Duration,
     user_code_threads: usize,
+    max_file_size: Option<u64>,
 }
 
 impl Builder {
@@ -162,9 +168,25 @@ impl Builder {
         self
     }
 
+    /// Caps the database's size at `bytes` (whole pages; no cap by default). A commit that
+    /// would grow the database past it fails with [`JobError::Storage`] ("database or disk
+    /// is full"), and so does every call whose writes shared its group commit; nothing of
+    /// them is written, and what was acknowledged before stays intact. Calls that need no
+    /// new space keep working, and raising the cap with
+    /// [`set_max_file_size`](LocalRuntime::set_max_file_size) recovers without a restart.
+    ///
+    /// The cap counts the database's pages, those still in the write-ahead log included;
+    /// the `-wal` file beside it is extra, and shrinks back at each checkpoint. A file
+    /// already larger than the cap opens, but cannot grow.
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file_size = Some(bytes);
+        self
+    }
+
     /// Opens the database and starts the runtime. Blocks briefly while the file is opened.
     pub fn open(self) -> Result<LocalRuntime, OpenError> {
-        let (store, store_thread) = StoreHandle::open(self.location, self.durability)?;
+        let (store, store_thread) =
+            StoreHandle::open(self.location, self.durability, self.max_file_size)?;
         let user_code = match self.user_code_threads {
             0 => None,
             threads => Some(
@@ -200,7 +222,6 @@ impl Builder {
             senders.push(tx);
             threads.push(thread);
         }
-        drop(store);
         let flusher =
             match self.flush_every {
                 Some(every) => Some(Flusher::start(self.tracker.clone(), every).map_err(|e| {
@@ -217,6 +238,7 @@ impl Builder {
             },
             clock: self.clock,
             threads,
+            store: Some(store),
             store_thread: Some(store_thread),
             flusher,
             user_code,
@@ -231,6 +253,9 @@ pub struct LocalRuntime {
     transport: LocalTransport,
     clock: Clock,
     threads: Vec<JoinHandle<()>>,
+    /// Reaches the store for settings changed while running; dropped before the store
+    /// thread is joined, since that thread ends once every handle is gone.
+    store: Option<StoreHandle>,
     store_thread: Option<JoinHandle<()>>,
     flusher: Option<Flusher>,
     user_code: Option<Arc<UserCodePool>>,
@@ -251,6 +276,7 @@ impl LocalRuntime {
             evict_after: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             user_code_threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            max_file_size: None,
         }
     }
 
@@ -327,6 +353,17 @@ impl LocalRuntime {
         }
     }
 
+    /// Changes the cap on the database's size while running (see
+    /// [`Builder::max_file_size`]); `None` lifts it. It applies to the commits made after
+    /// the call. Returns the cap now in force, in bytes: SQLite never sets it below the
+    /// database's current size, so a smaller cap stops all growth. Raising the cap once
+    /// space is available again is how a runtime that reached it recovers, without a
+    /// restart.
+    pub async fn set_max_file_size(&self, bytes: Option<u64>) -> Result<u64, JobError> {
+        let store = self.store.as_ref().ok_or(JobError::ShutDown)?;
+        Ok(store.set_max_size(bytes).await?)
+    }
+
     /// What the shards hold now.
     pub async fn stats(&self) -> Result<ShardStats, JobError> {
         let all = self.ask(|reply| ShardMsg::Stats { reply }).await?;
@@ -353,6 +390,7 @@ impl LocalRuntime {
         if let Some(user_code) = self.user_code.take() {
             user_code.close();
         }
+        self.store.take();
         if let Some(store) = self.store_thread.take() {
             let _ = store.join();
         }

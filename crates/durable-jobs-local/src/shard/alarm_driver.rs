@@ -35,6 +35,10 @@ const ALARM_RETRY: RetryPolicy = RetryPolicy {
     jitter: 0.0,
 };
 
+/// How soon an alarm held back by the fence is tried again. The end of the older
+/// execution it waits for is not signalled; one cache lookup per try costs little.
+const FENCED_RETRY: Duration = Duration::from_millis(50);
+
 /// Drives one shard's alarms.
 pub(crate) struct AlarmDriver {
     /// This shard's number, to pick its own alarms out of the shared index.
@@ -191,6 +195,16 @@ impl AlarmDriver {
                 return;
             }
         };
+        // The fence: an engine replaced after a lost commit may still run user code of this
+        // instance, and a second execution must not start beside it. The alarm stays in
+        // the index (a crash meanwhile still finds the work scheduled) and comes back
+        // shortly. No await from here to the start of `alarm`, so the check still holds
+        // when the execution begins.
+        if cache.older_engine_executing(&id, engine.backend().generation()) {
+            tracing::debug!(instance = %id, "alarm held back: an older engine still executes");
+            self.hold_back(&id);
+            return;
+        }
         // A busy instance only notes the alarm (its running execution looks again and sets
         // the alarm when done): its row must stay, or a crash before then would leave
         // pending work with no alarm.
@@ -214,6 +228,22 @@ impl AlarmDriver {
     async fn consume(&self, engine: &LiveEngine, id: Arc<str>, at: i64) {
         engine.backend().consume_alarm(at);
         self.store.consume_alarm(id, at).await;
+    }
+
+    /// Wakes an instance that lost a commit now, unless an alarm of it is already in the
+    /// window: the alarm step of its engine reloaded from the file sets the alarm the
+    /// stored records imply, in the file and in the window.
+    pub fn recheck(&self, id: &Arc<str>) {
+        self.queue.borrow_mut().retry(id, self.clock.now());
+        self.wake.notify_one();
+    }
+
+    /// Sets an alarm held back by the fence to fire again shortly, unless a newer alarm
+    /// of the instance is already in the window.
+    fn hold_back(&self, id: &Arc<str>) {
+        let delay = i64::try_from(FENCED_RETRY.as_millis()).unwrap_or(i64::MAX);
+        let at = self.clock.now().saturating_add(delay);
+        self.queue.borrow_mut().retry(id, at);
     }
 
     /// Sets the failed alarm of `id` to fire again after a delay growing with its

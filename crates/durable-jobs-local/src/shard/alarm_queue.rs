@@ -21,7 +21,8 @@ pub(crate) struct AlarmQueue {
     /// The generation the next alarm gets, so that an alarm set again, even to the same
     /// time, supersedes its earlier entry.
     next_gen: u64,
-    /// The queue holds every alarm before this time; later ones are left to the index.
+    /// The queue holds every alarm before this time; later ones are left to the index,
+    /// except retries (see [`retry`](Self::retry)).
     horizon: i64,
     /// While a refill reads the index: the alarm changes committed meanwhile, to replay
     /// over its older rows.
@@ -63,22 +64,27 @@ impl AlarmQueue {
     /// or none, leaves the instance out of the queue.
     fn apply(&mut self, instance: &Arc<str>, at: Option<i64>) {
         match at {
-            Some(t) if t < self.horizon => {
-                let gen = self.next_gen;
-                self.next_gen += 1;
-                self.current.insert(instance.clone(), (t, gen));
-                self.heap.push(Reverse((t, gen, instance.clone())));
-            }
+            Some(t) if t < self.horizon => self.push(instance, t),
             _ => {
                 self.current.remove(instance);
             }
         }
     }
 
+    /// Makes `at` the instance's live alarm, whatever the horizon.
+    fn push(&mut self, instance: &Arc<str>, at: i64) {
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        self.current.insert(instance.clone(), (at, gen));
+        self.heap.push(Reverse((at, gen, instance.clone())));
+    }
+
     /// Sets a retry time for an alarm whose handler failed, unless a newer alarm exists.
+    /// The retry is kept even beyond the horizon: the index still holds the time that
+    /// failed, which lies behind the horizon, so no refill would ever bring it back.
     pub fn retry(&mut self, instance: &Arc<str>, at: i64) {
         if !self.current.contains_key(instance) {
-            self.apply(instance, Some(at));
+            self.push(instance, at);
         }
     }
 
@@ -166,6 +172,18 @@ mod tests {
         q.retry(&id("a"), 7);
         assert_eq!(q.pop_due(6), None);
         assert_eq!(q.pop_due(7), Some((id("a"), 7)));
+    }
+
+    #[test]
+    fn a_retry_beyond_the_horizon_is_kept() {
+        let mut q = AlarmQueue::new();
+        q.finish_refill(vec![(id("a"), 10)], 100);
+        assert_eq!(q.pop_due(10), Some((id("a"), 10)));
+        q.retry(&id("a"), 500);
+        q.finish_refill(vec![], 200);
+        assert_eq!(q.pop_due(499), None);
+        q.finish_refill(vec![], 600);
+        assert_eq!(q.pop_due(500), Some((id("a"), 500)));
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The shard's instance cache: the live engines of its instances, loaded from the store on
 //! first use and dropped again once idle, so idle instances cost no memory.
+//!
+//! An engine that lost a commit is replaced by one loaded afresh from the file, with a
+//! higher generation. If the old one is still executing user code, it is kept as
+//! *retired* until that execution ends, so that the alarm driver can hold the new one
+//! back: one instance never runs two executions at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -24,6 +29,8 @@ pub(crate) type LiveEngine = Rc<Engine<InstanceStorage>>;
 /// One cached instance. Its engine is built once, by whichever caller comes first; the
 /// others wait for that load instead of reading the rows twice.
 struct Slot {
+    /// Which load of the instance this slot holds: its engine's fencing token in the store.
+    generation: u64,
     /// The engine, once its rows are loaded.
     engine: OnceCell<LiveEngine>,
     /// When a request or alarm last asked for it, to evict it once idle.
@@ -31,8 +38,9 @@ struct Slot {
 }
 
 impl Slot {
-    fn empty() -> Rc<Self> {
+    fn empty(generation: u64) -> Rc<Self> {
         Rc::new(Slot {
+            generation,
             engine: OnceCell::new(),
             last_used: Cell::new(Instant::now()),
         })
@@ -73,6 +81,12 @@ pub(crate) struct InstanceCache {
     runner: Option<Arc<dyn UserCodeRunner>>,
     /// The cached instances by id.
     slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
+    /// Engines replaced after a lost commit while they were executing, by instance; each
+    /// is dropped from here once its execution has ended.
+    retired: RefCell<HashMap<Arc<str>, Vec<LiveEngine>>>,
+    /// The generation of the last slot made. One counter for the whole shard, so that each
+    /// instance's loads get ever higher generations, even across evictions.
+    generations: Cell<u64>,
 }
 
 impl InstanceCache {
@@ -88,6 +102,8 @@ impl InstanceCache {
             evict_after: cfg.evict_after,
             runner: cfg.runner.clone(),
             slots: RefCell::default(),
+            retired: RefCell::default(),
+            generations: Cell::new(0),
         }
     }
 
@@ -100,26 +116,67 @@ impl InstanceCache {
     pub async fn engine(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
         let slot = self.slot(id);
         slot.last_used.set(Instant::now());
-        let engine = slot.engine.get_or_try_init(|| self.load(id)).await?;
+        let engine = slot
+            .engine
+            .get_or_try_init(|| self.load(id, slot.generation))
+            .await?;
         Ok(engine.clone())
     }
 
     /// The slot of an instance, a fresh one if it has none or its engine lost a commit.
     fn slot(&self, id: &Arc<str>) -> Rc<Slot> {
         let mut slots = self.slots.borrow_mut();
-        let slot = slots.entry(id.clone()).or_insert_with(Slot::empty);
+        let slot = slots
+            .entry(id.clone())
+            .or_insert_with(|| Slot::empty(self.next_generation()));
         // The in-memory view of a broken engine cannot be trusted: reload from the file.
         if slot.is_broken() {
-            *slot = Slot::empty();
+            let broken = std::mem::replace(slot, Slot::empty(self.next_generation()));
+            self.retire(id, &broken);
         }
         slot.clone()
     }
 
+    /// Keeps the engine of a replaced slot while it still executes, for the fence.
+    fn retire(&self, id: &Arc<str>, slot: &Slot) {
+        if let Some(engine) = slot.engine.get().filter(|e| e.is_executing()) {
+            self.retired
+                .borrow_mut()
+                .entry(id.clone())
+                .or_default()
+                .push(engine.clone());
+        }
+    }
+
+    /// Whether an engine of `id` older than `generation` still runs an execution; an
+    /// engine of that generation must then not start one of its own.
+    pub fn older_engine_executing(&self, id: &Arc<str>, generation: u64) -> bool {
+        let mut retired = self.retired.borrow_mut();
+        let Some(engines) = retired.get_mut(id) else {
+            return false;
+        };
+        engines.retain(|e| e.is_executing());
+        let executing = engines
+            .iter()
+            .any(|e| e.backend().generation() < generation);
+        if engines.is_empty() {
+            retired.remove(id);
+        }
+        executing
+    }
+
+    fn next_generation(&self) -> u64 {
+        let generation = self.generations.get() + 1;
+        self.generations.set(generation);
+        generation
+    }
+
     /// Reads an instance's rows and builds its engine.
-    async fn load(&self, id: &Arc<str>) -> Result<LiveEngine, JobError> {
+    async fn load(&self, id: &Arc<str>, generation: u64) -> Result<LiveEngine, JobError> {
         let loaded = self.store.load(id.clone()).await?;
         let storage = InstanceStorage::new(
             id.clone(),
+            generation,
             loaded,
             self.store.clone(),
             self.clock.clone(),
@@ -141,6 +198,10 @@ impl InstanceCache {
         self.slots.borrow_mut().retain(|_, slot| {
             let idle = slot.last_used.get().elapsed() >= evict_after;
             !(idle && slot.is_unused())
+        });
+        self.retired.borrow_mut().retain(|_, engines| {
+            engines.retain(|e| e.is_executing());
+            !engines.is_empty()
         });
     }
 }

@@ -260,12 +260,20 @@ impl Shard {
         }
         let shard = self.clone();
         self.track(async move {
-            let result = match shard.cache.engine(&id).await {
-                Ok(engine) => engine.handle(request).await,
-                Err(e) => Err(e),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(shard.serve_request(&id, request).await);
         });
+    }
+
+    /// Runs a request on its instance's engine.
+    async fn serve_request(&self, id: &Arc<str>, request: Request) -> Result<Response, JobError> {
+        let engine = self.cache.engine(id).await?;
+        let result = engine.handle(request).await;
+        if engine.backend().is_broken() {
+            // The window may hold the alarm of the lost writes, or none, while the file
+            // holds an earlier one that lies behind the horizon, where no refill reads.
+            self.alarms.recheck(id);
+        }
+        result
     }
 
     fn next_alarm(

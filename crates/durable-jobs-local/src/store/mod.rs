@@ -39,6 +39,9 @@ pub(crate) type AlarmPage = Vec<(Arc<str>, i64)>;
 pub(crate) enum StoreOp {
     Commit {
         instance: Arc<str>,
+        /// The generation of the engine that made it: its fencing token (see
+        /// [`StoreHandle::commit`]).
+        generation: u64,
         batch: WriteBatch,
         /// Answered once the batch is durable.
         reply: oneshot::Sender<Result<(), StorageError>>,
@@ -56,6 +59,12 @@ pub(crate) enum StoreOp {
     },
     /// Removes an alarm that fired and was not set again, if it still has that time.
     ConsumeAlarm { instance: Arc<str>, at: i64 },
+    /// Caps the database's size for the commits queued after this op (`None`: SQLite's
+    /// own maximum); answers the cap now in force, in bytes.
+    MaxSize {
+        bytes: Option<u64>,
+        reply: oneshot::Sender<Result<u64, StorageError>>,
+    },
 }
 
 /// Where the database lives.
@@ -81,24 +90,27 @@ fn closed() -> StorageError {
 }
 
 impl StoreHandle {
-    /// Opens the database and starts its thread.
+    /// Opens the database, capped at `max_size` bytes if given, and starts its thread.
     pub fn open(
         location: Location,
         durability: Durability,
+        max_size: Option<u64>,
     ) -> Result<(Self, JoinHandle<()>), OpenError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("durable-jobs-store".into())
-            .spawn(move || match sqlite::Db::open(&location, durability) {
-                Ok(db) => {
-                    let _ = ready_tx.send(Ok(()));
-                    db.run(rx);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
+            .spawn(
+                move || match sqlite::Db::open(&location, durability, max_size) {
+                    Ok(db) => {
+                        let _ = ready_tx.send(Ok(()));
+                        db.run(rx);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                },
+            )
             .map_err(|e| OpenError::Io {
                 message: format!("cannot start the store thread: {e}"),
             })?;
@@ -115,15 +127,23 @@ impl StoreHandle {
     }
 
     /// Queues a batch behind every earlier one; the receiver answers once it is durable.
+    ///
+    /// `generation` numbers the engine that made the batch: each load of an instance gets
+    /// a higher one. Once a commit of an instance is lost, the store refuses every later
+    /// commit of that instance from the same or an older generation, since those were
+    /// computed on top of the lost writes; only an engine loaded afresh from the file
+    /// commits again.
     pub async fn commit(
         &self,
         instance: Arc<str>,
+        generation: u64,
         batch: WriteBatch,
     ) -> Result<oneshot::Receiver<Result<(), StorageError>>, StorageError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(StoreOp::Commit {
                 instance,
+                generation,
                 batch,
                 reply,
             })
@@ -162,5 +182,63 @@ impl StoreHandle {
 
     pub async fn consume_alarm(&self, instance: Arc<str>, at: i64) {
         let _ = self.tx.send(StoreOp::ConsumeAlarm { instance, at }).await;
+    }
+
+    /// Caps the database's size from the next group commit on (`None` lifts the cap);
+    /// returns the cap in force, which SQLite never sets below the current size.
+    pub async fn set_max_size(&self, bytes: Option<u64>) -> Result<u64, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(StoreOp::MaxSize { bytes, reply })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(key: &str, bytes: usize) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.put(key, vec![7; bytes]);
+        batch
+    }
+
+    async fn commit(store: &StoreHandle, generation: u64, batch: WriteBatch) -> bool {
+        let ack = store.commit("i".into(), generation, batch).await.unwrap();
+        ack.await.unwrap().is_ok()
+    }
+
+    #[test]
+    fn commits_made_on_top_of_a_lost_one_are_refused_until_a_reload() {
+        futures::executor::block_on(async {
+            let (store, thread) = StoreHandle::open(Location::Memory, Durability::Normal, None)
+                .expect("open an in-memory store");
+            assert!(commit(&store, 1, batch("a", 10)).await);
+            store.set_max_size(Some(1)).await.unwrap();
+            assert!(
+                !commit(&store, 1, batch("big", 100_000)).await,
+                "over the cap"
+            );
+            store.set_max_size(None).await.unwrap();
+            // Fits now, but its engine's view held the lost write: refused.
+            assert!(!commit(&store, 1, batch("b", 10)).await);
+            // An engine loaded afresh commits again, and the fence is gone.
+            assert!(commit(&store, 2, batch("c", 10)).await);
+            assert!(commit(&store, 2, batch("d", 10)).await);
+            let keys: Vec<String> = store
+                .load("i".into())
+                .await
+                .unwrap()
+                .rows
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(keys, ["a", "c", "d"]);
+            drop(store);
+            thread.join().unwrap();
+        });
     }
 }

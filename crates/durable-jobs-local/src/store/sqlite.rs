@@ -1,5 +1,6 @@
 //! The thread that owns the SQLite connection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use durable_jobs::adapters::{AlarmWrite, WriteBatch, WriteOp};
@@ -30,23 +31,43 @@ CREATE TABLE IF NOT EXISTS alarms (
 CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms (at, instance);
 ";
 
-/// A commit waiting for its group's transaction: instance, writes, acknowledgement.
-type PendingCommit = (
-    Arc<str>,
-    WriteBatch,
-    oneshot::Sender<Result<(), StorageError>>,
-);
+/// A commit waiting for its group's transaction.
+struct PendingCommit {
+    instance: Arc<str>,
+    /// The generation of the engine that made it.
+    generation: u64,
+    batch: WriteBatch,
+    /// Answered once the group's transaction committed or failed.
+    reply: oneshot::Sender<Result<(), StorageError>>,
+}
 
 pub(super) struct Db {
     conn: Connection,
+    /// Instances with a lost commit, with the newest engine generation that lost one and
+    /// why: commits of that generation or older are refused (see `StoreHandle::commit`).
+    lost: HashMap<Arc<str>, (u64, Arc<str>)>,
+    /// The file's page size: `max_page_count` counts pages, the size cap counts bytes.
+    page_size: u64,
+    /// SQLite's own page limit, which lifting the size cap restores.
+    unlimited_pages: u64,
 }
 
 fn storage_error(context: &str, e: rusqlite::Error) -> StorageError {
     StorageError::with_source(context.to_string(), e)
 }
 
+/// A pragma whose value is a count (a page size, a number of pages).
+fn query_u64(conn: &Connection, pragma: &str) -> rusqlite::Result<u64> {
+    let value: i64 = conn.pragma_query_value(None, pragma, |r| r.get(0))?;
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
 impl Db {
-    pub fn open(location: &Location, durability: Durability) -> Result<Self, OpenError> {
+    pub fn open(
+        location: &Location,
+        durability: Durability,
+        max_size: Option<u64>,
+    ) -> Result<Self, OpenError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -117,7 +138,41 @@ impl Db {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Db { conn })
+        let page_size = query_u64(&conn, "page_size").map_err(fail)?;
+        let unlimited_pages = query_u64(&conn, "max_page_count").map_err(fail)?;
+        let db = Db {
+            conn,
+            lost: HashMap::new(),
+            page_size: page_size.max(1),
+            unlimited_pages,
+        };
+        if let Some(bytes) = max_size {
+            let cap = db.cap(Some(bytes)).map_err(fail)?;
+            if cap > bytes {
+                tracing::warn!(
+                    requested = bytes,
+                    cap,
+                    "the database is already larger than its size cap: it may not grow further"
+                );
+            }
+        }
+        Ok(db)
+    }
+
+    /// Caps the database at `bytes` (rounded down to whole pages), or lifts the cap, and
+    /// returns the cap in force. SQLite keeps the cap at least at the current size, so a
+    /// cap below it stops all growth; a write that would grow past it fails with
+    /// `SQLITE_FULL` ("database or disk is full") and its transaction rolls back.
+    fn cap(&self, bytes: Option<u64>) -> rusqlite::Result<u64> {
+        // At least one page: `max_page_count = 0` would only read the limit.
+        let pages = bytes.map_or(self.unlimited_pages, |b| (b / self.page_size).max(1));
+        let pages = i64::try_from(pages).unwrap_or(i64::MAX);
+        let in_force: i64 =
+            self.conn
+                .pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))?;
+        Ok(u64::try_from(in_force)
+            .unwrap_or(0)
+            .saturating_mul(self.page_size))
     }
 
     /// Serves ops until every handle is dropped.
@@ -130,18 +185,30 @@ impl Db {
                 match op {
                     StoreOp::Commit {
                         instance,
+                        generation,
                         batch,
                         reply,
-                    } => group.push((instance, batch, reply)),
+                    } => {
+                        let commit = PendingCommit {
+                            instance,
+                            generation,
+                            batch,
+                            reply,
+                        };
+                        if let Some(commit) = self.admit(commit) {
+                            group.push(commit);
+                        }
+                    }
                     StoreOp::ConsumeAlarm { instance, at } => consumed.push((instance, at)),
-                    read => {
-                        // Reads see every write queued before them. Loading an instance only
+                    other => {
+                        // Reads see every write queued before them, and a new size cap
+                        // applies to the commits queued after it. Loading an instance only
                         // needs that instance's writes, which the pending group rarely holds
                         // (a loaded instance had no live engine): then the group keeps
                         // growing instead of committing early.
-                        let needs_flush = match &read {
+                        let needs_flush = match &other {
                             StoreOp::Load { instance, .. } => {
-                                group.iter().any(|(id, _, _)| id == instance)
+                                group.iter().any(|c| &c.instance == instance)
                                     || consumed.iter().any(|(id, _)| id == instance)
                             }
                             _ => true,
@@ -149,7 +216,7 @@ impl Db {
                         if needs_flush {
                             self.flush(&mut group, &mut consumed);
                         }
-                        self.read(read);
+                        self.answer(other);
                     }
                 }
                 if group.len() + consumed.len() < GROUP {
@@ -169,14 +236,50 @@ impl Db {
         }
         let result = self.write_group(group, consumed);
         consumed.clear();
-        for (_, _, reply) in group.drain(..) {
+        if let Err(e) = &result {
+            self.fence(group, &e.to_string());
+        }
+        for PendingCommit { reply, .. } in group.drain(..) {
             let _ = reply.send(match &result {
                 Ok(()) => Ok(()),
-                Err(e) => Err(StorageError::new(format!("commit failed: {e}"))),
+                Err(e) => Err(StorageError::new(format!(
+                    "the group commit was rolled back: {e}"
+                ))),
             });
         }
         if let Err(e) = result {
             tracing::error!(error = %e, "group commit failed");
+        }
+    }
+
+    /// Takes a commit into the group, or refuses it at once if it follows a lost commit
+    /// of its instance from the same engine generation (or an older one).
+    fn admit(&mut self, commit: PendingCommit) -> Option<PendingCommit> {
+        let Some((lost, cause)) = self.lost.get(&commit.instance) else {
+            return Some(commit);
+        };
+        if commit.generation > *lost {
+            // An engine loaded after the loss: the fence has done its work.
+            self.lost.remove(&commit.instance);
+            return Some(commit);
+        }
+        let _ = commit.reply.send(Err(StorageError::new(format!(
+            "refused, as it was made on top of an earlier commit of this instance that was \
+             lost ({cause})"
+        ))));
+        None
+    }
+
+    /// Remembers the instances of a failed group with their generations, so that commits
+    /// their engines made on top of the lost writes are refused.
+    fn fence(&mut self, group: &[PendingCommit], cause: &str) {
+        let cause: Arc<str> = Arc::from(cause);
+        for commit in group {
+            let lost = self
+                .lost
+                .entry(commit.instance.clone())
+                .or_insert((0, cause.clone()));
+            *lost = (lost.0.max(commit.generation), cause.clone());
         }
     }
 
@@ -201,7 +304,10 @@ impl Db {
             for (instance, at) in consumed {
                 consume.execute(params![instance.as_ref(), at])?;
             }
-            for (instance, batch, _) in group {
+            for PendingCommit {
+                instance, batch, ..
+            } in group
+            {
                 let id = instance.as_ref();
                 if batch.deletes_all() {
                     delete_all.execute([id])?;
@@ -223,7 +329,8 @@ impl Db {
         tx.commit()
     }
 
-    fn read(&mut self, op: StoreOp) {
+    /// Answers an op that is not a write: a read, or a change of the size cap.
+    fn answer(&mut self, op: StoreOp) {
         match op {
             StoreOp::Load { instance, reply } => {
                 let _ = reply.send(
@@ -240,6 +347,12 @@ impl Db {
                 let _ = reply.send(
                     self.alarms(after, before, limit)
                         .map_err(|e| storage_error("alarm index read failed", e)),
+                );
+            }
+            StoreOp::MaxSize { bytes, reply } => {
+                let _ = reply.send(
+                    self.cap(bytes)
+                        .map_err(|e| storage_error("cannot change the size cap", e)),
                 );
             }
             StoreOp::Commit { .. } | StoreOp::ConsumeAlarm { .. } => {}
