@@ -32,7 +32,7 @@ mod transport;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use durable_jobs::services::tracker::{EventTracker, NoopTracker};
 use durable_jobs::{JobError, JobsClient, Registry};
@@ -117,7 +117,8 @@ impl Builder {
     /// Posts lifecycle events in batches to `endpoint` (a JSON array per POST, each event
     /// enriched with `config`'s environment and service key), flushed every 250 ms. A slow
     /// or failing collector never delays or fails a request; events beyond the buffer bound
-    /// are dropped and counted.
+    /// are dropped and counted. At shutdown, refused batches are retried within the
+    /// [shutdown grace](Self::shutdown_grace).
     #[cfg(feature = "http-tracker")]
     pub fn http_tracking(self, endpoint: impl Into<String>, config: HttpTrackerConfig) -> Self {
         use durable_jobs::services::tracker::HttpBatchTracker;
@@ -139,7 +140,9 @@ impl Builder {
     }
 
     /// How long shutdown waits for running executions (default 5 s). Executions still
-    /// running then are abandoned safely: they run again after the next start.
+    /// running then are abandoned safely: they run again after the next start. Within the
+    /// same period, counted from the start of shutdown, a buffering tracker's refused
+    /// batches are posted again.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
@@ -188,6 +191,7 @@ impl Builder {
             threads,
             store_thread: Some(store_thread),
             flusher,
+            shutdown_grace: self.shutdown_grace,
         })
     }
 }
@@ -201,6 +205,7 @@ pub struct LocalRuntime {
     threads: Vec<JoinHandle<()>>,
     store_thread: Option<JoinHandle<()>>,
     flusher: Option<Flusher>,
+    shutdown_grace: Duration,
 }
 
 impl LocalRuntime {
@@ -307,12 +312,19 @@ impl LocalRuntime {
 
     /// Stops taking requests, lets running work finish (up to the grace period), writes
     /// everything out and closes the file. Clients answer "shut down" afterwards.
+    ///
+    /// Buffered lifecycle events are then delivered: a batch the collector refuses is
+    /// posted again, with a short backoff, until the grace period (counted from this call)
+    /// runs out; what is still undelivered then is dropped, and its count logged. A post
+    /// under way at that moment may finish first (the HTTP tracker gives up on one after
+    /// 10 s).
     pub async fn shutdown(mut self) {
+        let deadline = deadline_after(self.shutdown_grace);
         let _ = self.ask(|reply| ShardMsg::Shutdown { reply }).await;
-        self.join();
+        self.join(deadline);
     }
 
-    fn join(&mut self) {
+    fn join(&mut self, tracker_deadline: Instant) {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -321,9 +333,16 @@ impl LocalRuntime {
         }
         // Last, so the events of the final steps are delivered too.
         if let Some(flusher) = self.flusher.take() {
-            flusher.stop();
+            flusher.stop(tracker_deadline);
         }
     }
+}
+
+/// `grace` from now; a grace too long to represent waits a year instead.
+fn deadline_after(grace: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(grace)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 impl Drop for LocalRuntime {
@@ -336,7 +355,7 @@ impl Drop for LocalRuntime {
             let _ = shard.try_send(ShardMsg::Shutdown { reply });
         }
         if let Some(flusher) = &self.flusher {
-            flusher.signal();
+            flusher.signal(deadline_after(self.shutdown_grace));
         }
     }
 }
