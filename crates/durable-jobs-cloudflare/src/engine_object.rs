@@ -147,7 +147,8 @@ impl EngineObject {
 /// `registry` is a function `fn(&worker::Env) -> Result<Registry, RegistryError>`; it runs
 /// once per isolate and its registry is cached. For the worker's own handlers, the class
 /// gets two associated functions: `registry(&env)` and `client(&env, binding)`, the typed
-/// [`JobsClient`](durable_jobs::JobsClient) over [`DoTransport`](crate::DoTransport).
+/// [`JobsClient`](durable_jobs::JobsClient) over [`DoTransport`](crate::DoTransport) (see
+/// [`DoTransport::into_client`](crate::DoTransport::into_client) for its round robin).
 ///
 /// The class name is the struct's name; bind it in `wrangler.toml` and list it in
 /// `new_sqlite_classes` (the storage adapter needs SQLite-backed objects). The worker crate
@@ -192,10 +193,7 @@ macro_rules! engine_object {
                 let registry = Self::registry(env)
                     .map_err(|e| ::worker::Error::RustError(e.to_string()))?;
                 let namespace = env.durable_object(binding)?;
-                Ok($crate::durable_jobs::JobsClient::new(
-                    registry,
-                    $crate::DoTransport::new(namespace),
-                ))
+                Ok($crate::DoTransport::new(namespace).into_client(registry))
             }
         }
 

@@ -73,6 +73,8 @@ mod errors;
 #[cfg(target_arch = "wasm32")]
 mod registry_cache;
 #[cfg(target_arch = "wasm32")]
+mod round_robin;
+#[cfg(target_arch = "wasm32")]
 #[cfg(target_arch = "wasm32")]
 mod storage;
 #[cfg(target_arch = "wasm32")]

@@ -1,18 +1,19 @@
 //! The client side: requests to job instances through Durable Object stubs.
 
 use durable_jobs::wire::{Reply, Request as JobRequest, Response as JobResponse};
-use durable_jobs::{InstanceId, JobError, Transport};
+use durable_jobs::{InstanceId, JobError, JobsClient, Registry, Transport};
 use worker::{Headers, Method, ObjectNamespace, Request, RequestInit};
 
 use crate::engine_object::{REQUEST_PATH, STORAGE_STATS_PATH};
 use crate::errors::client_error;
+use crate::round_robin::isolate_round_robin;
 use crate::storage::StorageReport;
 
 /// A [`Transport`] that sends each request to the Durable Object named after its instance
 /// id (`{kind}:{name}:{key}`), as JSON, and decodes the JSON reply.
 ///
-/// With it, `JobsClient::new(registry, DoTransport::new(env.durable_object("JOBS")?))` is
-/// the same typed client as on every runtime; WorkerPool routing and aggregated status come
+/// With it, `DoTransport::new(env.durable_object("JOBS")?).into_client(registry)` is the
+/// same typed client as on every runtime; WorkerPool routing and aggregated status come
 /// from the core client.
 #[derive(Debug, Clone)]
 pub struct DoTransport {
@@ -23,6 +24,16 @@ impl DoTransport {
     /// A transport over the engine objects bound as `namespace`.
     pub fn new(namespace: ObjectNamespace) -> Self {
         DoTransport { namespace }
+    }
+
+    /// The typed client for the jobs of `registry` over this transport.
+    ///
+    /// WorkerPool events with neither a partition key nor an event id take turns through
+    /// the instances per isolate, from a random start, rather than per client: a Worker
+    /// builds a client for each request, and each would otherwise begin at instance 0.
+    /// (`JobsClient::new` gives the client a rotation of its own.)
+    pub fn into_client(self, registry: Registry) -> JobsClient<DoTransport> {
+        JobsClient::new(registry, self).with_round_robin(isolate_round_robin())
     }
 
     /// The storage operation counts of one instance's object: since it was loaded, and for

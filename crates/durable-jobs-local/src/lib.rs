@@ -38,7 +38,7 @@ mod user_code;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use durable_jobs::services::tracker::{EventTracker, NoopTracker};
 use durable_jobs::{JobError, JobsClient, Registry};
@@ -129,7 +129,8 @@ impl Builder {
     /// Posts lifecycle events in batches to `endpoint` (a JSON array per POST, each event
     /// enriched with `config`'s environment and service key), flushed every 250 ms. A slow
     /// or failing collector never delays or fails a request; events beyond the buffer bound
-    /// are dropped and counted.
+    /// are dropped and counted. At shutdown, refused batches are retried within the
+    /// [shutdown grace](Self::shutdown_grace).
     #[cfg(feature = "http-tracker")]
     pub fn http_tracking(self, endpoint: impl Into<String>, config: HttpTrackerConfig) -> Self {
         use durable_jobs::services::tracker::HttpBatchTracker;
@@ -151,7 +152,9 @@ impl Builder {
     }
 
     /// How long shutdown waits for running executions (default 5 s). Executions still
-    /// running then are abandoned safely: they run again after the next start.
+    /// running then are abandoned safely: they run again after the next start. Within the
+    /// same period, counted from the start of shutdown, a buffering tracker's refused
+    /// batches are posted again.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
@@ -242,6 +245,7 @@ impl Builder {
             store_thread: Some(store_thread),
             flusher,
             user_code,
+            shutdown_grace: self.shutdown_grace,
         })
     }
 }
@@ -259,6 +263,7 @@ pub struct LocalRuntime {
     store_thread: Option<JoinHandle<()>>,
     flusher: Option<Flusher>,
     user_code: Option<Arc<UserCodePool>>,
+    shutdown_grace: Duration,
 }
 
 impl LocalRuntime {
@@ -378,12 +383,19 @@ impl LocalRuntime {
 
     /// Stops taking requests, lets running work finish (up to the grace period), writes
     /// everything out and closes the file. Clients answer "shut down" afterwards.
+    ///
+    /// Buffered lifecycle events are then delivered: a batch the collector refuses is
+    /// posted again, with a short backoff, until the grace period (counted from this call)
+    /// runs out; what is still undelivered then is dropped, and its count logged. A post
+    /// under way at that moment may finish first (the HTTP tracker gives up on one after
+    /// 10 s).
     pub async fn shutdown(mut self) {
+        let deadline = deadline_after(self.shutdown_grace);
         let _ = self.ask(|reply| ShardMsg::Shutdown { reply }).await;
-        self.join();
+        self.join(deadline);
     }
 
-    fn join(&mut self) {
+    fn join(&mut self, tracker_deadline: Instant) {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -396,9 +408,16 @@ impl LocalRuntime {
         }
         // Last, so the events of the final steps are delivered too.
         if let Some(flusher) = self.flusher.take() {
-            flusher.stop();
+            flusher.stop(tracker_deadline);
         }
     }
+}
+
+/// `grace` from now; a grace too long to represent waits a year instead.
+fn deadline_after(grace: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(grace)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 impl Drop for LocalRuntime {
@@ -411,7 +430,7 @@ impl Drop for LocalRuntime {
             let _ = shard.try_send(ShardMsg::Shutdown { reply });
         }
         if let Some(flusher) = &self.flusher {
-            flusher.signal();
+            flusher.signal(deadline_after(self.shutdown_grace));
         }
         if let Some(user_code) = &self.user_code {
             user_code.close();

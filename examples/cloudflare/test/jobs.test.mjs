@@ -320,6 +320,20 @@ test("worker pool: retries, then dead letters that can be listed, replayed and d
   assert.deepEqual(await get("/emails/dead-letters"), { items: [] });
 });
 
+test("worker pool: events without a partition or an id spread over the instances", async () => {
+  // Every request builds a new client: the rotation must carry on from one to the next.
+  const spread = (e) => e.job === "emailSender" && e.to.startsWith("spread-") && e.outcome === "sent";
+  const indexes = [];
+  for (let i = 1; i <= 6; i++) {
+    indexes.push((await post("/emails", { to: `spread-${i}@mail.test` })).instanceIndex);
+  }
+  assert.ok(new Set(indexes).size > 1, `un-keyed events went to instances ${indexes}`);
+  const sent = await waitForEntries("every un-keyed email", spread, indexes.length, 10_000);
+  const byIndex = (a, b) => a - b;
+  assert.deepEqual(sent.map((e) => e.instanceIndex).sort(byIndex), [...indexes].sort(byIndex),
+    "each ran on the instance it was routed to");
+});
+
 test("errors: bad requests are typed", async () => {
   const bad = await call("POST", "/webhooks/c-bad/add", { nope: 1 });
   assert.equal(bad.status, 400);

@@ -40,6 +40,8 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
 pub struct JobsClient<T> {
     pub(crate) registry: Registry,
     pub(crate) transport: T,
+    /// The next round-robin turn of WorkerPool events that have neither a partition key
+    /// nor an event id; shared by the client's clones.
     pub(crate) round_robin: Arc<AtomicU32>,
 }
 
@@ -51,6 +53,18 @@ impl<T: Transport> JobsClient<T> {
             transport,
             round_robin: Arc::default(),
         }
+    }
+
+    /// Takes the WorkerPool round robin (events with neither a partition key nor an event
+    /// id) from `counter`, which holds the next turn (the instance is `turn % concurrency`).
+    ///
+    /// By default each client starts its own rotation at instance 0, which is right for a
+    /// client that lives as long as the process. Where clients are short-lived, one per
+    /// request say, pass every one the same counter, so the rotation carries on across
+    /// them; a counter starting at a random value spreads separate processes too.
+    pub fn with_round_robin(mut self, counter: Arc<AtomicU32>) -> Self {
+        self.round_robin = counter;
+        self
     }
 
     /// The Continuous job of type `J` (registered once).
@@ -150,6 +164,7 @@ mod tests {
 
     use super::*;
     use crate::jobs::continuous::{ContinuousContext, Schedule};
+    use crate::jobs::worker_pool::{EnqueueRequest, WorkerPoolContext};
 
     /// Answers every request with `Triggered`, whatever it asked for.
     struct AlwaysTriggered;
@@ -171,6 +186,57 @@ mod tests {
         async fn execute(&self, _: &mut ContinuousContext<()>) -> Result<(), String> {
             Ok(())
         }
+    }
+
+    struct Pool;
+
+    impl WorkerPool for Pool {
+        type Event = ();
+        type Error = String;
+        fn concurrency(&self) -> u32 {
+            3
+        }
+        async fn execute(&self, _: &WorkerPoolContext<()>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// Where `client` sends its next `count` events without a key or an id.
+    fn next_turns(client: &JobsClient<AlwaysTriggered>, count: usize) -> Vec<u32> {
+        let pool = client.worker_pool::<Pool>();
+        (0..count)
+            .map(|_| pool.route(&EnqueueRequest::new()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn clients_sharing_a_round_robin_carry_on_its_rotation() {
+        let registry = Registry::builder()
+            .worker_pool("pool", Pool)
+            .build()
+            .unwrap();
+        let fresh = || JobsClient::new(registry.clone(), AlwaysTriggered);
+        assert_eq!(next_turns(&fresh(), 2), [0, 1]);
+        assert_eq!(
+            next_turns(&fresh(), 2),
+            [0, 1],
+            "each client starts its own"
+        );
+
+        let shared = Arc::new(AtomicU32::new(0));
+        let sharing = || fresh().with_round_robin(shared.clone());
+        assert_eq!(next_turns(&sharing(), 2), [0, 1]);
+        assert_eq!(next_turns(&sharing(), 2), [2, 0]);
+        assert_eq!(next_turns(&sharing(), 1), [1]);
+
+        let offset = fresh().with_round_robin(Arc::new(AtomicU32::new(7)));
+        assert_eq!(
+            next_turns(&offset, 3),
+            [1, 2, 0],
+            "starts at the counter's value"
+        );
+        let wrapping = fresh().with_round_robin(Arc::new(AtomicU32::new(u32::MAX)));
+        assert_eq!(next_turns(&wrapping, 2), [0, 0], "wraps without a panic");
     }
 
     #[test]
