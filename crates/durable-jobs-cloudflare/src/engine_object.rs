@@ -54,7 +54,10 @@ impl EngineObject {
             ))
         });
         let engine = registry.map(|registry| {
-            let engine = Engine::new(registry, DurableObjectBackend::new(&state));
+            // A panic aborts the wasm instance here, so an attempt must be on record
+            // before its user code runs, or a panicking job would run again forever.
+            let engine = Engine::new(registry, DurableObjectBackend::new(&state))
+                .with_attempts_recorded_at_start();
             match &tracker {
                 Some(tracker) => engine.with_tracker(tracker.clone()),
                 None => engine,

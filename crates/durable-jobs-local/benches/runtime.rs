@@ -376,7 +376,7 @@ fn main() {
     );
 
     if wants("drain") || wants("enqueue") || wants("debounce") || wants("lateness") {
-        let rt = LocalRuntime::open(dir.join("throughput.db"), registry()).expect("open");
+        let rt = throughput_runtime(&dir.join("throughput.db"));
         futures::executor::block_on(async {
             if wants("drain") {
                 drain(&rt).await;
@@ -397,6 +397,28 @@ fn main() {
         memory_and_restart(&dir.join("idle.db"));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The runtime the throughput figures use: the defaults, or what `BENCH_USER_CODE_THREADS`
+/// and `BENCH_RECORD_ATTEMPTS` (0 or 1) ask for, to price those settings.
+fn throughput_runtime(path: &std::path::Path) -> LocalRuntime {
+    let mut builder = LocalRuntime::builder(registry()).path(path);
+    if let Some(threads) = env_number("BENCH_USER_CODE_THREADS") {
+        builder = builder.user_code_threads(threads);
+    }
+    if let Some(record) = env_number("BENCH_RECORD_ATTEMPTS") {
+        builder = builder.record_attempts_at_start(record != 0);
+    }
+    println!(
+        "settings: user-code threads {}, attempts recorded at start {}",
+        std::env::var("BENCH_USER_CODE_THREADS").unwrap_or_else(|_| "default".into()),
+        std::env::var("BENCH_RECORD_ATTEMPTS").unwrap_or_else(|_| "default".into()),
+    );
+    builder.open().expect("open")
+}
+
+fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name).ok()?.parse().ok()
 }
 
 fn num_cpus() -> usize {

@@ -79,6 +79,7 @@ pub struct Builder {
     shutdown_grace: Duration,
     user_code_threads: usize,
     max_file_size: Option<u64>,
+    attempts_recorded_at_start: bool,
 }
 
 impl Builder {
@@ -171,6 +172,17 @@ impl Builder {
         self
     }
 
+    /// Records each attempt in the file before its `execute` runs (default off). Panics
+    /// are caught and counted either way; this is for jobs that can take the whole
+    /// process down (an abort, an out-of-memory kill, a crash in native code): each such
+    /// attempt is then counted too, and the job ends as a dead letter, a failed batch or
+    /// an `Error` status instead of running again after every restart. It costs one more
+    /// commit per execution.
+    pub fn record_attempts_at_start(mut self, record: bool) -> Self {
+        self.attempts_recorded_at_start = record;
+        self
+    }
+
     /// Caps the database's size at `bytes` (whole pages; no cap by default). A commit that
     /// would grow the database past it fails with [`JobError::Storage`] ("database or disk
     /// is full"), and so does every call whose writes shared its group commit; nothing of
@@ -218,6 +230,7 @@ impl Builder {
                 evict_after: self.evict_after,
                 shutdown_grace: self.shutdown_grace,
                 runner: runner.clone(),
+                attempts_recorded_at_start: self.attempts_recorded_at_start,
             };
             let thread = shard::spawn(cfg, rx).map_err(|e| OpenError::Io {
                 message: format!("cannot start a shard thread: {e}"),
@@ -282,6 +295,7 @@ impl LocalRuntime {
             shutdown_grace: Duration::from_secs(5),
             user_code_threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             max_file_size: None,
+            attempts_recorded_at_start: false,
         }
     }
 

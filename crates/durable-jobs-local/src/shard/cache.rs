@@ -79,6 +79,8 @@ pub(crate) struct InstanceCache {
     evict_after: Duration,
     /// Where instances run user code; `None` runs it on the shard.
     runner: Option<Arc<dyn UserCodeRunner>>,
+    /// Whether engines record each attempt before its user code runs.
+    attempts_recorded_at_start: bool,
     /// The cached instances by id.
     slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
     /// Engines replaced after a lost commit while they were executing, by instance; each
@@ -101,6 +103,7 @@ impl InstanceCache {
             wake,
             evict_after: cfg.evict_after,
             runner: cfg.runner.clone(),
+            attempts_recorded_at_start: cfg.attempts_recorded_at_start,
             slots: RefCell::default(),
             retired: RefCell::default(),
             generations: Cell::new(0),
@@ -187,6 +190,9 @@ impl InstanceCache {
             Engine::new(self.registry.clone(), storage).with_tracker(self.tracker.clone());
         if let Some(runner) = &self.runner {
             engine = engine.with_runner(runner.clone());
+        }
+        if self.attempts_recorded_at_start {
+            engine = engine.with_attempts_recorded_at_start();
         }
         Ok(Rc::new(engine))
     }

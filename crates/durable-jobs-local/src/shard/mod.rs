@@ -99,6 +99,8 @@ pub(crate) struct ShardConfig {
     pub shutdown_grace: Duration,
     /// Where instances run user code; `None` runs it on the shard.
     pub runner: Option<Arc<dyn UserCodeRunner>>,
+    /// Whether engines record each attempt before its user code runs.
+    pub attempts_recorded_at_start: bool,
 }
 
 /// The shard an instance id belongs to (FNV-1a).

@@ -82,6 +82,8 @@ pub struct Engine<B> {
     runner: Option<Arc<dyn UserCodeRunner>>,
     /// Since when the running execution is past its timeout and did not stop.
     overdue_since: Cell<Option<i64>>,
+    /// Record each attempt in storage before its user code runs.
+    attempts_recorded_at_start: bool,
 }
 
 impl<B: Storage + Clock> Engine<B> {
@@ -101,7 +103,23 @@ impl<B: Storage + Clock> Engine<B> {
             requests_in_flight: Cell::new(0),
             runner: None,
             overdue_since: Cell::new(None),
+            attempts_recorded_at_start: false,
         }
+    }
+
+    /// Records each attempt in storage before its user code runs, at the cost of one more
+    /// commit per execution. For hosts where an execution can die without an outcome (a
+    /// panic that aborts the wasm isolate, a killed process): a run that keeps dying then
+    /// uses up its attempts and ends as a dead letter, a failed batch or an `Error`
+    /// status, instead of running again forever.
+    pub fn with_attempts_recorded_at_start(mut self) -> Self {
+        self.attempts_recorded_at_start = true;
+        self
+    }
+
+    /// Whether each attempt is recorded before its user code runs.
+    pub(crate) fn records_attempts_at_start(&self) -> bool {
+        self.attempts_recorded_at_start
     }
 
     /// Runs user code on `runner` instead of the engine's own task, which also enforces

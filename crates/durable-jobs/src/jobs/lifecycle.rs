@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::retry::RetryPolicy;
 use crate::services::metadata::{Metadata, Status};
 use crate::services::purge;
 
@@ -68,4 +69,22 @@ pub(crate) fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Durati
         Some(t) if t.is_zero() => Err("timeout must be longer than zero".into()),
         other => Ok(other),
     }
+}
+
+/// The error of an attempt that ended without an outcome, counted when the next one
+/// would exceed the retry policy.
+pub(crate) const ABANDONED: &str = "abandoned: the execution ended without an outcome \
+     on every attempt (its process or isolate stopped: a crash, or a panic that aborts)";
+
+/// The number of the attempt about to start: one after the last failure recorded or the
+/// last start recorded, whichever is later (a start with no outcome is an attempt that
+/// died with its host).
+pub(crate) fn next_attempt(failed: u32, started: u32) -> u32 {
+    failed.max(started).saturating_add(1)
+}
+
+/// Whether `attempt` would go past what `retry` allows: the earlier attempts, some of
+/// which never reported back, used them all up.
+pub(crate) fn is_beyond(retry: &RetryPolicy, attempt: u32) -> bool {
+    attempt > 1 && !retry.retries_after(attempt - 1)
 }

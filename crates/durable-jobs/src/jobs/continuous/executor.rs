@@ -19,7 +19,11 @@ type ContinuousStep<'a, B> = Step<'a, B, Record>;
 struct Claim {
     epoch: u64,
     trigger_at: Option<i64>,
+    /// The attempt to run; when `abandoned`, the last one, which never reported back.
     attempt: u32,
+    /// Earlier attempts died without an outcome and used up the retries: record the final
+    /// failure without running.
+    abandoned: bool,
     run_count: u64,
     state: Vec<u8>,
 }
@@ -31,9 +35,15 @@ pub(crate) async fn alarm<B: Storage + Clock>(
     instance: &InstanceId,
 ) -> Result<(), JobError> {
     let job = shared_job.as_ref();
-    let Some(claim) = claim(engine, instance).await? else {
+    let Some(claim) = claim(engine, job, instance).await? else {
         return Ok(());
     };
+    if claim.abandoned {
+        let outcome = RunOutcome::Failed {
+            error: lifecycle::ABANDONED.to_string(),
+        };
+        return complete(engine, job, instance, &claim, outcome, engine.now()).await;
+    }
     let final_attempt = !job.config().retry.retries_after(claim.attempt);
     let started = engine.now();
     let input = RunInput {
@@ -63,6 +73,7 @@ pub(crate) async fn alarm<B: Storage + Clock>(
 /// retention has passed.
 async fn claim<B: Storage + Clock>(
     engine: &Engine<B>,
+    job: &dyn ErasedContinuous,
     instance: &InstanceId,
 ) -> Result<Option<Claim>, JobError> {
     let mut step: ContinuousStep<'_, B> = engine.alarm_step(instance, &[STATE_KEY]).await?;
@@ -84,15 +95,24 @@ async fn claim<B: Storage + Clock>(
     }
     let epoch = meta.epoch;
     let rec = step.record();
-    Ok(Some(Claim {
+    let attempt = lifecycle::next_attempt(rec.attempt, rec.started.unwrap_or(0));
+    let abandoned = lifecycle::is_beyond(&job.config().retry, attempt);
+    let claim = Claim {
         epoch,
         trigger_at: rec.trigger_at,
-        attempt: rec.attempt + 1,
+        attempt: if abandoned { attempt - 1 } else { attempt },
+        abandoned,
         run_count: rec.run_count,
         // A missing state decodes as `null`, which fails the run with a clear error for
         // any state type that needs a value.
         state: step.take_extra(0).unwrap_or_else(|| b"null".to_vec()),
-    }))
+    };
+    if engine.records_attempts_at_start() && !abandoned {
+        step.record_mut().started = Some(attempt);
+        step.leave_alarm();
+        step.finish().await?;
+    }
+    Ok(Some(claim))
 }
 
 /// Records the run's outcome, unless the instance was stopped (or stopped and started
@@ -110,6 +130,7 @@ async fn complete<B: Storage + Clock>(
         .meta()
         .is_some_and(|m| m.epoch == claim.epoch && !m.status.is_stopped());
     if current && step.record_found() {
+        step.record_mut().started = None;
         match outcome {
             RunOutcome::Done { state, terminate } => {
                 succeed(&mut step, job, claim, state, terminate, started)

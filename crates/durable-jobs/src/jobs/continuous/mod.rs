@@ -36,6 +36,10 @@ pub(crate) struct Record {
     pub trigger_at: Option<i64>,
     /// Failed attempts of the current run.
     pub attempt: u32,
+    /// The attempt of the current run started last, while its outcome is not recorded
+    /// (only where attempts are recorded at their start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u32>,
     pub retry_at: Option<i64>,
     pub last_error: Option<ErrorInfo>,
 }

@@ -26,7 +26,25 @@ pub(crate) async fn alarm<B: Storage + Clock>(
         let Some(inflight) = claim(engine, instance).await? else {
             return Ok(());
         };
-        let attempt = inflight.attempt + 1;
+        let attempt = lifecycle::next_attempt(inflight.attempt, inflight.started);
+        if lifecycle::is_beyond(&job.config().retry, attempt) {
+            let abandoned = Err(lifecycle::ABANDONED.to_string());
+            let now = engine.now();
+            complete(
+                engine,
+                job,
+                instance,
+                &inflight,
+                attempt - 1,
+                abandoned,
+                now,
+            )
+            .await?;
+            continue;
+        }
+        if engine.records_attempts_at_start() {
+            record_start(engine, instance, attempt).await?;
+        }
         let final_attempt = !job.config().retry.retries_after(attempt);
         let started = engine.now();
         let input = FlushInput {
@@ -50,14 +68,28 @@ pub(crate) async fn alarm<B: Storage + Clock>(
             })
             .await?
             .and_then(|r| r);
-        complete(engine, job, instance, &inflight, result, started).await?;
+        complete(engine, job, instance, &inflight, attempt, result, started).await?;
     }
     Ok(())
 }
 
+/// Records that attempt `attempt` of the batch in flight starts.
+async fn record_start<B: Storage + Clock>(
+    engine: &Engine<B>,
+    instance: &InstanceId,
+    attempt: u32,
+) -> Result<(), JobError> {
+    let mut step: DebounceStep<'_, B> = engine.alarm_step(instance, &[]).await?;
+    if let Some(inflight) = step.record_mut().inflight.as_mut() {
+        inflight.started = attempt;
+    }
+    step.leave_alarm();
+    step.finish().await
+}
+
 /// Picks the batch to flush (a claimed or retrying batch, then a failed batch a flush asked
-/// to retry, then the oldest full batch, then the open batch if due) and stores it as in flight; purges an idle
-/// instance whose retention has passed.
+/// to retry, then the oldest full batch, then the open batch if due) and stores it as in
+/// flight; purges an idle instance whose retention has passed.
 async fn claim<B: Storage + Clock>(
     engine: &Engine<B>,
     instance: &InstanceId,
@@ -155,6 +187,7 @@ fn take_out(rec: &mut Record, batch: PendingBatch, reason: FlushReason, now: i64
         batch,
         reason,
         attempt: 0,
+        started: 0,
         claimed_at: now,
         retry_at: None,
     };
@@ -174,12 +207,13 @@ impl FailedBatch {
     }
 }
 
-/// Records the flush's outcome: done, retried later, or kept as a failed batch.
+/// Records attempt `attempt`'s outcome: done, retried later, or kept as a failed batch.
 async fn complete<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedDebounce,
     instance: &InstanceId,
     inflight: &Inflight,
+    attempt: u32,
     result: Result<(), String>,
     started: i64,
 ) -> Result<(), JobError> {
@@ -188,7 +222,6 @@ async fn complete<B: Storage + Clock>(
         return Ok(());
     }
     let now = step.now();
-    let attempt = inflight.attempt + 1;
     match result {
         Ok(()) => {
             step.record_mut().inflight = None;

@@ -54,6 +54,10 @@ pub(crate) struct Inflight {
     pub reason: FlushReason,
     /// Failed attempts so far.
     pub attempt: u32,
+    /// The attempt started last, while its outcome is not recorded (only where attempts
+    /// are recorded at their start).
+    #[serde(default)]
+    pub started: u32,
     pub claimed_at: i64,
     pub retry_at: Option<i64>,
 }

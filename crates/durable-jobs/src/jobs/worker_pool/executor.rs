@@ -7,20 +7,31 @@ use futures::future::LocalBoxFuture;
 
 use super::erased::{ErasedWorkerPool, ProcessInput};
 use super::handler::mark_done;
-use super::{dead_key, DeadLetter, IdRecord, Pending, PoolRecord, QUEUE_PREFIX};
+use super::{dead_key, DeadLetter, IdRecord, Pending, PoolRecord, StartedAttempt, QUEUE_PREFIX};
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step, UserRun, EXECUTIONS_PER_ALARM};
 use crate::errors::JobError;
 use crate::events::EventKind;
 use crate::ids::InstanceId;
+use crate::jobs::lifecycle;
 use crate::services::idempotency;
 
 type PoolStep<'a, B> = Step<'a, B, PoolRecord>;
 
 /// What the claim found to do.
 enum Work {
-    /// Process the queued event under `key`.
-    Event { key: String, pending: Pending },
+    /// Process the queued event under `key`, as attempt `attempt`.
+    Event {
+        key: String,
+        pending: Pending,
+        attempt: u32,
+    },
+    /// The event under `key` used up its attempts without reporting back: dead-letter it.
+    Abandoned {
+        key: String,
+        pending: Pending,
+        attempts: u32,
+    },
     /// The queue drained: run `on_empty`.
     Empty { processed: u64 },
 }
@@ -32,11 +43,18 @@ pub(crate) async fn alarm<B: Storage + Clock>(
     instance: &InstanceId,
 ) -> Result<(), JobError> {
     for _ in 0..EXECUTIONS_PER_ALARM {
-        match claim(engine, instance).await? {
+        match claim(engine, job.as_ref(), instance).await? {
             None => return Ok(()),
-            Some(Work::Event { key, pending }) => {
-                process(engine, job, instance, key, pending).await?
-            }
+            Some(Work::Event {
+                key,
+                pending,
+                attempt,
+            }) => process(engine, job, instance, key, pending, attempt).await?,
+            Some(Work::Abandoned {
+                key,
+                pending,
+                attempts,
+            }) => abandon(engine, job, instance, &key, pending, attempts).await?,
             Some(Work::Empty { processed }) => {
                 run_on_empty(engine, job, instance, processed).await?;
                 record_drained(engine, instance).await?;
@@ -51,6 +69,7 @@ pub(crate) async fn alarm<B: Storage + Clock>(
 /// the outcome is recorded, so a crash meanwhile finds the work still scheduled.
 async fn claim<B: Storage + Clock>(
     engine: &Engine<B>,
+    job: &dyn ErasedWorkerPool,
     instance: &InstanceId,
 ) -> Result<Option<Work>, JobError> {
     let mut step: PoolStep<'_, B> = engine.alarm_step(instance, &[]).await?;
@@ -67,7 +86,7 @@ async fn claim<B: Storage + Clock>(
                 step.finish().await?;
                 return Ok(None);
             }
-            Ok(Some(Work::Event { key, pending }))
+            start(step, job, key, pending).await.map(Some)
         }
         None => {
             if step.record().pending != 0 || step.record().current.is_some() {
@@ -87,6 +106,39 @@ async fn claim<B: Storage + Clock>(
             Ok(work)
         }
     }
+}
+
+/// Decides the head's attempt number, and records it first where attempts are recorded at
+/// their start.
+async fn start<B: Storage + Clock>(
+    mut step: PoolStep<'_, B>,
+    job: &dyn ErasedWorkerPool,
+    key: String,
+    pending: Pending,
+) -> Result<Work, JobError> {
+    let started = match &step.record().started {
+        Some(s) if s.key == key => s.attempt,
+        _ => 0,
+    };
+    let attempt = lifecycle::next_attempt(pending.attempt, started);
+    if lifecycle::is_beyond(&job.config().retry, attempt) {
+        return Ok(Work::Abandoned {
+            key,
+            pending,
+            attempts: attempt - 1,
+        });
+    }
+    if step.engine().records_attempts_at_start() {
+        let key = key.clone();
+        step.record_mut().started = Some(StartedAttempt { key, attempt });
+        step.leave_alarm();
+        step.finish().await?;
+    }
+    Ok(Work::Event {
+        key,
+        pending,
+        attempt,
+    })
 }
 
 async fn head<B: Storage + Clock>(
@@ -143,9 +195,9 @@ async fn process<B: Storage + Clock>(
     instance: &InstanceId,
     key: String,
     pending: Pending,
+    attempt: u32,
 ) -> Result<(), JobError> {
     let job = shared_job.as_ref();
-    let attempt = pending.attempt + 1;
     let final_attempt = !job.config().retry.retries_after(attempt);
     engine.report_when_durable(vec![engine.event(
         instance,
@@ -179,12 +231,29 @@ async fn process<B: Storage + Clock>(
         .and_then(|r| r);
 
     let mut step: PoolStep<'_, B> = engine.alarm_step(instance, &[]).await?;
+    step.record_mut().started = None;
     match result {
         Ok(()) => complete(&mut step, job, &key, &pending, started)?,
         Err(error) => fail(&mut step, job, &key, pending, attempt, error)?,
     }
     // One record per event becomes expirable here; sweeping a few keeps them bounded.
     step.sweep_ids(idempotency::SWEEP_LIMIT).await?;
+    step.finish().await
+}
+
+/// Dead-letters an event whose attempts all ended without an outcome, without running it.
+async fn abandon<B: Storage + Clock>(
+    engine: &Engine<B>,
+    job: &Arc<dyn ErasedWorkerPool>,
+    instance: &InstanceId,
+    key: &str,
+    pending: Pending,
+    attempts: u32,
+) -> Result<(), JobError> {
+    let mut step: PoolStep<'_, B> = engine.alarm_step(instance, &[]).await?;
+    step.record_mut().started = None;
+    let error = lifecycle::ABANDONED.to_string();
+    fail(&mut step, job.as_ref(), key, pending, attempts, error)?;
     step.finish().await
 }
 

@@ -50,6 +50,20 @@ pub(crate) struct PoolRecord {
     pub retry_at: Option<i64>,
     /// `on_empty` has run since the queue last had events.
     pub drained: bool,
+    /// The event whose attempt started last, while its outcome is not recorded (only
+    /// where attempts are recorded at their start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<StartedAttempt>,
+}
+
+/// An attempt recorded at its start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StartedAttempt {
+    /// The queue key of the event.
+    pub key: String,
+    /// Its attempt number.
+    pub attempt: u32,
 }
 
 impl Default for PoolRecord {
@@ -65,6 +79,7 @@ impl Default for PoolRecord {
             current: None,
             retry_at: None,
             drained: true,
+            started: None,
         }
     }
 }
