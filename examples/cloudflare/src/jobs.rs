@@ -142,7 +142,8 @@ pub struct Email {
     pub seq: Option<u32>,
 }
 
-/// Sends emails on 3 sequential instances, 3 attempts each, 300 ms apart.
+/// Sends emails on 3 sequential instances, 3 attempts each, 300 ms apart. Addresses
+/// starting with `fail` always fail, `flaky` fail once, `panic` panic.
 pub struct EmailSender {
     log: LogClient,
 }
@@ -161,8 +162,14 @@ impl WorkerPool for EmailSender {
 
     async fn execute(&self, ctx: &WorkerPoolContext<Email>) -> Result<(), String> {
         let email = ctx.event();
+        let panics = email.to.starts_with("panic");
         let fails =
             email.to.starts_with("fail") || (email.to.starts_with("flaky") && ctx.attempt() == 1);
+        let outcome = match (panics, fails) {
+            (true, _) => "panicking",
+            (false, true) => "failed",
+            (false, false) => "sent",
+        };
         self.log
             .append(json!({
                 "job": "emailSender",
@@ -172,9 +179,12 @@ impl WorkerPool for EmailSender {
                 "eventId": ctx.event_id(),
                 "instanceIndex": ctx.instance_index(),
                 "attempt": ctx.attempt(),
-                "outcome": if fails { "failed" } else { "sent" },
+                "outcome": outcome,
             }))
             .await?;
+        // A panic aborts the whole wasm instance: the object recovers on its next call, and
+        // the attempt was recorded before it ran, so it still counts.
+        assert!(!panics, "the mail library panicked for {}", email.to);
         if fails {
             return Err(format!("mailbox of {} unavailable", email.to));
         }

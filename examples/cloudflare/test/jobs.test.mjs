@@ -320,6 +320,34 @@ test("worker pool: retries, then dead letters that can be listed, replayed and d
   assert.deepEqual(await get("/emails/dead-letters"), { items: [] });
 });
 
+test("worker pool: a panicking event still uses up its attempts and is dead-lettered", async () => {
+  // A panic aborts the isolate's wasm instance. The next call to an object is served by a
+  // fresh instance, but calls that were in flight (the panicking alarm among them) never
+  // settle: the platform replaces the isolate, which a restart of workerd stands for here.
+  const panicking = (e) => e.eventId === "panic-1" && e.outcome === "panicking";
+  // Calls in flight when it panics fail too, so nothing else is sent meanwhile.
+  await post("/emails", { to: "panic@mail.test", partition: "boom", eventId: "panic-1" });
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    await waitForEntries(`panicking attempt ${attempt}`, panicking, attempt, 10_000);
+    await sleep(300); // the panic follows its log entry
+    assert.equal(typeof (await get("/emails/status")).pending, "number", "the next request is served");
+    await stop();
+    await start();
+  }
+  // Each attempt was recorded before it ran: the fourth alarm dead-letters the event
+  // without running it, and its partition moves on.
+  await post("/emails", { to: "after-panic@mail.test", partition: "boom" });
+  const after = (e) => e.to === "after-panic@mail.test" && e.outcome === "sent";
+  await waitForEntries("the email behind the panicking one", after, 1, 10_000);
+  assert.deepEqual((await entries(panicking)).map((e) => e.attempt), [1, 2, 3]);
+  const { items } = await get("/emails/dead-letters");
+  const dead = items.find((i) => i.deadLetter.eventId === "panic-1");
+  assert.ok(dead, "the panicking email is a dead letter");
+  assert.equal(dead.deadLetter.attempts, 3);
+  assert.match(dead.deadLetter.error, /abandoned/);
+  assert.deepEqual(await post("/emails/discard", { eventIds: ["panic-1"] }), { count: 1 });
+});
+
 test("worker pool: events without a partition or an id spread over the instances", async () => {
   // Every request builds a new client: the rotation must carry on from one to the next.
   const spread = (e) => e.job === "emailSender" && e.to.startsWith("spread-") && e.outcome === "sent";
