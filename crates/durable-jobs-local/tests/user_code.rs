@@ -208,3 +208,43 @@ fn a_zero_timeout_is_refused_at_registration() {
         .expect_err("a zero timeout fails every execution");
     assert!(error.to_string().contains("timeout"), "{error}");
 }
+
+#[tokio::test]
+async fn more_threads_start_when_every_one_is_blocked() {
+    let (first, first_started, release_first) = blocker(None);
+    let (second, second_started, release_second) = blocker(None);
+    let registry = Registry::builder()
+        .worker_pool("first", first)
+        .worker_pool("second", second)
+        .build()
+        .unwrap();
+    let rt = one_shard(registry).user_code_threads(1).open().unwrap();
+    let client = rt.client();
+    client
+        .worker_pool_named::<Blocker>("first")
+        .enqueue(&1)
+        .await
+        .unwrap();
+    first_started
+        .recv_timeout(DEADLINE)
+        .expect("the first blocker starts");
+    // The only thread is blocked: the second execution needs a thread of its own.
+    client
+        .worker_pool_named::<Blocker>("second")
+        .enqueue(&2)
+        .await
+        .unwrap();
+    second_started
+        .recv_timeout(DEADLINE)
+        .expect("a new thread runs the second blocker");
+    release_first.send(()).unwrap();
+    release_second.send(()).unwrap();
+    for name in ["first", "second"] {
+        let pool = client.worker_pool_named::<Blocker>(name);
+        wait_until("both complete", || async {
+            pool.status().await.unwrap().processed == 1
+        })
+        .await;
+    }
+    rt.shutdown().await;
+}

@@ -46,11 +46,28 @@ const CANCEL_GRACE: Duration = Duration::from_millis(250);
 /// One run of user code, as the engine starts it.
 pub(crate) struct UserRun<'a> {
     /// The instance it runs for.
-    pub instance: &'a InstanceId,
+    instance: &'a InstanceId,
     /// The storage key it works on, left alone by requests while it runs.
-    pub working_on: Option<String>,
+    working_on: Option<String>,
     /// How long it may run, where the runtime can cancel it.
-    pub timeout: Option<Duration>,
+    timeout: Option<Duration>,
+}
+
+impl<'a> UserRun<'a> {
+    /// A run for `instance`, limited to `timeout` where the runtime can cancel it.
+    pub fn new(instance: &'a InstanceId, timeout: Option<Duration>) -> Self {
+        UserRun {
+            instance,
+            working_on: None,
+            timeout,
+        }
+    }
+
+    /// Names the storage key the run works on, so that requests leave it alone.
+    pub fn working_on(mut self, key: String) -> Self {
+        self.working_on = Some(key);
+        self
+    }
 }
 
 /// The engine of one job instance, over its storage `B`.
@@ -206,7 +223,7 @@ impl<B: Storage + Clock> Engine<B> {
     /// thread. The inner `Err` is a panic or a timeout of the user code, with its message:
     /// the caller records it as a failed attempt. The outer `Err` is the engine's own
     /// failure (the run was abandoned: the alarm is tried again later).
-    pub(crate) async fn run_user_code<T, F>(
+    async fn run_user_code<T, F>(
         &self,
         run: UserRun<'_>,
         build: F,
@@ -223,6 +240,24 @@ impl<B: Storage + Clock> Engine<B> {
             None => Ok(unwind::catch(build()).await),
             Some(runner) => self.run_on(runner.as_ref(), &run, build).await,
         }
+    }
+
+    /// Runs `call` on a shared job between a claim and its completion (see
+    /// [`run_user_code`](Self::run_user_code)); the job travels to wherever user code runs.
+    pub(crate) async fn run_job<J, T, F>(
+        &self,
+        run: UserRun<'_>,
+        job: &Arc<J>,
+        call: F,
+    ) -> Result<Result<T, String>, JobError>
+    where
+        J: ?Sized + Send + Sync + 'static,
+        T: Send + 'static,
+        F: for<'j> FnOnce(&'j J) -> LocalBoxFuture<'j, T> + Send + 'static,
+    {
+        let job = Arc::clone(job);
+        self.run_user_code(run, move || Box::pin(async move { call(&*job).await }))
+            .await
     }
 
     /// Runs user code on `runner`, cancelling it at its timeout.

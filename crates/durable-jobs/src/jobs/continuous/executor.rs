@@ -54,16 +54,9 @@ pub(crate) async fn alarm<B: Storage + Clock>(
         final_attempt,
         now: started,
     };
-    let run = UserRun {
-        instance,
-        working_on: None,
-        timeout: job.config().timeout,
-    };
-    let runner_job = Arc::clone(shared_job);
+    let run = UserRun::new(instance, job.config().timeout);
     let outcome = engine
-        .run_user_code(run, move || {
-            Box::pin(async move { runner_job.run(input).await })
-        })
+        .run_job(run, shared_job, move |job| job.run(input))
         .await?
         .unwrap_or_else(|error| RunOutcome::Failed { error });
     complete(engine, job, instance, &claim, outcome, started).await

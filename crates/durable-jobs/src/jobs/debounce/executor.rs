@@ -56,16 +56,9 @@ pub(crate) async fn alarm<B: Storage + Clock>(
             attempt,
             final_attempt,
         };
-        let run = UserRun {
-            instance,
-            working_on: None,
-            timeout: job.config().timeout,
-        };
-        let runner_job = Arc::clone(shared_job);
+        let run = UserRun::new(instance, job.config().timeout);
         let result = engine
-            .run_user_code(run, move || {
-                Box::pin(async move { runner_job.run(input).await })
-            })
+            .run_job(run, shared_job, move |job| job.run(input))
             .await?
             .and_then(|r| r);
         complete(engine, job, instance, &inflight, attempt, result, started).await?;

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use futures::future::LocalBoxFuture;
-
 use super::erased::{ErasedWorkerPool, ProcessInput};
 use super::handler::mark_done;
 use super::{dead_key, DeadLetter, IdRecord, Pending, PoolRecord, StartedAttempt, QUEUE_PREFIX};
@@ -161,17 +159,10 @@ async fn run_on_empty<B: Storage + Clock>(
     instance: &InstanceId,
     processed: u64,
 ) -> Result<(), JobError> {
-    let run = UserRun {
-        instance,
-        working_on: None,
-        timeout: job.config().timeout,
-    };
-    let runner_job = Arc::clone(job);
+    let run = UserRun::new(instance, job.config().timeout);
     let owned_instance = instance.clone();
-    let build = move || -> LocalBoxFuture<'static, ()> {
-        Box::pin(async move { runner_job.on_empty(owned_instance, processed).await })
-    };
-    if let Err(error) = engine.run_user_code(run, build).await? {
+    let on_empty = engine.run_job(run, job, move |job| job.on_empty(owned_instance, processed));
+    if let Err(error) = on_empty.await? {
         tracing::warn!(%instance, %error, "on_empty failed");
     }
     Ok(())
@@ -217,16 +208,9 @@ async fn process<B: Storage + Clock>(
         priority: pending.priority,
         instance: instance.clone(),
     };
-    let run = UserRun {
-        instance,
-        working_on: Some(key.clone()),
-        timeout: job.config().timeout,
-    };
-    let runner_job = Arc::clone(shared_job);
+    let run = UserRun::new(instance, job.config().timeout).working_on(key.clone());
     let result = engine
-        .run_user_code(run, move || {
-            Box::pin(async move { runner_job.process(input).await })
-        })
+        .run_job(run, shared_job, move |job| job.process(input))
         .await?
         .and_then(|r| r);
 
