@@ -169,3 +169,34 @@ fn idle_pool_instances_forget_expired_ids() {
         );
     });
 }
+
+#[test]
+fn events_without_an_id_leave_no_records_behind() {
+    futures::executor::block_on(async {
+        let jobs = setup();
+        let client = jobs.client();
+        let pool = client.worker_pool::<Pool>();
+        let instance = InstanceId::new(JobKind::WorkerPool, "pool", "0");
+        let mut generated = Vec::new();
+        for n in 0..50 {
+            generated.push(pool.enqueue(&n).await.unwrap().event_id);
+        }
+        pool.enqueue_with(&7, EnqueueRequest::new().event_id("given"))
+            .await
+            .unwrap();
+        assert_eq!(
+            id_records(&jobs, &instance),
+            51,
+            "a queued event can be cancelled by id"
+        );
+        assert!(pool.cancel(&generated[49]).await.unwrap());
+        jobs.advance(Duration::ZERO).await;
+        let keys = jobs.storage(&instance).snapshot();
+        let left: Vec<&String> = keys
+            .keys()
+            .filter(|k| k.starts_with("idem:") || k.starts_with("idx:"))
+            .collect();
+        assert_eq!(left.len(), 2, "only the given id is remembered: {left:?}");
+        assert!(left.iter().all(|k| k.ends_with("given")));
+    });
+}

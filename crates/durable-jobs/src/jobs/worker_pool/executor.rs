@@ -249,7 +249,7 @@ fn complete<B: Storage + Clock>(
     started: i64,
 ) -> Result<(), JobError> {
     step.writes().delete(key);
-    mark_done(step, job, &pending.event_id)?;
+    mark_done(step, job, &pending.event_id, pending.generated_id)?;
     let pool = step.record_mut();
     pool.pending = pool.pending.saturating_sub(1);
     pool.processed += 1;
@@ -304,6 +304,7 @@ fn fail<B: Storage + Clock>(
         attempts: attempt,
         enqueued_at: pending.enqueued_at,
         dead_at: step.now(),
+        generated_id: pending.generated_id,
     };
     let dkey = dead_key(seq);
     step.writes().delete(key);

@@ -99,6 +99,7 @@ async fn enqueue<B: Storage + Clock>(
     job.check_event(&event)?;
     step.create_meta();
     let seq = step.record().next_seq;
+    let generated_id = event_id.is_none();
     let event_id = event_id.unwrap_or_else(|| format!("auto-{index}-{seq}"));
     let pending = Pending {
         event_id: event_id.clone(),
@@ -108,6 +109,7 @@ async fn enqueue<B: Storage + Clock>(
         enqueued_at: step.now(),
         attempt: 0,
         last_error: None,
+        generated_id,
     };
     queue(&mut step, pending, known.and_then(|r| r.expires()))?;
     let position = step.record().pending;
@@ -190,20 +192,30 @@ async fn cancel<B: Storage + Clock>(
         pool.retry_at = None;
     }
     pool.pending = pool.pending.saturating_sub(1);
+    let generated_id = step
+        .read::<Pending>(&key)
+        .await?
+        .is_some_and(|p| p.generated_id);
     step.writes().delete(key);
-    mark_done(&mut step, job, &event_id)?;
+    mark_done(&mut step, job, &event_id, generated_id)?;
     step.emit(EventKind::WorkerPoolCancelled { event_id });
     step.finish().await?;
     Ok(Response::Cancelled { cancelled: true })
 }
 
 /// Remembers a finished (processed, cancelled or discarded) event id until the retention
-/// period ends, so that the same id enqueued again is reported as a duplicate.
+/// period ends, so that the same id enqueued again is reported as a duplicate. An id made
+/// up at enqueue is forgotten at once: nobody can send it again.
 pub(super) fn mark_done<B: Storage + Clock>(
     step: &mut PoolStep<'_, B>,
     job: &dyn ErasedWorkerPool,
     event_id: &str,
+    generated_id: bool,
 ) -> Result<(), JobError> {
+    if generated_id {
+        step.writes().delete(idempotency::record_key(event_id));
+        return Ok(());
+    }
     let expires = step.now().saturating_add(job.config().retention_ms);
     step.remember_id(event_id, &IdRecord::Done { expires }, expires, None)
 }
@@ -278,10 +290,13 @@ async fn change_dead_letters<B: Storage + Clock>(
                     enqueued_at: letter.enqueued_at,
                     attempt: 0,
                     last_error: None,
+                    generated_id: letter.generated_id,
                 };
                 queue(&mut step, pending, None)?;
             }
-            DeadLetterChange::Discard => mark_done(&mut step, job, &letter.event_id)?,
+            DeadLetterChange::Discard => {
+                mark_done(&mut step, job, &letter.event_id, letter.generated_id)?
+            }
         }
     }
     if count > 0 {

@@ -115,6 +115,13 @@ pub(crate) struct Pending {
     /// Failed attempts so far.
     pub attempt: u32,
     pub last_error: Option<String>,
+    /// The id was made up at enqueue: once the event is done, nobody can ask for it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub generated_id: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// What an event id refers to on its instance.
@@ -164,6 +171,9 @@ pub struct DeadLetter {
     pub enqueued_at: i64,
     /// When it was dead-lettered.
     pub dead_at: i64,
+    /// Whether its id was made up at enqueue (the event came without one).
+    #[serde(default)]
+    pub generated_id: bool,
 }
 
 /// What `status` reports of one pool instance.
