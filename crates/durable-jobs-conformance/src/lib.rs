@@ -114,6 +114,7 @@ macro_rules! conformance_tests {
             worker_pool::duplicate_event_ids_are_ignored,
             worker_pool::a_processed_event_id_expires,
             worker_pool::a_panicking_event_is_dead_lettered,
+            worker_pool::replays_once_per_dead_letter_and_refuses_reserved_ids,
             tracking::continuous_lifecycle_events,
             tracking::debounce_lifecycle_events,
             tracking::worker_pool_lifecycle_events,

@@ -1,6 +1,6 @@
 //! WorkerPool behaviour.
 
-use durable_jobs::{EnqueueRequest, Registry, Status};
+use durable_jobs::{EnqueueRequest, JobError, Registry, Status, GENERATED_ID_PREFIX};
 
 use crate::jobs::{Gate, Log, Task, Worker};
 use crate::{secs, TestRuntime};
@@ -336,4 +336,30 @@ pub async fn a_panicking_event_is_dead_lettered<R: TestRuntime>() {
     let errors: Vec<&str> = dead.iter().map(|(_, d)| d.error.as_str()).collect();
     assert_eq!(errors, ["panicked: panic-1 panics", "hook-1 failed"]);
     assert_eq!(pool.status().await.unwrap().pending, 0);
+}
+
+/// An id named twice in one replay is one dead letter, replayed once; ids of the form the
+/// runtime makes up for events without one are refused at enqueue.
+pub async fn replays_once_per_dead_letter_and_refuses_reserved_ids<R: TestRuntime>() {
+    let log = Log::default();
+    let worker = Worker::new(&log, 1);
+    worker.fail("x", 3);
+    let rt: R = with(worker).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    pool.enqueue_with(&Task::named("x"), EnqueueRequest::new().event_id("x-1"))
+        .await
+        .unwrap();
+    rt.advance(secs(60)).await;
+    assert_eq!(pool.status().await.unwrap().dead_letters, 1);
+    assert_eq!(pool.replay(Some(&["x-1", "x-1"])).await.unwrap(), 1);
+    let status = pool.status().await.unwrap();
+    assert_eq!((status.pending, status.dead_letters), (1, 0));
+
+    let reserved = EnqueueRequest::new().event_id(format!("{GENERATED_ID_PREFIX}0-7"));
+    let error = pool
+        .enqueue_with(&Task::named("y"), reserved)
+        .await
+        .expect_err("a reserved id");
+    assert!(matches!(error, JobError::BadRequest { .. }), "{error:?}");
 }

@@ -72,7 +72,7 @@ pub use jobs::debounce::{Debounce, DebounceContext, DebounceStatus, FailedBatch,
 pub use jobs::execution::Execution;
 pub use jobs::worker_pool::{
     DeadLetter, EmptyContext, EnqueueRequest, PoolInstanceStatus, PoolStatus, WorkerPool,
-    WorkerPoolContext,
+    WorkerPoolContext, GENERATED_ID_PREFIX,
 };
 pub use registry::{Limits, Registry, RegistryBuilder};
 pub use retry::{Backoff, RetryPolicy};

@@ -200,3 +200,25 @@ fn events_without_an_id_leave_no_records_behind() {
         assert!(left.iter().all(|k| k.ends_with("given")));
     });
 }
+
+#[test]
+fn a_lone_processed_id_is_still_swept_when_its_instance_goes_idle() {
+    futures::executor::block_on(async {
+        let jobs = setup();
+        let client = jobs.client();
+        let pool = client.worker_pool::<Pool>();
+        let instance = InstanceId::new(JobKind::WorkerPool, "pool", "0");
+        pool.enqueue_with(&1, EnqueueRequest::new().event_id("only"))
+            .await
+            .unwrap();
+        jobs.advance(Duration::ZERO).await;
+        assert_eq!(id_records(&jobs, &instance), 1);
+        // The completion that wrote the record also swept: it must keep its expiry.
+        assert!(
+            jobs.next_alarm().is_some(),
+            "the instance wakes to forget the id"
+        );
+        jobs.advance(HOUR + Duration::from_secs(1)).await;
+        assert_eq!(id_records(&jobs, &instance), 0);
+    });
+}

@@ -10,6 +10,7 @@ use super::{Engine, KindRecord};
 use crate::adapters::{Clock, Storage, WriteBatch};
 use crate::errors::JobError;
 use crate::ids::InstanceId;
+use crate::jobs::worker_pool::GENERATED_ID_PREFIX;
 use crate::jobs::{continuous, debounce, worker_pool};
 use crate::registry::{Entry, Limits};
 use crate::services::codec;
@@ -217,7 +218,8 @@ pub(crate) fn check_request(request: &Request, limits: &Limits) -> Result<(), Jo
             event, event_id, ..
         } => {
             check_len("event", json_size(event), limits.max_payload_bytes)?;
-            check_id(event_id.as_deref(), limits)
+            check_id(event_id.as_deref(), limits)?;
+            check_not_generated(event_id.as_deref())
         }
         Operation::WorkerPoolCancel { event_id } => check_id(Some(event_id), limits),
         Operation::ContinuousStop { reason: Some(r) } => {
@@ -232,6 +234,16 @@ fn check_id(id: Option<&str>, limits: &Limits) -> Result<(), JobError> {
         Some("") => Err(JobError::bad_request("an event id must not be empty")),
         Some(id) => check_len("event id", id.len(), limits.max_id_bytes),
         None => Ok(()),
+    }
+}
+
+fn check_not_generated(id: Option<&str>) -> Result<(), JobError> {
+    match id {
+        Some(id) if id.starts_with(GENERATED_ID_PREFIX) => Err(JobError::bad_request(format!(
+            "event ids starting with `{GENERATED_ID_PREFIX}` are reserved for the ids made up \
+             for events enqueued without one"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -47,8 +47,6 @@ const CANCEL_GRACE: Duration = Duration::from_millis(250);
 pub(crate) struct UserRun<'a> {
     /// The instance it runs for.
     instance: &'a InstanceId,
-    /// The storage key it works on, left alone by requests while it runs.
-    working_on: Option<String>,
     /// How long it may run, where the runtime can cancel it.
     timeout: Option<Duration>,
 }
@@ -56,17 +54,7 @@ pub(crate) struct UserRun<'a> {
 impl<'a> UserRun<'a> {
     /// A run for `instance`, limited to `timeout` where the runtime can cancel it.
     pub fn new(instance: &'a InstanceId, timeout: Option<Duration>) -> Self {
-        UserRun {
-            instance,
-            working_on: None,
-            timeout,
-        }
-    }
-
-    /// Names the storage key the run works on, so that requests leave it alone.
-    pub fn working_on(mut self, key: String) -> Self {
-        self.working_on = Some(key);
-        self
+        UserRun { instance, timeout }
     }
 }
 
@@ -85,7 +73,8 @@ pub struct Engine<B> {
     /// An alarm arrived while an execution ran: the running `alarm` call looks again.
     rerun: Cell<bool>,
     /// The storage key of what user code works on now (a WorkerPool event), so that a
-    /// request does not remove it under the execution.
+    /// request does not remove it under the execution. Set by the claim, under the lock;
+    /// cleared by the step that records the outcome.
     running: RefCell<Option<String>>,
     /// Steps committed so far (tags events with the step they wait for).
     commits: Cell<u64>,
@@ -235,7 +224,6 @@ impl<B: Storage + Clock> Engine<B> {
         if self.requests_in_flight.get() > 0 {
             self.make_durable().await?;
         }
-        *self.running.borrow_mut() = run.working_on.clone();
         match self.runner.clone() {
             None => Ok(unwind::catch(build()).await),
             Some(runner) => self.run_on(runner.as_ref(), &run, build).await,

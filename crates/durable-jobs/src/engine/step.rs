@@ -60,6 +60,9 @@ pub(crate) struct Step<'a, B, R> {
     purge: bool,
     writes: WriteBatch,
     events: Vec<JobEvent>,
+    /// The earliest expiry of the event ids this step remembered: a sweep in the same step
+    /// reads storage, which does not hold them yet.
+    remembered_until: Option<i64>,
 }
 
 impl<B: Storage + Clock> Engine<B> {
@@ -73,9 +76,9 @@ impl<B: Storage + Clock> Engine<B> {
     }
 
     /// Opens a step of the running alarm. The platform consumed the alarm that woke the
-    /// instance, so this step always writes the alarm again. It also ends the mark left by
-    /// [`run_user_code`](Self::run_user_code): the step that records an execution's outcome
-    /// holds the lock before a request can see the work as no longer running.
+    /// instance, so this step always writes the alarm again. It also ends the mark of
+    /// [`Step::mark_running`]: the step that records an execution's outcome holds the lock
+    /// before a request can see the work as no longer running.
     pub(crate) async fn alarm_step<'a, R: KindRecord>(
         &'a self,
         instance: &'a InstanceId,
@@ -122,6 +125,7 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
             purge: false,
             writes: WriteBatch::new(),
             events: Vec::new(),
+            remembered_until: None,
         })
     }
 
@@ -254,6 +258,7 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
         replaces: Option<i64>,
     ) -> Result<(), JobError> {
         idempotency::put(&mut self.writes, event_id, record, expires_at, replaces)?;
+        self.remembered_until = earliest([self.remembered_until, Some(expires_at)]);
         self.change_meta(|meta| {
             let sooner = meta.sweep_at.is_none_or(|t| expires_at < t);
             if sooner {
@@ -278,9 +283,10 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
     pub async fn sweep_ids(&mut self, limit: usize) -> Result<(), JobError> {
         let swept =
             idempotency::sweep(&self.engine.backend, &mut self.writes, self.now, limit).await?;
+        let next = earliest([swept.next_expiry, self.remembered_until]);
         self.change_meta(|meta| {
-            let changed = meta.sweep_at != swept.next_expiry;
-            meta.sweep_at = swept.next_expiry;
+            let changed = meta.sweep_at != next;
+            meta.sweep_at = next;
             changed
         });
         Ok(())
@@ -290,6 +296,13 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
     pub fn emit(&mut self, kind: EventKind) {
         let event = self.engine.event(self.instance, kind);
         self.events.push(event);
+    }
+
+    /// Marks `key` as what the coming execution works on, so that requests leave it alone
+    /// from this claim until the step that records the outcome. Set under the lock: a
+    /// request between the claim and the user code must already see it.
+    pub fn mark_running(&mut self, key: String) {
+        *self.engine.running.borrow_mut() = Some(key);
     }
 
     /// Leaves the alarm as stored, even on an alarm step: a claim whose execution follows

@@ -126,6 +126,7 @@ async fn start<B: Storage + Clock>(
             attempts: attempt - 1,
         });
     }
+    step.mark_running(key.clone());
     if step.engine().records_attempts_at_start() {
         let key = key.clone();
         step.record_mut().started = Some(StartedAttempt { key, attempt });
@@ -208,7 +209,7 @@ async fn process<B: Storage + Clock>(
         priority: pending.priority,
         instance: instance.clone(),
     };
-    let run = UserRun::new(instance, job.config().timeout).working_on(key.clone());
+    let run = UserRun::new(instance, job.config().timeout);
     let result = engine
         .run_job(run, shared_job, move |job| job.process(input))
         .await?

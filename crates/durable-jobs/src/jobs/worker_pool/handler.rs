@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use super::erased::ErasedWorkerPool;
 use super::{
-    dead_key, queue_key, DeadLetter, IdRecord, Pending, PoolInstanceStatus, PoolRecord, DEAD_PREFIX,
+    dead_key, queue_key, DeadLetter, IdRecord, Pending, PoolInstanceStatus, PoolRecord,
+    DEAD_PREFIX, GENERATED_ID_PREFIX,
 };
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step};
@@ -100,7 +101,7 @@ async fn enqueue<B: Storage + Clock>(
     step.create_meta();
     let seq = step.record().next_seq;
     let generated_id = event_id.is_none();
-    let event_id = event_id.unwrap_or_else(|| format!("auto-{index}-{seq}"));
+    let event_id = event_id.unwrap_or_else(|| format!("{GENERATED_ID_PREFIX}{index}-{seq}"));
     let pending = Pending {
         event_id: event_id.clone(),
         event,
@@ -315,7 +316,9 @@ async fn find_dead_letters<B: Storage + Clock>(
         return step.list(options).await;
     };
     let mut letters = Vec::new();
-    for id in ids.iter().take(DEAD_LETTERS_PER_REQUEST) {
+    // An id named twice is one dead letter, acted on once.
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    for id in unique.into_iter().take(DEAD_LETTERS_PER_REQUEST) {
         let record = step.read::<IdRecord>(&idempotency::record_key(id)).await?;
         if let Some(IdRecord::Dead { key }) = record {
             if let Some(letter) = step.read::<DeadLetter>(&key).await? {

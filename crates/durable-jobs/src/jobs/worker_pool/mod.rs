@@ -22,6 +22,10 @@ use serde_json::Value;
 use crate::engine::KindRecord;
 use crate::services::metadata::{Metadata, Status};
 
+/// Ids the runtime makes up for events enqueued without one begin with this; callers may
+/// not use it, so a made-up id never meets one of theirs.
+pub const GENERATED_ID_PREFIX: &str = "auto-";
+
 pub(crate) const QUEUE_PREFIX: &str = "q:";
 pub(crate) const DEAD_PREFIX: &str = "dead:";
 
