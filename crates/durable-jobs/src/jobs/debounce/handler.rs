@@ -74,12 +74,7 @@ async fn add<B: Storage + Clock>(
 ) -> Result<Response, JobError> {
     let config = job.config();
     let now = step.now();
-    let seen_until = match &event_id {
-        Some(id) => step
-            .extra::<Seen>(0, &idempotency::record_key(id))?
-            .map(|seen| seen.expires_at(config.retention_ms)),
-        None => None,
-    };
+    let seen_until = seen_until(&step, event_id.as_deref(), config.retention_ms)?;
     if seen_until.is_some_and(|t| t > now) {
         let batch = step.record().batch.as_ref();
         return Ok(Response::Added {
@@ -93,19 +88,7 @@ async fn add<B: Storage + Clock>(
     let state = job.reduce(step.instance(), open_state, event)?;
     step.create_meta();
     step.change_meta(purge::cancel);
-    let pending = step.record_mut().batch.get_or_insert_with(|| PendingBatch {
-        state: Value::Null,
-        event_count: 0,
-        started_at: now,
-        flush_at: now.saturating_add(config.flush_after_ms),
-        forced: None,
-    });
-    pending.state = state;
-    pending.event_count += 1;
-    if is_full(pending, config.max_events) && pending.forced.is_none() {
-        pending.forced = Some(FlushReason::MaxEvents);
-    }
-    let (event_count, flush_at) = (pending.event_count, pending.flush_at);
+    let (event_count, flush_at) = fold(&mut step, job, state);
     if let Some(id) = &event_id {
         let expires = now.saturating_add(config.retention_ms);
         let seen = Seen {
@@ -124,6 +107,43 @@ async fn add<B: Storage + Clock>(
         duplicate: false,
         flush_at: Some(flush_at),
     })
+}
+
+/// Until when `event_id` was remembered, if it ever was (expired or not).
+fn seen_until<B: Storage + Clock>(
+    step: &DebounceStep<'_, B>,
+    event_id: Option<&str>,
+    retention_ms: i64,
+) -> Result<Option<i64>, JobError> {
+    let Some(id) = event_id else {
+        return Ok(None);
+    };
+    let seen = step.extra::<Seen>(0, &idempotency::record_key(id))?;
+    Ok(seen.map(|seen| seen.expires_at(retention_ms)))
+}
+
+/// Puts the reduced `state` into the open batch, opening one if needed; a batch that
+/// becomes full is due at once. Returns its event count and flush time.
+fn fold<B: Storage + Clock>(
+    step: &mut DebounceStep<'_, B>,
+    job: &dyn ErasedDebounce,
+    state: Value,
+) -> (u32, i64) {
+    let config = job.config();
+    let now = step.now();
+    let open = step.record_mut().batch.get_or_insert_with(|| PendingBatch {
+        state: Value::Null,
+        event_count: 0,
+        started_at: now,
+        flush_at: now.saturating_add(config.flush_after_ms),
+        forced: None,
+    });
+    open.state = state;
+    open.event_count += 1;
+    if is_full(open, config.max_events) && open.forced.is_none() {
+        open.forced = Some(FlushReason::MaxEvents);
+    }
+    (open.event_count, open.flush_at)
 }
 
 fn is_full(batch: &PendingBatch, max_events: Option<u32>) -> bool {
