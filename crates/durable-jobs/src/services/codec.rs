@@ -95,6 +95,19 @@ mod tests {
     }
 
     #[test]
+    fn stored_floats_decode_bit_for_bit() {
+        for x in [
+            -7.337215782349096e242_f64,
+            -2.1602870924985646e166,
+            2.638344616030823e-256,
+        ] {
+            let bytes = encode(&x).unwrap();
+            let back: f64 = decode("state", &bytes).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x:e}");
+        }
+    }
+
+    #[test]
     fn validation_errors_carry_the_path() {
         let v = serde_json::json!({"inner": [{"n": 1}, {"n": "two"}]});
         match decode_value::<Outer>("event", &v) {
