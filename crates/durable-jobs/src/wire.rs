@@ -290,4 +290,23 @@ mod tests {
             Err(JobError::BadRequest { .. })
         ));
     }
+
+    #[test]
+    fn floats_round_trip_bit_for_bit() {
+        // Values that a best-effort float parser reads back one bit off.
+        for x in [
+            -7.337215782349096e242,
+            -2.1602870924985646e166,
+            2.638344616030823e-256,
+        ] {
+            let r = Request {
+                instance: InstanceId::new(JobKind::Continuous, "c", "k"),
+                op: Operation::ContinuousStart {
+                    state: serde_json::json!({ "x": x }),
+                },
+            };
+            let back = Request::from_json(&r.to_json()).unwrap();
+            assert_eq!(back, r, "{x:e}");
+        }
+    }
 }

@@ -14,10 +14,18 @@ pub fn decode_value<T: DeserializeOwned>(schema: &str, value: &Value) -> Result<
     serde_path_to_error::deserialize(value).map_err(|e| validation(schema, e))
 }
 
-/// Decodes JSON bytes into `T`, reporting the path of the first mismatch.
+/// Decodes JSON bytes into `T`, reporting the path of the first mismatch. Bytes after the
+/// value are refused, as `serde_json::from_slice` refuses them: a stored value with a valid
+/// beginning and garbage after it is corrupt, not the value it begins with.
 pub fn decode_bytes<T: DeserializeOwned>(schema: &str, bytes: &[u8]) -> Result<T, JobError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| validation(schema, e))
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| validation(schema, e))?;
+    de.end().map_err(|e| JobError::Validation {
+        schema: schema.to_string(),
+        path: ".".to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(value)
 }
 
 fn validation(schema: &str, e: serde_path_to_error::Error<serde_json::Error>) -> JobError {
@@ -71,6 +79,32 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         n: u32,
+    }
+
+    #[test]
+    fn bytes_after_the_value_are_refused() {
+        assert_eq!(decode_bytes::<u32>("state", b" 1 ").ok(), Some(1));
+        for bytes in [&b"1\xff"[..], b"1 2", b"{} x", b"[1]]"] {
+            match decode_bytes::<serde_json::Value>("state", bytes) {
+                Err(JobError::Validation { schema, path, .. }) => {
+                    assert_eq!((schema.as_str(), path.as_str()), ("state", "."));
+                }
+                other => panic!("{bytes:?} decoded as {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn stored_floats_decode_bit_for_bit() {
+        for x in [
+            -7.337215782349096e242_f64,
+            -2.1602870924985646e166,
+            2.638344616030823e-256,
+        ] {
+            let bytes = encode(&x).unwrap();
+            let back: f64 = decode("state", &bytes).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x:e}");
+        }
     }
 
     #[test]
