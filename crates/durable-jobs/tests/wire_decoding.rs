@@ -263,10 +263,10 @@ fn dead_letter() -> impl Strategy<Value = DeadLetter> {
         text(),
         any::<u32>(),
         any::<i64>(),
-        any::<i64>(),
+        (any::<i64>(), any::<bool>()),
     )
         .prop_map(
-            |(seq, event_id, event, priority, error, attempts, enqueued_at, dead_at)| DeadLetter {
+            |(
                 seq,
                 event_id,
                 event,
@@ -274,7 +274,19 @@ fn dead_letter() -> impl Strategy<Value = DeadLetter> {
                 error,
                 attempts,
                 enqueued_at,
-                dead_at,
+                (dead_at, generated_id),
+            )| {
+                DeadLetter {
+                    seq,
+                    event_id,
+                    event,
+                    priority,
+                    error,
+                    attempts,
+                    enqueued_at,
+                    dead_at,
+                    generated_id,
+                }
             },
         )
 }
