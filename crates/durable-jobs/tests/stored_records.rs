@@ -301,6 +301,18 @@ fn readers(kind: JobKind, key: &str, stored: &BTreeMap<String, Vec<u8>>) -> Vec<
     if let Some(id) = key.strip_prefix("idem:") {
         return match kind {
             JobKind::Debounce => vec![add(9, Some(id))],
+            // A made-up id cannot be enqueued again (it is refused before any read).
+            _ if id.starts_with(durable_jobs::GENERATED_ID_PREFIX) => vec![
+                Operation::WorkerPoolCancel {
+                    event_id: id.to_string(),
+                },
+                Operation::WorkerPoolReplay {
+                    event_ids: ids(&[id]),
+                },
+                Operation::WorkerPoolDiscard {
+                    event_ids: ids(&[id]),
+                },
+            ],
             _ => vec![
                 enqueue("again", Some(id), 0),
                 Operation::WorkerPoolCancel {
@@ -515,8 +527,6 @@ struct Case<F> {
     corrupt: F,
     bytes: Bytes,
     order: Order,
-    /// Skip corruptions that hit a known engine issue (each pinned by an ignored test).
-    skip_known: bool,
 }
 
 /// Sends one request to the target: a storage error must name the corrupt record and
@@ -573,7 +583,6 @@ async fn scenario<F: FnOnce(&[u8]) -> Vec<u8>>(case: Case<F>) -> Result<(), Test
         corrupt,
         bytes: expect,
         order,
-        skip_known,
     } = case;
     let jobs = TestJobs::new(registry());
     populate(&jobs).await;
@@ -591,10 +600,6 @@ async fn scenario<F: FnOnce(&[u8]) -> Vec<u8>>(case: Case<F>) -> Result<(), Test
     if expect == Bytes::Undecodable {
         let json = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
         prop_assume!(!json, "the bytes happen to be JSON");
-    }
-    if skip_known {
-        let issue = known_issue(kind, &key, &bytes);
-        prop_assume!(issue.is_none(), "a known issue, pinned by `{:?}`", issue);
     }
     overwrite(&jobs, &t, &key, bytes.clone()).await;
 
@@ -734,7 +739,6 @@ proptest! {
             corrupt: |record: &[u8]| garbage.apply(record),
             bytes: Bytes::Undecodable,
             order: Order::AlarmsFirst,
-            skip_known: true,
         }))?;
     }
 }
@@ -813,61 +817,12 @@ proptest! {
             corrupt: |record: &[u8]| mutate(record, &mutations),
             bytes: Bytes::Json,
             order,
-            skip_known: true,
         }))?;
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// Known engine issues. Each ignored test below fails today; the properties above skip the
-// corruptions they cover (see `known_issue`), so that they keep checking everything else.
-
-/// The ignored test that covers a corruption, if one does.
-fn known_issue(kind: JobKind, key: &str, bytes: &[u8]) -> Option<&'static str> {
-    let value: Value = serde_json::from_slice(bytes).ok()?;
-    if numbers(&value).any(near_a_limit) {
-        return Some(match kind {
-            JobKind::Continuous if key == "continuous" && below_the_schedule(&value) => {
-                "a_run_scheduled_before_any_representable_time_does_not_panic"
-            }
-            JobKind::Continuous => "continuous_counters_at_their_maximum_do_not_panic",
-            JobKind::Debounce => "debounce_counters_at_their_maximum_do_not_panic",
-            JobKind::WorkerPool => "pool_counters_at_their_maximum_do_not_panic",
-        });
-    }
-    let purge_at = value.get("purgeAt").is_some_and(|p| !p.is_null());
-    if kind == JobKind::Debounce && key == "meta" && purge_at {
-        return Some("a_debounce_instance_with_work_and_a_purge_time_does_not_spin");
-    }
-    None
-}
-
-/// Every number in a JSON value.
-fn numbers(value: &Value) -> Box<dyn Iterator<Item = &serde_json::Number> + '_> {
-    match value {
-        Value::Number(n) => Box::new(std::iter::once(n)),
-        Value::Array(items) => Box::new(items.iter().flat_map(numbers)),
-        Value::Object(map) => Box::new(map.values().flat_map(numbers)),
-        _ => Box::new(std::iter::empty()),
-    }
-}
-
-/// Integers that a counter reaches only by corruption: at the top of `u32` (where adding a
-/// few overflows) or of `u64`, or at the bottom of `i64`.
-fn near_a_limit(n: &serde_json::Number) -> bool {
-    const MARGIN: u64 = 1 << 16;
-    let top_of_u32 = |v: u64| v <= u64::from(u32::MAX) && v > u64::from(u32::MAX) - MARGIN;
-    match (n.as_u64(), n.as_i64()) {
-        (Some(v), _) => top_of_u32(v) || v > u64::MAX - MARGIN,
-        (None, Some(v)) => v < i64::MIN + (1 << 48),
-        (None, None) => false,
-    }
-}
-
-fn below_the_schedule(record: &Value) -> bool {
-    let next = record.get("nextRunAt").and_then(Value::as_i64);
-    next.is_some_and(|t| t < i64::MIN + (1 << 48))
-}
+// Engine issues these properties found, each pinned by a test of its own.
 
 /// Numbers to set in one record of the target.
 struct Edit {
@@ -912,7 +867,6 @@ fn run_edit(kind: JobKind, edit: &Edit) -> Result<(), String> {
         corrupt,
         bytes: Bytes::Json,
         order: edit.order,
-        skip_known: false,
     };
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| block_on(scenario(case))));
     match run {
@@ -947,7 +901,6 @@ const POISONED: &[&str] = &["inflight", "batch", "state"];
 const U64_MAX: u64 = u64::MAX;
 
 #[test]
-#[ignore = "engine: Continuous adds 1 to stored counters unchecked; overflows panic in debug builds"]
 fn continuous_counters_at_their_maximum_do_not_panic() {
     all_survive(
         JobKind::Continuous,
@@ -972,7 +925,6 @@ fn continuous_counters_at_their_maximum_do_not_panic() {
 }
 
 #[test]
-#[ignore = "engine: `Every` schedules compute `now - prev` unchecked; a far-past run panics"]
 fn a_run_scheduled_before_any_representable_time_does_not_panic() {
     all_survive(
         JobKind::Continuous,
@@ -986,7 +938,6 @@ fn a_run_scheduled_before_any_representable_time_does_not_panic() {
 }
 
 #[test]
-#[ignore = "engine: Debounce adds stored counts unchecked; overflows panic in debug builds"]
 fn debounce_counters_at_their_maximum_do_not_panic() {
     let max = json!(U32_MAX);
     all_survive(
@@ -1033,7 +984,6 @@ fn debounce_counters_at_their_maximum_do_not_panic() {
 }
 
 #[test]
-#[ignore = "engine: WorkerPool adds 1 to stored counters unchecked; overflows panic in debug builds"]
 fn pool_counters_at_their_maximum_do_not_panic() {
     let max = json!(U64_MAX);
     all_survive(
@@ -1058,7 +1008,6 @@ fn pool_counters_at_their_maximum_do_not_panic() {
 }
 
 #[test]
-#[ignore = "engine: a busy Debounce instance whose metadata holds a purge time re-arms its alarm at that past time"]
 fn a_debounce_instance_with_work_and_a_purge_time_does_not_spin() {
     block_on(async {
         let jobs = TestJobs::new(registry());
@@ -1088,7 +1037,6 @@ fn a_debounce_instance_with_work_and_a_purge_time_does_not_spin() {
 }
 
 #[test]
-#[ignore = "engine: with two or more failed batches, one flush retries them in a loop for as long as they fail"]
 fn a_flush_retries_each_failed_batch_once() {
     block_on(async {
         let jobs = TestJobs::new(registry());

@@ -31,7 +31,7 @@ fn expiry_key(expires_at: i64, event_id: &str) -> String {
 fn parse_expiry_key(key: &str) -> Option<(i64, &str)> {
     let rest = key.strip_prefix(EXPIRY_PREFIX)?;
     let digits = rest.get(..EXPIRY_DIGITS)?;
-    let event_id = rest.get(EXPIRY_DIGITS + 1..)?;
+    let event_id = rest.get(EXPIRY_DIGITS..)?.strip_prefix(':')?;
     Some((digits.parse().ok()?, event_id))
 }
 

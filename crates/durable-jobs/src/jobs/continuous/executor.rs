@@ -144,7 +144,7 @@ fn succeed<B: Storage + Clock>(
 ) {
     let now = step.now();
     let rec = step.record_mut();
-    rec.run_count += 1;
+    rec.run_count = rec.run_count.saturating_add(1);
     rec.last_run_at = Some(now);
     rec.attempt = 0;
     rec.retry_at = None;

@@ -47,7 +47,7 @@ async fn start<B: Storage + Clock>(
     let now = step.now();
     let meta = match step.meta().cloned() {
         Some(mut meta) => {
-            meta.epoch += 1;
+            meta.epoch = meta.epoch.saturating_add(1);
             meta.set_status(Status::Active, now);
             purge::cancel(&mut meta);
             meta.id = step.instance().clone();

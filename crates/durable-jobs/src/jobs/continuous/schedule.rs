@@ -89,7 +89,7 @@ impl CompiledSchedule {
                 if prev > now {
                     return Some(prev);
                 }
-                let periods = (now - prev) / p + 1;
+                let periods = now.saturating_sub(prev) / p + 1;
                 Some(prev.saturating_add(periods.saturating_mul(p)))
             }
             CompiledSchedule::Cron(c) => cron_after(c, prev.max(now)),

@@ -130,10 +130,12 @@ async fn take_failed<B: Storage + Clock>(
         // The count disagrees with storage (there are none): trust storage.
         rec.failed_count = 0;
         rec.retry_failed = false;
+        rec.retry_left = 0;
         return Ok(None);
     };
     rec.failed_count = rec.failed_count.saturating_sub(1);
-    rec.retry_failed = rec.failed_count > 0;
+    rec.retry_left = rec.retry_left.saturating_sub(1);
+    rec.retry_failed = rec.retry_left > 0 && rec.failed_count > 0;
     let inflight = take_out(rec, failed.into_batch(), FlushReason::Manual, now);
     step.writes().delete(key);
     Ok(Some(inflight))
@@ -282,8 +284,8 @@ fn fail<B: Storage + Clock>(
         true
     });
     let rec = step.record_mut();
-    rec.next_seq += 1;
-    rec.failed_count += 1;
+    rec.next_seq = rec.next_seq.saturating_add(1);
+    rec.failed_count = rec.failed_count.saturating_add(1);
     rec.inflight = None;
     rec.last_error = last_error;
     Ok(())

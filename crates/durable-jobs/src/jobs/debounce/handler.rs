@@ -139,7 +139,7 @@ fn fold<B: Storage + Clock>(
         forced: None,
     });
     open.state = state;
-    open.event_count += 1;
+    open.event_count = open.event_count.saturating_add(1);
     if is_full(open, config.max_events) && open.forced.is_none() {
         open.forced = Some(FlushReason::MaxEvents);
     }
@@ -168,8 +168,8 @@ fn close_full_batch<B: Storage + Clock>(
         return Ok(());
     };
     let seq = rec.next_full_seq;
-    rec.next_full_seq += 1;
-    rec.full_batches += 1;
+    rec.next_full_seq = rec.next_full_seq.saturating_add(1);
+    rec.full_batches = rec.full_batches.saturating_add(1);
     step.put(full_key(seq), &batch)
 }
 
@@ -191,6 +191,7 @@ async fn flush<B: Storage + Clock>(mut step: DebounceStep<'_, B>) -> Result<Resp
     };
     let retried_batches = rec.failed_count;
     rec.retry_failed = rec.failed_count > 0;
+    rec.retry_left = rec.failed_count;
     step.finish().await?;
     Ok(Response::FlushRequested {
         event_count,
@@ -209,20 +210,22 @@ async fn clear<B: Storage + Clock>(
     }
     let failed: Vec<(String, FailedBatch)> = step.list(ListOptions::prefix(FAILED_PREFIX)).await?;
     let full: Vec<(String, PendingBatch)> = step.list(ListOptions::prefix(FULL_PREFIX)).await?;
-    let mut discarded = 0;
+    let mut discarded: u32 = 0;
     let failed = failed.into_iter().map(|(key, b)| (key, b.event_count));
     for (key, event_count) in failed.chain(full.into_iter().map(|(key, b)| (key, b.event_count))) {
-        discarded += event_count;
+        discarded = discarded.saturating_add(event_count);
         step.writes().delete(key);
     }
     let executing = step.engine().is_executing();
     let rec = step.record_mut();
-    discarded += rec.batch.take().map_or(0, |b| b.event_count);
+    discarded = discarded.saturating_add(rec.batch.take().map_or(0, |b| b.event_count));
     rec.failed_count = 0;
     rec.retry_failed = false;
+    rec.retry_left = 0;
     rec.full_batches = 0;
     if rec.inflight.as_ref().is_some_and(|i| i.retry_at.is_some()) && !executing {
-        discarded += rec.inflight.take().map_or(0, |i| i.batch.event_count);
+        discarded =
+            discarded.saturating_add(rec.inflight.take().map_or(0, |i| i.batch.event_count));
     }
     if rec.is_idle() {
         let (now, retention_ms) = (step.now(), job.config().retention_ms);

@@ -73,6 +73,10 @@ pub(crate) struct Record {
     pub failed_count: u32,
     /// A manual flush asked for the failed batches to be tried again.
     pub retry_failed: bool,
+    /// How many failed batches that flush still has to try: each is tried once, even if it
+    /// fails again and goes back among the failed batches.
+    #[serde(default)]
+    pub retry_left: u32,
     /// The sequence number of the next failed batch.
     pub next_seq: u64,
     pub last_error: Option<ErrorInfo>,
@@ -112,10 +116,12 @@ impl Record {
 impl KindRecord for Record {
     const KEY: &'static str = "debounce";
 
-    /// The next flush, else the purge of an idle instance.
+    /// The next flush, else the purge of an idle instance (one that still holds work,
+    /// such as a kept failed batch, is not purged, so its purge time is no reason to wake).
     fn alarm(&self, meta: Option<&Metadata>) -> Option<i64> {
         let meta = meta?;
-        self.flush_due_at().or(meta.purge_at)
+        let purge_at = meta.purge_at.filter(|_| self.is_idle());
+        self.flush_due_at().or(purge_at)
     }
 }
 

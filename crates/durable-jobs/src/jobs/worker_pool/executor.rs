@@ -253,7 +253,7 @@ fn complete<B: Storage + Clock>(
     mark_done(step, job, &pending.event_id, pending.generated_id)?;
     let pool = step.record_mut();
     pool.pending = pool.pending.saturating_sub(1);
-    pool.processed += 1;
+    pool.processed = pool.processed.saturating_add(1);
     if pool.current.as_deref() == Some(key) {
         pool.current = None;
         pool.retry_at = None;
@@ -312,8 +312,8 @@ fn fail<B: Storage + Clock>(
     step.put(dkey.clone(), &letter)?;
     step.pin_id(&pending.event_id, &IdRecord::Dead { key: dkey }, None)?;
     let pool = step.record_mut();
-    pool.next_dead_seq += 1;
-    pool.dead += 1;
+    pool.next_dead_seq = pool.next_dead_seq.saturating_add(1);
+    pool.dead = pool.dead.saturating_add(1);
     pool.pending = pool.pending.saturating_sub(1);
     pool.current = None;
     pool.retry_at = None;

@@ -138,8 +138,8 @@ fn queue<B: Storage + Clock>(
     step.put(key.clone(), &pending)?;
     step.pin_id(&pending.event_id, &IdRecord::Queued { key }, replaces)?;
     let pool = step.record_mut();
-    pool.next_seq = pool.next_seq.max(pending.seq + 1);
-    pool.pending += 1;
+    pool.next_seq = pool.next_seq.max(pending.seq.saturating_add(1));
+    pool.pending = pool.pending.saturating_add(1);
     pool.drained = false;
     Ok(())
 }
