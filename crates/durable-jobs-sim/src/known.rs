@@ -3,8 +3,8 @@
 //! While a bug is open, the simulator steers around it: it does not send the input that
 //! triggers it, or does not check what it breaks, so that every seed keeps testing all the
 //! rest. Each bug keeps a seed that fails with nothing avoided, as an ignored test in
-//! `tests/regressions.rs`; `SIM_STRICT=1` turns every avoidance off. Once a bug is fixed,
-//! its field goes, and its test loses its `#[ignore]`.
+//! `tests/regressions.rs`; `SIM_STRICT=1` turns every avoidance off, `SIM_ALLOW=<field>`
+//! one of them. Once a bug is fixed, its field goes, and its test loses its `#[ignore]`.
 
 /// Which known engine bugs to steer around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,11 +50,23 @@ impl Avoid {
         ids_like_generated_ones: false,
     };
 
-    /// [`NOTHING`](Self::NOTHING) when `SIM_STRICT=1`, else [`KNOWN_BUGS`](Self::KNOWN_BUGS).
+    /// [`NOTHING`](Self::NOTHING) when `SIM_STRICT=1`; else [`KNOWN_BUGS`](Self::KNOWN_BUGS)
+    /// but for the bugs `SIM_ALLOW` names (field names, comma-separated).
     pub fn from_env() -> Avoid {
-        match std::env::var("SIM_STRICT") {
-            Ok(v) if v != "0" => Avoid::NOTHING,
-            _ => Avoid::KNOWN_BUGS,
+        if std::env::var("SIM_STRICT").is_ok_and(|v| v != "0") {
+            return Avoid::NOTHING;
         }
+        let allowed = std::env::var("SIM_ALLOW").unwrap_or_default();
+        let mut avoid = Avoid::KNOWN_BUGS;
+        for name in allowed.split(',').map(str::trim) {
+            match name {
+                "repeated_dead_letter_ids" => avoid.repeated_dead_letter_ids = false,
+                "cancel_racing_a_claim" => avoid.cancel_racing_a_claim = false,
+                "lost_sweep_after_completion" => avoid.lost_sweep_after_completion = false,
+                "ids_like_generated_ones" => avoid.ids_like_generated_ones = false,
+                _ => {}
+            }
+        }
+        avoid
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::rc::Rc;
 
 use durable_jobs::JobKind;
 use serde_json::Value;
@@ -16,26 +17,49 @@ use crate::world::Work;
 /// An instance's keys and values.
 pub type Rows = BTreeMap<String, Vec<u8>>;
 
-fn decode(rows: &Rows, key: &str) -> Option<Value> {
-    rows.get(key).and_then(|b| serde_json::from_slice(b).ok())
+/// An instance's keys with their values as stored and decoded (a value that is not JSON
+/// reads as `null`). Decoded values are shared between views, so that a row decodes once.
+pub type Records = BTreeMap<String, (Vec<u8>, Rc<Value>)>;
+
+static NULL: Value = Value::Null;
+
+/// Decodes every value of `rows` once, for the checks to share.
+pub fn decode_all(rows: &Rows) -> Records {
+    decode_reusing(rows, &[])
 }
 
-/// The rows whose key starts with `prefix`, in order.
-fn raw_prefix<'a>(
-    rows: &'a Rows,
+/// Decodes `rows`, taking the values of rows unchanged since `earlier` from there.
+pub fn decode_reusing(rows: &Rows, earlier: &[&Records]) -> Records {
+    rows.iter()
+        .map(|(k, bytes)| {
+            let known = earlier
+                .iter()
+                .find_map(|e| e.get(k).filter(|(b, _)| b == bytes));
+            let value = match known {
+                Some((_, value)) => value.clone(),
+                None => Rc::new(serde_json::from_slice(bytes).unwrap_or(Value::Null)),
+            };
+            (k.clone(), (bytes.clone(), value))
+        })
+        .collect()
+}
+
+fn decode<'a>(rows: &'a Records, key: &str) -> Option<&'a Value> {
+    rows.get(key).map(|(_, v)| &**v)
+}
+
+/// The records whose key starts with `prefix`, in order.
+fn with_prefix<'a>(
+    rows: &'a Records,
     prefix: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> {
+) -> impl Iterator<Item = (&'a str, &'a Value)> {
     rows.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
         .take_while(move |(k, _)| k.starts_with(prefix))
+        .map(|(k, (_, v))| (k.as_str(), &**v))
 }
 
-fn with_prefix<'a>(rows: &'a Rows, prefix: &'a str) -> impl Iterator<Item = (&'a str, Value)> {
-    raw_prefix(rows, prefix)
-        .map(|(k, v)| (k.as_str(), serde_json::from_slice(v).unwrap_or(Value::Null)))
-}
-
-fn count_prefix(rows: &Rows, prefix: &str) -> u64 {
-    raw_prefix(rows, prefix).count() as u64
+fn count_prefix(rows: &Records, prefix: &str) -> u64 {
+    with_prefix(rows, prefix).count() as u64
 }
 
 fn num(v: &Value, field: &str) -> u64 {
@@ -79,7 +103,7 @@ pub struct Stored {
 }
 
 /// Every simulated event stored in `rows`.
-pub fn serials(kind: JobKind, rows: &Rows) -> Vec<Stored> {
+pub fn serials(kind: JobKind, rows: &Records) -> Vec<Stored> {
     match kind {
         JobKind::WorkerPool => pool_serials(rows),
         JobKind::Debounce => batches(rows)
@@ -97,7 +121,7 @@ pub fn serials(kind: JobKind, rows: &Rows) -> Vec<Stored> {
     }
 }
 
-fn pool_serials(rows: &Rows) -> Vec<Stored> {
+fn pool_serials(rows: &Records) -> Vec<Stored> {
     let stored = |row: &Value, place| Stored {
         serial: num(&row["event"], "serial"),
         place,
@@ -105,11 +129,11 @@ fn pool_serials(rows: &Rows) -> Vec<Stored> {
     };
     let queued = with_prefix(rows, "q:").map(|(_, row)| {
         let place = Place::Queued {
-            seq: num(&row, "seq"),
+            seq: num(row, "seq"),
         };
-        stored(&row, place)
+        stored(row, place)
     });
-    let dead = with_prefix(rows, "dead:").map(|(_, row)| stored(&row, Place::Dead));
+    let dead = with_prefix(rows, "dead:").map(|(_, row)| stored(row, Place::Dead));
     queued.chain(dead).collect()
 }
 
@@ -134,7 +158,7 @@ fn batch(key: String, value: &Value, failed: bool) -> Batch {
     }
 }
 
-fn batches(rows: &Rows) -> Vec<Batch> {
+fn batches(rows: &Records) -> Vec<Batch> {
     let mut found = Vec::new();
     if let Some(rec) = decode(rows, "debounce") {
         if !rec["batch"].is_null() {
@@ -146,16 +170,51 @@ fn batches(rows: &Rows) -> Vec<Batch> {
         }
     }
     for (key, value) in with_prefix(rows, "full:") {
-        found.push(batch(key.to_string(), &value, false));
+        found.push(batch(key.to_string(), value, false));
     }
     for (key, value) in with_prefix(rows, "failed:") {
-        found.push(batch(key.to_string(), &value, true));
+        found.push(batch(key.to_string(), value, true));
     }
     found
 }
 
+/// What the checks derive from one view (live or durable) of an instance's rows, kept so
+/// that rows seen before are not decoded again.
+#[derive(Debug)]
+pub struct View {
+    /// The rows.
+    pub rows: Rows,
+    /// The rows decoded.
+    pub records: Records,
+    /// Whether they keep every layout invariant ([`check`]).
+    pub layout: Result<(), Violation>,
+    /// When something is due ([`due_at`]).
+    pub due: Option<i64>,
+    /// The simulated events stored ([`serials`]).
+    pub stored: Vec<Stored>,
+    /// A Continuous instance's state token ([`continuous_token`]).
+    pub token: Option<u64>,
+}
+
+impl View {
+    /// Derives everything from `rows` of an instance of `kind`, decoding only the rows that
+    /// differ from those of `earlier` views.
+    pub fn new(kind: JobKind, rows: Rows, cfg: &JobsConfig, earlier: &[&View]) -> Self {
+        let earlier: Vec<&Records> = earlier.iter().map(|v| &v.records).collect();
+        let records = decode_reusing(&rows, &earlier);
+        View {
+            layout: check(kind, &records, cfg),
+            due: due_at(kind, &records),
+            stored: serials(kind, &records),
+            token: continuous_token(&records),
+            rows,
+            records,
+        }
+    }
+}
+
 /// Checks every invariant of the stored records of one instance of `kind`.
-pub fn check(kind: JobKind, rows: &Rows, cfg: &JobsConfig) -> Result<(), Violation> {
+pub fn check(kind: JobKind, rows: &Records, cfg: &JobsConfig) -> Result<(), Violation> {
     let Some(meta) = decode(rows, "meta") else {
         if let Some(key) = rows.keys().next() {
             return Err(bad(format!("`{key}` is stored without metadata")));
@@ -164,13 +223,13 @@ pub fn check(kind: JobKind, rows: &Rows, cfg: &JobsConfig) -> Result<(), Violati
     };
     check_id_index(kind, rows, cfg)?;
     match kind {
-        JobKind::Continuous => check_continuous(rows, &meta),
+        JobKind::Continuous => check_continuous(rows, meta),
         JobKind::Debounce => check_debounce(rows, cfg),
         JobKind::WorkerPool => check_pool(rows),
     }
 }
 
-fn check_continuous(rows: &Rows, meta: &Value) -> Result<(), Violation> {
+fn check_continuous(rows: &Records, meta: &Value) -> Result<(), Violation> {
     let stopped = meta["status"]["status"] == "stopped";
     let record = decode(rows, "continuous");
     let state = decode(rows, "state");
@@ -186,7 +245,7 @@ fn check_continuous(rows: &Rows, meta: &Value) -> Result<(), Violation> {
     let (Some(record), Some(state)) = (record, state) else {
         return Err(bad("an active instance lacks its record or state".into()));
     };
-    let (runs, run_count) = (num(&state, "runs"), num(&record, "runCount"));
+    let (runs, run_count) = (num(state, "runs"), num(record, "runCount"));
     if runs != run_count {
         return Err(bad(format!(
             "the state counts {runs} runs but the record {run_count}: a run's state and count were not written together"
@@ -195,15 +254,15 @@ fn check_continuous(rows: &Rows, meta: &Value) -> Result<(), Violation> {
     Ok(())
 }
 
-fn check_debounce(rows: &Rows, cfg: &JobsConfig) -> Result<(), Violation> {
-    let rec = decode(rows, "debounce").unwrap_or(Value::Null);
+fn check_debounce(rows: &Records, cfg: &JobsConfig) -> Result<(), Violation> {
+    let rec = decode(rows, "debounce").unwrap_or(&NULL);
     let failed_rows = count_prefix(rows, "failed:");
     let full_rows = count_prefix(rows, "full:");
-    if num(&rec, "failedCount") != failed_rows || num(&rec, "fullBatches") != full_rows {
+    if num(rec, "failedCount") != failed_rows || num(rec, "fullBatches") != full_rows {
         return Err(bad(format!(
             "failedCount {} / fullBatches {} but {failed_rows} failed and {full_rows} full rows",
-            num(&rec, "failedCount"),
-            num(&rec, "fullBatches")
+            num(rec, "failedCount"),
+            num(rec, "fullBatches")
         )));
     }
     let mut seen = HashMap::new();
@@ -234,15 +293,15 @@ fn check_debounce(rows: &Rows, cfg: &JobsConfig) -> Result<(), Violation> {
     Ok(())
 }
 
-fn check_pool(rows: &Rows) -> Result<(), Violation> {
-    let pool = decode(rows, "pool").unwrap_or(Value::Null);
+fn check_pool(rows: &Records) -> Result<(), Violation> {
+    let pool = decode(rows, "pool").unwrap_or(&NULL);
     let queued = count_prefix(rows, "q:");
     let dead = count_prefix(rows, "dead:");
-    if num(&pool, "pending") != queued || num(&pool, "dead") != dead {
+    if num(pool, "pending") != queued || num(pool, "dead") != dead {
         return Err(bad(format!(
             "pool counts pending {} / dead {} but {queued} queue rows and {dead} dead rows",
-            num(&pool, "pending"),
-            num(&pool, "dead")
+            num(pool, "pending"),
+            num(pool, "dead")
         )));
     }
     if let Some(current) = pool["current"].as_str() {
@@ -262,7 +321,7 @@ fn check_pool(rows: &Rows) -> Result<(), Violation> {
     for (prefix, tag) in [("q:", "queued"), ("dead:", "dead")] {
         for (key, row) in with_prefix(rows, prefix) {
             let id = row["eventId"].as_str().unwrap_or_default();
-            let record = decode(rows, &format!("idem:{id}")).unwrap_or(Value::Null);
+            let record = decode(rows, &format!("idem:{id}")).unwrap_or(&NULL);
             if record["at"] != tag || record["key"] != key {
                 return Err(bad(format!(
                     "row `{key}` of event id `{id}` has id record {record}"
@@ -276,8 +335,8 @@ fn check_pool(rows: &Rows) -> Result<(), Violation> {
 /// Every `idx:` entry names a record that expires then, and every record that expires has
 /// its entry (else no sweep would ever remove it); pinned WorkerPool records point at
 /// their row.
-fn check_id_index(kind: JobKind, rows: &Rows, cfg: &JobsConfig) -> Result<(), Violation> {
-    for (key, _) in raw_prefix(rows, "idx:") {
+fn check_id_index(kind: JobKind, rows: &Records, cfg: &JobsConfig) -> Result<(), Violation> {
+    for (key, _) in with_prefix(rows, "idx:") {
         let (expires, id) =
             parse_index_key(key).ok_or_else(|| bad(format!("malformed expiry entry `{key}`")))?;
         let record = decode(rows, &format!("idem:{id}"));
@@ -290,7 +349,7 @@ fn check_id_index(kind: JobKind, rows: &Rows, cfg: &JobsConfig) -> Result<(), Vi
     }
     for (key, record) in with_prefix(rows, "idem:") {
         let id = &key["idem:".len()..];
-        if let Some(expires) = expiry(kind, &record, cfg) {
+        if let Some(expires) = expiry(kind, record, cfg) {
             let entry = format!("idx:{:020}:{id}", expires.max(0));
             if !rows.contains_key(&entry) {
                 return Err(bad(format!(
@@ -328,46 +387,46 @@ fn expiry(kind: JobKind, record: &Value, cfg: &JobsConfig) -> Option<i64> {
 }
 
 /// The id records stored, as (event id, expiry if it expires).
-pub fn id_records(kind: JobKind, rows: &Rows, cfg: &JobsConfig) -> Vec<(String, Option<i64>)> {
+pub fn id_records(kind: JobKind, rows: &Records, cfg: &JobsConfig) -> Vec<(String, Option<i64>)> {
     with_prefix(rows, "idem:")
-        .map(|(key, record)| (key["idem:".len()..].to_string(), expiry(kind, &record, cfg)))
+        .map(|(key, record)| (key["idem:".len()..].to_string(), expiry(kind, record, cfg)))
         .collect()
 }
 
 /// The earliest time the stored records say something is due (a run, retry, flush, purge,
 /// sweep or queued event), which the instance's alarm must not be later than.
-pub fn due_at(kind: JobKind, rows: &Rows) -> Option<i64> {
+pub fn due_at(kind: JobKind, rows: &Records) -> Option<i64> {
     let meta = decode(rows, "meta")?;
-    let sweep = time(&meta, "sweepAt");
+    let sweep = time(meta, "sweepAt");
     let work = match kind {
-        JobKind::Continuous => continuous_due(rows, &meta),
-        JobKind::Debounce => debounce_due(rows, &meta),
+        JobKind::Continuous => continuous_due(rows, meta),
+        JobKind::Debounce => debounce_due(rows, meta),
         JobKind::WorkerPool => pool_due(rows),
     };
     [work, sweep].into_iter().flatten().min()
 }
 
-fn continuous_due(rows: &Rows, meta: &Value) -> Option<i64> {
+fn continuous_due(rows: &Records, meta: &Value) -> Option<i64> {
     if meta["status"]["status"] == "stopped" {
         return time(meta, "purgeAt");
     }
     let rec = decode(rows, "continuous")?;
-    time(&rec, "retryAt").or_else(|| {
-        [time(&rec, "nextRunAt"), time(&rec, "triggerAt")]
+    time(rec, "retryAt").or_else(|| {
+        [time(rec, "nextRunAt"), time(rec, "triggerAt")]
             .into_iter()
             .flatten()
             .min()
     })
 }
 
-fn debounce_due(rows: &Rows, meta: &Value) -> Option<i64> {
-    let rec = decode(rows, "debounce").unwrap_or(Value::Null);
+fn debounce_due(rows: &Records, meta: &Value) -> Option<i64> {
+    let rec = decode(rows, "debounce").unwrap_or(&NULL);
     let inflight = &rec["inflight"];
     if !inflight.is_null() {
         return time(inflight, "retryAt").or(time(inflight, "claimedAt"));
     }
-    let retry_failed = rec["retryFailed"] == true && num(&rec, "failedCount") > 0;
-    let full = num(&rec, "fullBatches") > 0;
+    let retry_failed = rec["retryFailed"] == true && num(rec, "failedCount") > 0;
+    let full = num(rec, "fullBatches") > 0;
     let open = (!rec["batch"].is_null()).then(|| {
         let b = &rec["batch"];
         let flush_at = time(b, "flushAt").unwrap_or(0);
@@ -383,31 +442,31 @@ fn debounce_due(rows: &Rows, meta: &Value) -> Option<i64> {
     flush.or_else(|| time(meta, "purgeAt"))
 }
 
-fn pool_due(rows: &Rows) -> Option<i64> {
-    let pool = decode(rows, "pool").unwrap_or(Value::Null);
+fn pool_due(rows: &Records) -> Option<i64> {
+    let pool = decode(rows, "pool").unwrap_or(&NULL);
     if pool["paused"] == true {
         return None;
     }
     if !pool["current"].is_null() {
-        return Some(time(&pool, "retryAt").unwrap_or(0));
+        return Some(time(pool, "retryAt").unwrap_or(0));
     }
-    let work = num(&pool, "pending") > 0 || count_prefix(rows, "q:") > 0;
+    let work = num(pool, "pending") > 0 || count_prefix(rows, "q:") > 0;
     (work || pool["drained"] == false).then_some(0)
 }
 
 /// The token of a Continuous instance's state, if it has one.
-pub fn continuous_token(rows: &Rows) -> Option<u64> {
+pub fn continuous_token(rows: &Records) -> Option<u64> {
     decode(rows, "state").and_then(|s| s["token"].as_u64())
 }
 
 /// A Continuous instance's status name (`active`, `error`, `stopped`), if it exists.
-pub fn continuous_status(rows: &Rows) -> Option<String> {
+pub fn continuous_status(rows: &Records) -> Option<String> {
     decode(rows, "meta").and_then(|m| m["status"]["status"].as_str().map(str::to_string))
 }
 
 /// Checks, when user code starts, that the work it was given is still durably pending:
 /// otherwise it runs again although its completion (or its removal) is durable.
-pub fn check_work_pending(rows: &Rows, work: &Work, attempt: u32) -> Result<(), Violation> {
+pub fn check_work_pending(rows: &Records, work: &Work, attempt: u32) -> Result<(), Violation> {
     let attempt = u64::from(attempt);
     let done = |what: String| Err(Violation::new(class::RAN_AFTER_DONE, what));
     match work {
@@ -420,8 +479,8 @@ pub fn check_work_pending(rows: &Rows, work: &Work, attempt: u32) -> Result<(), 
             }
             // A run that failed all its attempts does not count, so only the run count
             // tells runs apart: a run must not start once a later count is stored.
-            let rec = decode(rows, "continuous").unwrap_or(Value::Null);
-            let durable_runs = num(&rec, "runCount");
+            let rec = decode(rows, "continuous").unwrap_or(&NULL);
+            let durable_runs = num(rec, "runCount");
             if durable_runs > *run_count {
                 return done(format!(
                     "run {run_count} attempt {attempt} of token {token} starts, but storage already records {durable_runs} runs"
@@ -443,10 +502,10 @@ pub fn check_work_pending(rows: &Rows, work: &Work, attempt: u32) -> Result<(), 
             let row = with_prefix(rows, "q:").find(|(_, row)| num(row, "seq") == *seq);
             match row {
                 Some((_, row)) if num(&row["event"], "serial") == *serial => {
-                    if num(&row, "attempt") >= attempt {
+                    if num(row, "attempt") >= attempt {
                         return done(format!(
                             "attempt {attempt} of event #{serial} starts, but {} failed attempts are stored",
-                            num(&row, "attempt")
+                            num(row, "attempt")
                         ));
                     }
                     Ok(())

@@ -10,7 +10,7 @@ use durable_jobs::{InstanceId, JobError, JobKind};
 use serde_json::Value;
 
 use crate::config::JobsConfig;
-use crate::layout::{self, Place, Rows, Stored};
+use crate::layout::{self, Place, Rows, Stored, View};
 use crate::ops::{Expected, History};
 use crate::runtime::TaskId;
 use crate::violation::{class, Violation};
@@ -654,7 +654,7 @@ impl Model {
             .or_default()
             .insert(serial);
         // Acknowledged means durable: it must be stored now, unless already done with.
-        let stored = layout::serials(kind, durable);
+        let stored = layout::serials(kind, &layout::decode_all(durable));
         if let Some(v) = self.observe(instance, &stored, true) {
             return Err(v);
         }
@@ -935,29 +935,31 @@ impl Model {
     pub fn check_storage(
         &mut self,
         id: &InstanceId,
-        live: &Rows,
-        durable: &Rows,
+        live: &View,
+        durable: &View,
     ) -> Result<(), Violation> {
         let instance = id.to_string();
-        let live_stored = layout::serials(id.kind, live);
-        let durable_stored = layout::serials(id.kind, durable);
-        if let Some(v) = self.observe(&instance, &live_stored, false) {
+        if let Some(v) = self.observe(&instance, &live.stored, false) {
             return Err(v);
         }
-        if let Some(v) = self.observe(&instance, &durable_stored, true) {
+        if let Some(v) = self.observe(&instance, &durable.stored, true) {
             return Err(v);
         }
         if id.kind == JobKind::Continuous {
-            for rows in [live, durable] {
-                if let Some(token) = layout::continuous_token(rows) {
-                    if self.stopped_tokens.contains(&token) {
-                        return Err(violation(class::RESPONSE, &instance, format!("the state of token {token} is stored after its stop was acknowledged")));
-                    }
+            for token in [live.token, durable.token].into_iter().flatten() {
+                if self.stopped_tokens.contains(&token) {
+                    return Err(violation(
+                        class::RESPONSE,
+                        &instance,
+                        format!(
+                            "the state of token {token} is stored after its stop was acknowledged"
+                        ),
+                    ));
                 }
             }
             return Ok(());
         }
-        let present: HashSet<u64> = durable_stored.iter().map(|s| s.serial).collect();
+        let present: HashSet<u64> = durable.stored.iter().map(|s| s.serial).collect();
         let open: Vec<u64> = self
             .open
             .get(&instance)

@@ -5,6 +5,7 @@
 //! generator, and a shorter list still means the same.
 
 use std::fmt;
+use std::str::FromStr;
 
 use durable_jobs::jobs::worker_pool::jump_hash;
 use durable_jobs::wire::{Operation, Request};
@@ -128,6 +129,102 @@ impl fmt::Display for Op {
             Op::Crash => write!(f, "CRASH"),
         }
     }
+}
+
+impl FromStr for Op {
+    type Err = String;
+
+    /// Reads an operation back from its `Display` text, so that a printed trace replays.
+    fn from_str(line: &str) -> Result<Self, String> {
+        let line = line.trim();
+        let bad = || format!("not an operation: `{line}`");
+        let instance = |text: &str| text.trim().parse::<InstanceId>().map_err(|e| e.to_string());
+        if line == "CRASH" {
+            return Ok(Op::Crash);
+        }
+        if let Some(task) = line.strip_prefix("poll #") {
+            let task = task.trim().parse().map_err(|_| bad())?;
+            return Ok(Op::Poll { task });
+        }
+        if let Some(ms) = line
+            .strip_prefix("advance clock ")
+            .and_then(|r| r.strip_suffix(" ms"))
+        {
+            let ms = ms.trim().parse().map_err(|_| bad())?;
+            return Ok(Op::Advance { ms });
+        }
+        if let Some(rest) = line
+            .strip_prefix("persist ")
+            .and_then(|r| r.strip_suffix(" in the background"))
+        {
+            return Ok(Op::Persist {
+                instance: instance(rest)?,
+            });
+        }
+        if let Some(rest) = line.strip_prefix("fail next ") {
+            return parse_fault(rest).ok_or_else(bad);
+        }
+        let (task, rest) = line
+            .strip_prefix('#')
+            .and_then(|r| r.split_once(' '))
+            .ok_or_else(bad)?;
+        let task: TaskId = task.parse().map_err(|_| bad())?;
+        if let Some(target) = rest.strip_prefix("fire alarm of ") {
+            return Ok(Op::Fire {
+                task,
+                instance: instance(target)?,
+            });
+        }
+        let rest = rest.strip_prefix("send ").ok_or_else(bad)?;
+        let (target, op) = rest.split_once(' ').ok_or_else(bad)?;
+        let (op, expected) = match op.rsplit_once(" (expect ") {
+            Some((op, expected)) => (op, parse_expected(expected.trim_end_matches(')'))?),
+            None => (op, Expected::Valid),
+        };
+        let op: Operation = serde_json::from_str(op).map_err(|e| format!("{e} in `{line}`"))?;
+        Ok(Op::Send {
+            task,
+            request: Request {
+                instance: instance(target)?,
+                op,
+            },
+            expected,
+        })
+    }
+}
+
+fn parse_fault(rest: &str) -> Option<Op> {
+    let (count, rest) = rest.split_once(' ')?;
+    let (fault, target) = rest.split_once(" of ")?;
+    let fault = match fault {
+        "Reads" => Fault::Reads,
+        "Commits" => Fault::Commits,
+        "Syncs" => Fault::Syncs,
+        _ => return None,
+    };
+    Some(Op::Fault {
+        instance: target.trim().parse().ok()?,
+        fault,
+        count: count.parse().ok()?,
+    })
+}
+
+fn parse_expected(text: &str) -> Result<Expected, String> {
+    Ok(match text {
+        "BadRequest" => Expected::BadRequest,
+        "TooLarge" => Expected::TooLarge,
+        "Validation" => Expected::Validation,
+        "JobNotFound" => Expected::JobNotFound,
+        other => return Err(format!("unknown expectation `{other}`")),
+    })
+}
+
+/// Reads a trace of operations, one per line (blank lines are skipped).
+pub fn parse_ops(text: &str) -> Result<Vec<Op>, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::parse)
+        .collect()
 }
 
 /// The instances every seed works on, in a fixed order.
@@ -548,4 +645,25 @@ impl Generator {
 
 fn retention(cfg: &JobsConfig) -> i64 {
     cfg.longest_retention_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_read_back_from_their_text() {
+        let cfg = JobsConfig::for_seed(3);
+        let mut generator = Generator::new(3, &cfg, Avoid::NOTHING);
+        let rt = crate::sim::Sim::new(3, Avoid::NOTHING);
+        for _ in 0..500 {
+            let op = generator.next_op(rt.runtime(), rt.model());
+            let text = op.to_string();
+            let back: Op = text.parse().unwrap();
+            assert_eq!(back.to_string(), text);
+        }
+        for text in ["poll #7", "#9 fire alarm of debounce:batch:x:y"] {
+            assert_eq!(text.parse::<Op>().unwrap().to_string(), text);
+        }
+    }
 }

@@ -299,6 +299,7 @@ impl Runtime {
         let info = task.info;
         let before = task.consumption.get();
         self.world.set_in_request(info.is_request);
+        self.latency.polling(id);
         let mut cx = Context::from_waker(Waker::noop());
         let poll = task.future.as_mut().poll(&mut cx);
         self.world.set_in_request(false);
@@ -312,6 +313,7 @@ impl Runtime {
         let mut polled = Polled::default();
         if let Poll::Ready(done) = poll {
             self.tasks.remove(&id);
+            self.latency.ended(id);
             if let Done::Alarm(result) = &done {
                 self.alarm_finished(consumed, info.slot, result.is_ok());
             }
@@ -409,6 +411,7 @@ impl Runtime {
             .filter_map(|id| self.tasks.remove(&id))
             .map(|task| {
                 let info = task.info;
+                self.latency.ended(info.id);
                 drop(task);
                 info
             })

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::config::JobsConfig;
 use crate::jobs::{self, Item};
 use crate::known::Avoid;
-use crate::layout;
+use crate::layout::{self, View};
 use crate::model::Model;
 use crate::ops::{self, Expected, Fault, Generator, History, Op};
 use crate::runtime::{Done, Runtime, TaskId};
@@ -99,6 +99,8 @@ pub struct Sim {
     trace: VecDeque<String>,
     trace_lines: usize,
     checked: Vec<u64>,
+    /// The live and durable views of each slot as last checked.
+    views: Vec<[Option<Rc<View>>; 2]>,
     step: usize,
     /// The last answer to a request, for the drain's own requests.
     last_answer: Option<(TaskId, Result<Response, JobError>)>,
@@ -132,6 +134,7 @@ impl Sim {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(TRACE_LINES),
             checked: Vec::new(),
+            views: Vec::new(),
             step: 0,
             last_answer: None,
         }
@@ -158,6 +161,16 @@ impl Sim {
         }
         sim.finish().map_err(|v| sim.failure(v))?;
         Ok(sim.summary())
+    }
+
+    /// The simulated runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// The reference model.
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     fn summary(&self) -> Summary {
@@ -307,6 +320,7 @@ impl Sim {
     /// Checks every instance whose storage or alarm changed since it was last checked.
     fn check_slots(&mut self) -> Result<(), Violation> {
         self.checked.resize(self.rt.slots.len(), u64::MAX);
+        self.views.resize(self.rt.slots.len(), [None, None]);
         for slot in 0..self.rt.slots.len() {
             let version = self.rt.slots[slot].version.get();
             if self.checked[slot] == version {
@@ -321,36 +335,53 @@ impl Sim {
     fn check_slot(&mut self, slot: usize) -> Result<(), Violation> {
         let s = &self.rt.slots[slot];
         let (id, name) = (s.id.clone(), s.name.clone());
-        let live = s.storage.snapshot();
-        let durable = s.storage.durable_snapshot();
-        let at = |v: Violation, view: &str| {
+        let live = self.view(slot, s.storage.snapshot(), None);
+        let durable = self.view(slot, s.storage.durable_snapshot(), Some(&live));
+        self.views[slot] = [Some(live.clone()), Some(durable.clone())];
+        let at = |v: &Violation, view: &str| {
             Violation::new(v.class, format!("{name} ({view}): {}", v.detail))
         };
-        layout::check(id.kind, &live, &self.cfg).map_err(|v| at(v, "live"))?;
-        layout::check(id.kind, &durable, &self.cfg).map_err(|v| at(v, "durable"))?;
-        if let Some(due) = layout::due_at(id.kind, &durable) {
+        live.layout.as_ref().map_err(|v| at(v, "live"))?;
+        durable.layout.as_ref().map_err(|v| at(v, "durable"))?;
+        let s = &self.rt.slots[slot];
+        if let Some(due) = durable.due {
             if s.storage.durable_alarm().is_none() {
                 let d = format!("work due at {due} is durable, but no alarm is");
-                return Err(at(Violation::new(class::MISSING_ALARM, d), "durable"));
+                return Err(at(&Violation::new(class::MISSING_ALARM, d), "durable"));
             }
         }
         let quiet = self.rt.alarm_calls(slot) == 0 && !s.storage.needs_reload();
-        if quiet {
-            if let Some(due) = layout::due_at(id.kind, &live) {
-                match s.storage.alarm() {
-                    None => {
-                        let d = format!("work is due at {due}, but no alarm is set");
-                        return Err(at(Violation::new(class::MISSING_ALARM, d), "live"));
-                    }
-                    Some(alarm) if alarm > due && !s.backoff.get() => {
-                        let d = format!("the alarm is at {alarm}, after work due at {due}");
-                        return Err(at(Violation::new(class::LATE_ALARM, d), "live"));
-                    }
-                    Some(_) => {}
+        if let (true, Some(due)) = (quiet, live.due) {
+            match s.storage.alarm() {
+                None => {
+                    let d = format!("work is due at {due}, but no alarm is set");
+                    return Err(at(&Violation::new(class::MISSING_ALARM, d), "live"));
                 }
+                Some(alarm) if alarm > due && !s.backoff.get() => {
+                    let d = format!("the alarm is at {alarm}, after work due at {due}");
+                    return Err(at(&Violation::new(class::LATE_ALARM, d), "live"));
+                }
+                Some(_) => {}
             }
         }
         self.model.check_storage(&id, &live, &durable)
+    }
+
+    /// What the checks derive from `rows` of `slot`, decoded again only where they differ
+    /// from the views the slot was last checked with (and `also`).
+    fn view(&self, slot: usize, rows: layout::Rows, also: Option<&Rc<View>>) -> Rc<View> {
+        let last = self.views.get(slot).into_iter().flatten().flatten();
+        let known: Vec<&Rc<View>> = last.chain(also).collect();
+        if let Some(view) = known.iter().find(|v| v.rows == rows) {
+            return Rc::clone(view);
+        }
+        let earlier: Vec<&View> = known.iter().map(|v| v.as_ref()).collect();
+        Rc::new(View::new(
+            self.rt.slots[slot].id.kind,
+            rows,
+            &self.cfg,
+            &earlier,
+        ))
     }
 
     /// A future id for the drain's own operations, apart from the generated ones.
@@ -492,6 +523,7 @@ impl Sim {
         for slot in 0..self.rt.slots.len() {
             let s = &self.rt.slots[slot];
             let rows = s.storage.durable_snapshot();
+            let rows = layout::decode_all(&rows);
             for found in layout::serials(s.id.kind, &rows) {
                 let pending = match found.place {
                     layout::Place::Queued { .. } => true,
@@ -538,10 +570,11 @@ impl Sim {
             let rows = s.storage.snapshot();
             let lost_sweeps =
                 self.avoid.lost_sweep_after_completion && s.id.kind == JobKind::WorkerPool;
-            let expiring: Vec<_> = layout::id_records(s.id.kind, &rows, &self.cfg)
-                .into_iter()
-                .filter(|(_, expires)| expires.is_some() && !lost_sweeps)
-                .collect();
+            let expiring: Vec<_> =
+                layout::id_records(s.id.kind, &layout::decode_all(&rows), &self.cfg)
+                    .into_iter()
+                    .filter(|(_, expires)| expires.is_some() && !lost_sweeps)
+                    .collect();
             if let Some((id, expires)) = expiring.first() {
                 let d = format!(
                     "{}: id record `{id}` (expires {expires:?}) is kept at {now}, with {} others",
@@ -630,7 +663,8 @@ impl Sim {
     /// Whether the instance keeps the id's record for good (a queued event, a dead letter).
     fn pinned(&self, slot: usize, id: &str) -> bool {
         let s = &self.rt.slots[slot];
-        layout::id_records(s.id.kind, &s.storage.snapshot(), &self.cfg)
+        let rows = layout::decode_all(&s.storage.snapshot());
+        layout::id_records(s.id.kind, &rows, &self.cfg)
             .iter()
             .any(|(i, expires)| i == id && expires.is_none())
     }

@@ -3,6 +3,7 @@
 //! scheduler run another future of the same instance there, as on a real platform.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -12,27 +13,53 @@ use durable_jobs::adapters::memory::MemoryStorage;
 use durable_jobs::adapters::{Clock, ListOptions, Storage, WriteBatch};
 use durable_jobs::StorageError;
 
-use crate::rng::SimRng;
+use crate::rng::{mix, SimRng};
+use crate::runtime::TaskId;
 
-/// How often storage calls suspend, drawn from one seeded generator for every instance.
+/// How often storage calls suspend. Each decision is drawn from the seed, the future that
+/// makes the call and how many calls it made before, so that a future's storage calls
+/// suspend alike whatever else runs (a shortened operation list keeps its interleavings).
 pub struct Latency {
-    rng: RefCell<SimRng>,
-    per_mille: Cell<u32>,
+    seed: u64,
+    per_mille: u32,
+    /// The future being polled.
+    current: Cell<TaskId>,
+    /// Storage calls made so far, per future.
+    calls: RefCell<HashMap<TaskId, u64>>,
 }
 
 impl Latency {
     /// Latency seeded with `seed`: a call suspends with probability `per_mille / 1000`.
     pub fn new(seed: u64, per_mille: u32) -> Rc<Self> {
         Rc::new(Latency {
-            rng: RefCell::new(SimRng::new(seed)),
-            per_mille: Cell::new(per_mille),
+            seed,
+            per_mille,
+            current: Cell::new(0),
+            calls: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// Notes which future the scheduler polls now.
+    pub fn polling(&self, task: TaskId) {
+        self.current.set(task);
+    }
+
+    /// Forgets a future that ended.
+    pub fn ended(&self, task: TaskId) {
+        self.calls.borrow_mut().remove(&task);
     }
 
     /// How many polls the next storage call waits.
     fn draw(&self) -> u32 {
-        let mut rng = self.rng.borrow_mut();
-        if !rng.chance(self.per_mille.get()) {
+        let task = self.current.get();
+        let n = {
+            let mut calls = self.calls.borrow_mut();
+            let n = calls.entry(task).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let mut rng = SimRng::new(mix(self.seed, &[task, n], "latency"));
+        if !rng.chance(self.per_mille) {
             return 0;
         }
         rng.between(1, 3) as u32

@@ -273,7 +273,7 @@ impl World {
             inner.violations.push(v);
         }
         if let Some(storage) = inner.storages.get(&id) {
-            let durable = storage.durable_snapshot();
+            let durable = layout::decode_all(&storage.durable_snapshot());
             if let Err(v) = layout::check_work_pending(&durable, &work, attempt) {
                 inner
                     .violations
