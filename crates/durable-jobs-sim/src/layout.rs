@@ -194,6 +194,8 @@ pub struct View {
     pub stored: Vec<Stored>,
     /// A Continuous instance's state token ([`continuous_token`]).
     pub token: Option<u64>,
+    /// When the first stored id record that expires does ([`id_records`]).
+    pub first_expiry: Option<i64>,
 }
 
 impl View {
@@ -207,6 +209,10 @@ impl View {
             due: due_at(kind, &records),
             stored: serials(kind, &records),
             token: continuous_token(&records),
+            first_expiry: id_records(kind, &records, cfg)
+                .into_iter()
+                .filter_map(|(_, expires)| expires)
+                .min(),
             rows,
             records,
         }

@@ -364,7 +364,31 @@ impl Sim {
                 Some(_) => {}
             }
         }
+        self.check_forgetting(slot, &live)?;
         self.model.check_storage(&id, &live, &durable)
+    }
+
+    /// Id records do not outlive their expiry unnoticed: once one has expired, the instance
+    /// has an alarm due to sweep it (or an alarm call running), so that what a retention
+    /// period brings is all it keeps.
+    fn check_forgetting(&self, slot: usize, live: &View) -> Result<(), Violation> {
+        let s = &self.rt.slots[slot];
+        let now = self.rt.now();
+        let Some(expired) = live.first_expiry.filter(|t| *t <= now) else {
+            return Ok(());
+        };
+        let lost_sweeps =
+            self.avoid.lost_sweep_after_completion && s.id.kind == JobKind::WorkerPool;
+        let waking = s.storage.alarm().is_some_and(|t| t <= now) || s.backoff.get();
+        if lost_sweeps || waking || self.rt.alarm_calls(slot) > 0 || s.storage.needs_reload() {
+            return Ok(());
+        }
+        let d = format!(
+            "{}: an id record expired at {expired} but nothing wakes the instance to forget it (alarm {:?})",
+            s.name,
+            s.storage.alarm()
+        );
+        Err(Violation::new(class::UNBOUNDED_IDS, d))
     }
 
     /// What the checks derive from `rows` of `slot`, decoded again only where they differ
@@ -400,6 +424,15 @@ impl Sim {
         })
     }
 
+    /// The slots whose alarm the drain fires now.
+    fn fireable(&self) -> Vec<usize> {
+        let mut due = self.rt.due_slots();
+        if self.avoid.cancel_racing_a_claim {
+            due.retain(|slot| !self.model.cancel_in_flight(&self.rt.slots[*slot].name));
+        }
+        due
+    }
+
     /// Lets every future and due alarm run, moving the clock to each next alarm or user
     /// code deadline, until `ms` have passed.
     fn run_for(&mut self, ms: i64) -> Result<(), Violation> {
@@ -407,10 +440,7 @@ impl Sim {
         let mut steps = 0;
         loop {
             for _ in 0..ROUNDS_PER_INSTANT {
-                let mut due = self.rt.due_slots();
-                if self.avoid.cancel_racing_a_claim {
-                    due.retain(|slot| !self.model.cancel_in_flight(&self.rt.slots[*slot].name));
-                }
+                let due = self.fireable();
                 let tasks = self.rt.tasks();
                 if due.is_empty() && tasks.is_empty() {
                     break;
@@ -446,8 +476,8 @@ impl Sim {
             let now = self.rt.now();
             let busy = !self.rt.tasks().is_empty();
             let deadline = self.world.next_deadline();
-            if busy && deadline.is_none() {
-                // Futures wait for each other, not for time: keep polling them.
+            if (busy && deadline.is_none()) || !self.fireable().is_empty() {
+                // Futures wait for each other, not for time, or alarms fell due meanwhile.
                 continue;
             }
             // Alarms due but not fireable wait for an execution, which waits for time; a
