@@ -523,3 +523,33 @@ pub fn check_work_pending(rows: &Records, work: &Work, attempt: u32) -> Result<(
         }
     }
 }
+
+/// Checks, when a WorkerPool event starts, that it is the head of its queue: the event
+/// waiting for its retry if there is one, else the first by priority then enqueue order.
+/// Events enqueued since its claim have a later sequence number, so an earlier one still
+/// queued ahead of it was passed over.
+pub fn check_queue_order(rows: &Records, work: &Work) -> Result<(), Violation> {
+    let Work::Event { serial, seq } = work else {
+        return Ok(());
+    };
+    let pool = decode(rows, "pool").unwrap_or(&NULL);
+    let mine = with_prefix(rows, "q:").find(|(_, row)| num(row, "seq") == *seq);
+    let Some((key, _)) = mine else {
+        return Ok(());
+    };
+    let out_of_order = |what: String| Err(Violation::new(class::ORDER, what));
+    if let Some(current) = pool["current"].as_str().filter(|c| *c != key) {
+        return out_of_order(format!(
+            "event #{serial} starts while `{current}` waits for its retry at the head"
+        ));
+    }
+    let ahead = with_prefix(rows, "q:")
+        .take_while(|(k, _)| *k < key)
+        .find(|(_, row)| num(row, "seq") < *seq);
+    match ahead {
+        Some((other, _)) => out_of_order(format!(
+            "event #{serial} (`{key}`) starts while `{other}`, queued before it, is ahead of it"
+        )),
+        None => Ok(()),
+    }
+}

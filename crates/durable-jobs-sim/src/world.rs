@@ -274,7 +274,10 @@ impl World {
         }
         if let Some(storage) = inner.storages.get(&id) {
             let durable = layout::decode_all(&storage.durable_snapshot());
-            if let Err(v) = layout::check_work_pending(&durable, &work, attempt) {
+            let live = layout::decode_all(&storage.snapshot());
+            let checks = layout::check_work_pending(&durable, &work, attempt)
+                .and_then(|()| layout::check_queue_order(&live, &work));
+            if let Err(v) = checks {
                 inner
                     .violations
                     .push(Violation::new(v.class, format!("{id}: {}", v.detail)));
