@@ -26,6 +26,21 @@ struct Sent {
     tick: u64,
 }
 
+/// An answer being taken in, with what it answers.
+struct Answer<'a> {
+    task: TaskId,
+    sent: &'a Sent,
+    instance: &'a str,
+    now: i64,
+}
+
+impl Answer<'_> {
+    /// The answer disagrees with the model.
+    fn bad(&self, detail: String) -> Result<(), Violation> {
+        Err(violation(class::RESPONSE, self.instance, detail))
+    }
+}
+
 /// Whether a sent event was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -417,7 +432,13 @@ impl Model {
         if !settled && sent.request.instance.kind == JobKind::Continuous {
             return self.unsettled_continuous(&sent, &instance, response);
         }
-        self.response(task, &sent, &instance, response, now, durable)
+        let answer = Answer {
+            task,
+            sent: &sent,
+            instance: &instance,
+            now,
+        };
+        self.response(&answer, response, durable)
     }
 
     /// An answer about a Continuous instance that something else changed meanwhile: only
@@ -463,15 +484,11 @@ impl Model {
 
     fn response(
         &mut self,
-        task: TaskId,
-        sent: &Sent,
-        instance: &str,
+        a: &Answer,
         response: &Response,
-        now: i64,
         durable: &Rows,
     ) -> Result<(), Violation> {
-        let fail = |d: String| Err(violation(class::RESPONSE, instance, d));
-        match (&sent.request.op, response) {
+        match (&a.sent.request.op, response) {
             (
                 Operation::DebounceAdd { event_id, event },
                 Response::Added {
@@ -480,114 +497,85 @@ impl Model {
                     ..
                 },
             ) => {
-                if let Some(max) = self.cfg.batch_max_events {
-                    if *event_count > max {
-                        return Err(violation(
-                            class::BATCH_TOO_LARGE,
-                            instance,
-                            format!("an add answers a batch of {event_count}, max_events is {max}"),
-                        ));
-                    }
+                if let Some(max) = self.cfg.batch_max_events.filter(|max| event_count > max) {
+                    let d = format!("an add answers a batch of {event_count}, max_events is {max}");
+                    return Err(violation(class::BATCH_TOO_LARGE, a.instance, d));
                 }
-                self.event_answered(
-                    task,
-                    sent,
-                    instance,
-                    event_id.clone(),
-                    event,
-                    *duplicate,
-                    now,
-                    durable,
-                )
+                self.event_answered(a, event_id.clone(), event, *duplicate, durable)
             }
             (
                 Operation::WorkerPoolEnqueue {
                     event_id, event, ..
                 },
                 Response::Enqueued {
-                    event_id: answered_id,
+                    event_id: answered,
                     instance_index,
                     duplicate,
                     ..
                 },
             ) => {
-                if Some(instance_index.to_string())
-                    != sent.request.instance.pool_index().map(|i| i.to_string())
-                {
-                    return fail(format!("enqueued on instance {instance_index}"));
+                if a.sent.request.instance.pool_index() != Some(*instance_index) {
+                    return a.bad(format!("enqueued on instance {instance_index}"));
                 }
-                if event_id.as_ref().is_some_and(|id| id != answered_id) {
-                    return fail(format!("enqueue answers event id {answered_id}"));
+                if event_id.as_ref().is_some_and(|id| id != answered) {
+                    return a.bad(format!("enqueue answers event id {answered}"));
                 }
-                let id = Some(answered_id.clone());
-                self.event_answered(task, sent, instance, id, event, *duplicate, now, durable)
+                self.event_answered(a, Some(answered.clone()), event, *duplicate, durable)
             }
+            (op, response) if op.kind() == JobKind::Continuous => {
+                self.continuous_response(a, response)
+            }
+            (_, response) => self.admin_response(a, response),
+        }
+    }
+
+    /// The answer to a request on a Debounce or WorkerPool instance other than an add or an
+    /// enqueue.
+    fn admin_response(&mut self, a: &Answer, response: &Response) -> Result<(), Violation> {
+        match (&a.sent.request.op, response) {
             (Operation::WorkerPoolCancel { .. }, Response::Cancelled { cancelled }) => {
                 if !cancelled {
-                    self.removals.remove(&task);
+                    self.removals.remove(&a.task);
                 }
                 Ok(())
             }
             (Operation::WorkerPoolDiscard { .. }, Response::DeadLettersChanged { count }) => {
                 if *count == 0 {
-                    self.removals.remove(&task);
+                    self.removals.remove(&a.task);
                 }
                 Ok(())
             }
             (Operation::WorkerPoolDeadLetters { .. }, Response::DeadLetters { items }) => {
-                for item in items {
-                    if item.attempts != self.cfg.pool_retry.max_attempts {
-                        return fail(format!(
-                            "dead letter {} after {} attempts",
-                            item.event_id, item.attempts
-                        ));
-                    }
+                let max = self.cfg.pool_retry.max_attempts;
+                match items.iter().find(|i| i.attempts != max) {
+                    Some(i) => a.bad(format!(
+                        "dead letter {} after {} attempts",
+                        i.event_id, i.attempts
+                    )),
+                    None => Ok(()),
                 }
-                Ok(())
             }
             (Operation::DebounceFailedBatches, Response::FailedBatches { batches }) => {
-                for b in batches {
-                    if b.attempts != self.cfg.batch_retry.max_attempts {
-                        return fail(format!(
-                            "failed batch {} after {} attempts",
-                            b.seq, b.attempts
-                        ));
-                    }
+                let max = self.cfg.batch_retry.max_attempts;
+                match batches.iter().find(|b| b.attempts != max) {
+                    Some(b) => a.bad(format!(
+                        "failed batch {} after {} attempts",
+                        b.seq, b.attempts
+                    )),
+                    None => Ok(()),
                 }
-                Ok(())
             }
             (Operation::DebounceStatus, Response::DebounceStatus { status: Some(s) }) => {
                 match self.cfg.batch_max_events {
-                    Some(max) if s.event_count > max => Err(violation(
-                        class::BATCH_TOO_LARGE,
-                        instance,
-                        format!("status shows an open batch of {}", s.event_count),
-                    )),
+                    Some(max) if s.event_count > max => {
+                        let d = format!("status shows an open batch of {}", s.event_count);
+                        Err(violation(class::BATCH_TOO_LARGE, a.instance, d))
+                    }
                     _ => Ok(()),
                 }
             }
-            (Operation::ContinuousStart { state }, Response::Started { created }) => {
-                self.started(instance, state["token"].as_u64(), *created)
-            }
-            (Operation::ContinuousStop { .. }, Response::Stopped { stopped }) => {
-                self.stopped(instance, *stopped)
-            }
-            (Operation::ContinuousTrigger, Response::Triggered) => match self.cont(instance) {
-                Cont::Absent | Cont::Stopped => fail(format!(
-                    "trigger accepted, but the instance is {:?}",
-                    self.cont(instance)
-                )),
-                _ => Ok(()),
-            },
-            (Operation::ContinuousStatus, Response::ContinuousStatus { status }) => {
-                let name = status.as_ref().map(|s| s.status.name().as_str());
-                self.continuous_seen(instance, name)
-            }
-            (Operation::ContinuousGetState, Response::State { state }) => {
-                self.state_seen(instance, state.as_ref())
-            }
             (op, response) => {
-                let matches = matches!(
+                let fits = matches!(
                     (op, response),
                     (Operation::DebounceFlush, Response::FlushRequested { .. })
                         | (Operation::DebounceClear, Response::Cleared { .. })
@@ -604,36 +592,60 @@ impl Model {
                             Response::DeadLettersChanged { .. }
                         )
                 );
-                if matches {
-                    Ok(())
-                } else {
-                    fail(format!("answer {response:?} to {op:?}"))
+                match fits {
+                    true => Ok(()),
+                    false => a.bad(format!("answer {response:?} to {op:?}")),
                 }
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The answer to a request on a Continuous instance whose state the model knows.
+    fn continuous_response(&mut self, a: &Answer, response: &Response) -> Result<(), Violation> {
+        let instance = a.instance;
+        match (&a.sent.request.op, response) {
+            (Operation::ContinuousStart { state }, Response::Started { created }) => {
+                self.started(instance, state["token"].as_u64(), *created)
+            }
+            (Operation::ContinuousStop { .. }, Response::Stopped { stopped }) => {
+                self.stopped(instance, *stopped)
+            }
+            (Operation::ContinuousTrigger, Response::Triggered) => match self.cont(instance) {
+                Cont::Absent | Cont::Stopped => a.bad(format!(
+                    "trigger accepted, but the instance is {:?}",
+                    self.cont(instance)
+                )),
+                _ => Ok(()),
+            },
+            (Operation::ContinuousStatus, Response::ContinuousStatus { status }) => {
+                let name = status.as_ref().map(|s| s.status.name().as_str());
+                self.continuous_seen(instance, name)
+            }
+            (Operation::ContinuousGetState, Response::State { state }) => {
+                self.state_seen(instance, state.as_ref())
+            }
+            (op, response) => a.bad(format!("answer {response:?} to {op:?}")),
+        }
+    }
+
+    /// An add or enqueue answered: checks its event id against the idempotency rules, and
+    /// that an acknowledged event is durable.
     fn event_answered(
         &mut self,
-        task: TaskId,
-        sent: &Sent,
-        instance: &str,
+        a: &Answer,
         event_id: Option<String>,
         event: &Value,
         duplicate: bool,
-        now: i64,
         durable: &Rows,
     ) -> Result<(), Violation> {
-        let kind = sent.request.instance.kind;
+        let kind = a.sent.request.instance.kind;
         if let Some(id) = &event_id {
-            self.check_id(task, kind, instance, id, sent, duplicate, now)?;
-            let state = if duplicate {
-                IdState::NotStored
-            } else {
-                IdState::Stored(now, self.tick)
+            self.check_id(a, id, duplicate)?;
+            let state = match duplicate {
+                true => IdState::NotStored,
+                false => IdState::Stored(a.now, self.tick),
             };
-            self.resolve_id(task, &sent.request, instance, state);
+            self.resolve_id(a.task, &a.sent.request, a.instance, state);
         }
         let Some(serial) = event_serial(event) else {
             return Ok(());
@@ -650,72 +662,64 @@ impl Model {
             e.event_id = event_id;
         }
         self.open
-            .entry(instance.to_string())
+            .entry(a.instance.to_string())
             .or_default()
             .insert(serial);
         // Acknowledged means durable: it must be stored now, unless already done with.
         let stored = layout::serials(kind, &layout::decode_all(durable));
-        if let Some(v) = self.observe(instance, &stored, true) {
+        if let Some(v) = self.observe(a.instance, &stored, true) {
             return Err(v);
         }
         let present = stored.iter().any(|s| s.serial == serial);
         if !present && !self.explained(serial) {
-            return Err(violation(
-                class::LOST_ACK,
-                instance,
-                format!("event #{serial} was acknowledged but is not durably stored"),
-            ));
+            let d = format!("event #{serial} was acknowledged but is not durably stored");
+            return Err(violation(class::LOST_ACK, a.instance, d));
         }
         Ok(())
     }
 
     /// The idempotency rules: an id stored within the retention period is a duplicate; a
     /// duplicate must have been stored before; a Debounce id is accepted again once expired.
-    #[allow(clippy::too_many_arguments)]
-    fn check_id(
-        &self,
-        task: TaskId,
-        kind: JobKind,
-        instance: &str,
-        id: &str,
-        sent: &Sent,
-        duplicate: bool,
-        now: i64,
-    ) -> Result<(), Violation> {
-        let submitted = sent.submitted;
+    fn check_id(&self, a: &Answer, id: &str, duplicate: bool) -> Result<(), Violation> {
+        let (sent, now) = (a.sent, a.now);
+        let kind = sent.request.instance.kind;
         let retention = self.retention(kind);
-        let uses = self.id_uses.get(&(instance.to_string(), id.to_string()));
+        let uses = self.id_uses.get(&(a.instance.to_string(), id.to_string()));
         let others: Vec<&IdUse> = uses
             .into_iter()
             .flatten()
-            .filter(|u| u.task != task)
+            .filter(|u| u.task != a.task)
             .collect();
-        let bad = |d: String| Err(violation(class::IDEMPOTENCY, instance, d));
+        let bad = |d: String| Err(violation(class::IDEMPOTENCY, a.instance, d));
         if !duplicate {
+            // Stored before this request was sent, and not expired even if this request's
+            // step ran as late as its answer.
             let live = others.iter().find(|u| {
                 matches!(u.state, IdState::Stored(_, acked) if acked < sent.tick && now < u.submitted + retention)
             });
-            if let Some(u) = live {
-                return bad(format!(
+            return match live {
+                Some(u) => bad(format!(
                     "id `{id}` stored at {} (retention {retention} ms) accepted again at {now}",
                     u.submitted
-                ));
-            }
-            return Ok(());
+                )),
+                None => Ok(()),
+            };
         }
-        let could_store = |u: &&&IdUse| match u.state {
+        // A WorkerPool id lasts as long as its event, then a retention period: any earlier
+        // use may still count. A Debounce id lasts one retention period from its add.
+        let could_count = |u: &&IdUse| match u.state {
             IdState::Pending => true,
             IdState::Stored(latest, _) | IdState::Maybe(latest) => {
-                kind == JobKind::WorkerPool || latest + retention > submitted
+                kind == JobKind::WorkerPool || latest + retention > sent.submitted
             }
             IdState::NotStored => false,
         };
-        if !others.iter().any(|u| could_store(&u)) {
-            return bad(format!(
+        match others.iter().any(could_count) {
+            true => Ok(()),
+            false => bad(format!(
                 "id `{id}` reported duplicate at {now}, but no earlier use of it can still count"
-            ));
+            )),
         }
-        Ok(())
     }
 
     fn cont(&self, instance: &str) -> Cont {
