@@ -263,6 +263,8 @@ pub struct Generator {
     next_token: u64,
     next_id: u64,
     next_task: TaskId,
+    /// The instance the request being drawn aims at, if any.
+    focus: Option<InstanceId>,
 }
 
 impl Generator {
@@ -276,6 +278,7 @@ impl Generator {
             next_token: 1,
             next_id: 1,
             next_task: 0,
+            focus: None,
         }
     }
 
@@ -350,12 +353,28 @@ impl Generator {
     }
 
     fn request(&mut self, rt: &Runtime, history: &dyn History) -> Op {
-        let (request, expected) = match self.rng.below(100) {
+        // Races between requests and a running execution are where bugs hide: often aim at
+        // an instance whose alarm call is in flight.
+        let busy: Vec<&InstanceId> = (0..rt.slots.len())
+            .filter(|s| rt.alarm_calls(*s) > 0)
+            .map(|s| &rt.slots[s].id)
+            .collect();
+        let focus =
+            (!busy.is_empty() && self.rng.chance(400)).then(|| (*self.rng.pick(&busy)).clone());
+        let kind_roll = match &focus {
+            Some(id) if id.kind == JobKind::Continuous => 0,
+            Some(id) if id.kind == JobKind::Debounce => 30,
+            Some(_) => 63,
+            None => self.rng.below(100),
+        };
+        self.focus = focus;
+        let (request, expected) = match kind_roll {
             0..=29 => self.continuous(),
             30..=62 => self.debounce(history),
             63..=96 => self.pool(rt, history),
             _ => self.malformed(),
         };
+        self.focus = None;
         Op::Send {
             task: self.task(),
             request,
@@ -368,8 +387,16 @@ impl Generator {
         self.next_task - 1
     }
 
+    /// The key of the instance in focus if it is of `kind`, else one of `keys`.
+    fn key(&mut self, kind: JobKind, keys: &[&'static str]) -> String {
+        match &self.focus {
+            Some(id) if id.kind == kind => id.key.clone(),
+            _ => self.rng.pick(keys).to_string(),
+        }
+    }
+
     fn continuous(&mut self) -> (Request, Expected) {
-        let key = *self.rng.pick(&TICK_KEYS);
+        let key = self.key(JobKind::Continuous, &TICK_KEYS);
         let instance = InstanceId::new(JobKind::Continuous, TICK, key);
         let (op, expected) = match self.rng.below(100) {
             0..=29 => {
@@ -425,7 +452,7 @@ impl Generator {
     }
 
     fn debounce(&mut self, history: &dyn History) -> (Request, Expected) {
-        let key = *self.rng.pick(&BATCH_KEYS);
+        let key = self.key(JobKind::Debounce, &BATCH_KEYS);
         let instance = InstanceId::new(JobKind::Debounce, BATCH, key);
         let name = instance.to_string();
         let max_id = self.cfg.limits.max_id_bytes;
@@ -488,6 +515,11 @@ impl Generator {
         (Request { instance, op }, expected)
     }
 
+    /// The index of the pool instance in focus, if one is.
+    fn focus_index(&self) -> Option<u32> {
+        self.focus.as_ref().and_then(InstanceId::pool_index)
+    }
+
     fn pool_instance(&self, index: u32) -> InstanceId {
         InstanceId::new(JobKind::WorkerPool, WORK, index.to_string())
     }
@@ -497,7 +529,9 @@ impl Generator {
         if self.rng.below(100) < 50 {
             return self.enqueue(history);
         }
-        let index = self.rng.below(u64::from(n)) as u32;
+        let index = self
+            .focus_index()
+            .unwrap_or_else(|| self.rng.below(u64::from(n)) as u32);
         let instance = self.pool_instance(index);
         let name = instance.to_string();
         let used = history.ids_of(&name).to_vec();
@@ -558,6 +592,9 @@ impl Generator {
         if let (None, Some(id)) = (partition, &event_id) {
             // Without a partition key the client routes by event id, as duplicates must meet.
             index = jump_hash(id, n);
+        }
+        if let Some(focus) = self.focus_index() {
+            index = focus;
         }
         if self.rng.chance(20) && !self.avoid.ids_like_generated_ones {
             // A user's id that looks like one the engine generates for events without one.
