@@ -5,6 +5,11 @@
 //! and the other known bugs still avoided, so it fails for its own bug only. They are
 //! ignored until the engine is fixed; run one with
 //! `cargo test -p durable-jobs-sim --test regressions -- --ignored <name>`.
+//!
+//! A seed's operations come from the generator: a change to it gives every seed other
+//! operations, and a seed here may stop reaching its bug (find another with
+//! `SIM_ALLOW=<field> cargo test -p durable-jobs-sim`). A shortest trace replays the same
+//! operations whatever the generator does.
 
 use durable_jobs_sim::ops::parse_ops;
 use durable_jobs_sim::run;
@@ -38,8 +43,8 @@ const CANCEL_RACE: Avoid = Avoid {
 /// (leaving the cancel's expiry entry behind).
 #[test]
 #[ignore = "engine bug: a cancel between an event's claim and its user code removes the event, which still runs"]
-fn seed_1338_cancel_racing_a_claim() {
-    seed_passes(1338, CANCEL_RACE);
+fn seed_670_cancel_racing_a_claim() {
+    seed_passes(670, CANCEL_RACE);
 }
 
 #[test]
@@ -65,8 +70,8 @@ const REPEATED_IDS: Avoid = Avoid {
 /// counts three dead letters off.
 #[test]
 #[ignore = "engine bug: a replay or discard repeating an id acts on the same dead letter once per repetition"]
-fn seed_240_replay_with_a_repeated_id() {
-    seed_passes(240, REPEATED_IDS);
+fn seed_760_replay_with_a_repeated_id() {
+    seed_passes(760, REPEATED_IDS);
 }
 
 #[test]
