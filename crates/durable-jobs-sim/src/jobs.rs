@@ -1,0 +1,307 @@
+//! The simulated jobs, one of each kind. What each execution does is drawn from the seed
+//! by the [`World`]; the jobs only report what they are given and check what they can see.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use durable_jobs::{
+    Continuous, ContinuousContext, Debounce, DebounceContext, EmptyContext, Registry,
+    RegistryBuilder, Rejected, RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::JobsConfig;
+use crate::violation::{class, Violation};
+use crate::world::{Work, World};
+
+/// The Continuous job's name.
+pub const TICK: &str = "tick";
+/// The Debounce job's name.
+pub const BATCH: &str = "batch";
+/// The WorkerPool's name.
+pub const WORK: &str = "work";
+/// The reason a Continuous run gives when it stops its own instance.
+pub const TERMINATED: &str = "terminated by its run";
+
+/// An event sent to the Debounce job or the WorkerPool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Unique per request the simulator sends, so every stored event can be traced back.
+    pub serial: u64,
+    /// Makes the Debounce reducer refuse the event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reject: bool,
+    /// Filler that makes a request oversized.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pad: String,
+}
+
+/// The Continuous job's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickState {
+    /// Unique per `start` the simulator sends.
+    pub token: u64,
+    /// Successful runs, counted by the runs themselves.
+    pub runs: u64,
+}
+
+/// The registry of the three simulated jobs for one seed.
+pub fn registry(world: &Arc<World>, cfg: &JobsConfig) -> Registry {
+    let builder: RegistryBuilder = Registry::builder()
+        .continuous(TICK, Tick::new(world, cfg))
+        .debounce(BATCH, Batcher::new(world, cfg))
+        .worker_pool(WORK, Workers::new(world, cfg))
+        .limits(cfg.limits);
+    // The configuration comes from a fixed table of valid settings.
+    builder.build().unwrap()
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+/// Reports a hook called on an attempt that was not the last one.
+fn check_final_attempt(world: &World, what: &str, attempt: u32, retry: &RetryPolicy) {
+    if attempt != retry.max_attempts {
+        world.report(Violation::new(
+            class::RESPONSE,
+            format!(
+                "{what} called on attempt {attempt} of {}",
+                retry.max_attempts
+            ),
+        ));
+    }
+}
+
+/// The Continuous job.
+pub struct Tick {
+    world: Arc<World>,
+    cfg: JobsConfig,
+}
+
+impl Tick {
+    fn new(world: &Arc<World>, cfg: &JobsConfig) -> Self {
+        Tick {
+            world: world.clone(),
+            cfg: cfg.clone(),
+        }
+    }
+}
+
+impl Continuous for Tick {
+    type State = TickState;
+    type Error = String;
+
+    fn schedule(&self) -> Schedule {
+        Schedule::every(millis(self.cfg.tick_every_ms))
+    }
+
+    fn start_immediately(&self) -> bool {
+        self.cfg.tick_start_immediately
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.tick_retry
+    }
+
+    fn retention(&self) -> Duration {
+        millis(self.cfg.tick_retention_ms)
+    }
+
+    async fn execute(&self, ctx: &mut ContinuousContext<TickState>) -> Result<(), String> {
+        let work = Work::Run {
+            token: ctx.state().token,
+            run_count: ctx.run_count(),
+        };
+        if ctx.state().runs != ctx.run_count() {
+            self.world.report(Violation::new(
+                class::LAYOUT,
+                format!(
+                    "{}: a run sees {} runs in its state but a run count of {}",
+                    ctx.instance_id(),
+                    ctx.state().runs,
+                    ctx.run_count()
+                ),
+            ));
+        }
+        let mut run = self.world.begin(ctx.instance_id(), work, ctx.attempt());
+        let result = run.perform().await;
+        let terminate = result.is_ok() && run.terminates();
+        if result.is_ok() {
+            ctx.state_mut().runs += 1;
+            if terminate {
+                ctx.terminate_with(TERMINATED);
+            }
+        }
+        run.finish(&result, terminate);
+        result
+    }
+
+    async fn on_error(&self, _error: &String, ctx: &ContinuousContext<TickState>) {
+        let _hook = self.world.hook(ctx.instance_id(), "on_error");
+        check_final_attempt(&self.world, "on_error", ctx.attempt(), &self.cfg.tick_retry);
+    }
+}
+
+/// The Debounce job: its state is the list of the batch's serials.
+pub struct Batcher {
+    world: Arc<World>,
+    cfg: JobsConfig,
+}
+
+impl Batcher {
+    fn new(world: &Arc<World>, cfg: &JobsConfig) -> Self {
+        Batcher {
+            world: world.clone(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    fn check_batch(&self, ctx: &DebounceContext<Vec<u64>>) {
+        let (count, held) = (ctx.event_count(), ctx.state().len());
+        if count as usize != held {
+            self.world.report(Violation::new(
+                class::LAYOUT,
+                format!(
+                    "{}: a flush of {count} events holds {held}",
+                    ctx.instance_id()
+                ),
+            ));
+        }
+        if let Some(max) = self.cfg.batch_max_events {
+            if count > max || held > max as usize {
+                self.world.report(Violation::new(
+                    class::BATCH_TOO_LARGE,
+                    format!(
+                        "{}: a flush of {held} events, max_events is {max}",
+                        ctx.instance_id()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+impl Debounce for Batcher {
+    type Event = Item;
+    type State = Vec<u64>;
+    type Error = String;
+
+    fn flush_after(&self) -> Duration {
+        millis(self.cfg.batch_flush_after_ms)
+    }
+
+    fn max_events(&self) -> Option<u32> {
+        self.cfg.batch_max_events
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.batch_retry
+    }
+
+    fn retention(&self) -> Duration {
+        millis(self.cfg.batch_retention_ms)
+    }
+
+    fn on_event(&self, state: Option<Vec<u64>>, event: Item) -> Result<Vec<u64>, Rejected> {
+        if event.reject {
+            return Err(Rejected("refused by the reducer".into()));
+        }
+        let mut serials = state.unwrap_or_default();
+        serials.push(event.serial);
+        Ok(serials)
+    }
+
+    async fn execute(&self, ctx: &DebounceContext<Vec<u64>>) -> Result<(), String> {
+        self.check_batch(ctx);
+        let work = Work::Flush {
+            serials: ctx.state().clone(),
+        };
+        let mut run = self.world.begin(ctx.instance_id(), work, ctx.attempt());
+        let result = run.perform().await;
+        run.finish(&result, false);
+        result
+    }
+
+    async fn on_error(&self, _error: &String, ctx: &DebounceContext<Vec<u64>>) {
+        let _hook = self.world.hook(ctx.instance_id(), "on_error");
+        check_final_attempt(
+            &self.world,
+            "on_error",
+            ctx.attempt(),
+            &self.cfg.batch_retry,
+        );
+    }
+}
+
+/// The WorkerPool.
+pub struct Workers {
+    world: Arc<World>,
+    cfg: JobsConfig,
+}
+
+impl Workers {
+    fn new(world: &Arc<World>, cfg: &JobsConfig) -> Self {
+        Workers {
+            world: world.clone(),
+            cfg: cfg.clone(),
+        }
+    }
+}
+
+impl WorkerPool for Workers {
+    type Event = Item;
+    type Error = String;
+
+    fn concurrency(&self) -> u32 {
+        self.cfg.pool_concurrency
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.pool_retry
+    }
+
+    fn retention(&self) -> Duration {
+        millis(self.cfg.pool_retention_ms)
+    }
+
+    async fn execute(&self, ctx: &WorkerPoolContext<Item>) -> Result<(), String> {
+        let work = Work::Event {
+            serial: ctx.event().serial,
+            seq: ctx.sequence(),
+        };
+        let instance = durable_jobs::InstanceId::new(
+            durable_jobs::JobKind::WorkerPool,
+            ctx.job_name(),
+            ctx.instance_index().to_string(),
+        );
+        let mut run = self.world.begin(&instance, work, ctx.attempt());
+        let result = run.perform().await;
+        run.finish(&result, false);
+        result
+    }
+
+    async fn on_dead_letter(&self, _error: &String, ctx: &WorkerPoolContext<Item>) {
+        let instance = durable_jobs::InstanceId::new(
+            durable_jobs::JobKind::WorkerPool,
+            ctx.job_name(),
+            ctx.instance_index().to_string(),
+        );
+        let _hook = self.world.hook(&instance, "on_dead_letter");
+        check_final_attempt(
+            &self.world,
+            "on_dead_letter",
+            ctx.attempt(),
+            &self.cfg.pool_retry,
+        );
+    }
+
+    async fn on_empty(&self, ctx: &EmptyContext) {
+        let instance = durable_jobs::InstanceId::new(
+            durable_jobs::JobKind::WorkerPool,
+            ctx.job_name(),
+            ctx.instance_index().to_string(),
+        );
+        let _hook = self.world.hook(&instance, "on_empty");
+    }
+}
