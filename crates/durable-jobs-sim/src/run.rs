@@ -49,6 +49,7 @@ pub fn replay(seed: u64, ops: &[Op], avoid: Avoid) -> Result<Summary, Failure> {
 }
 
 fn catch(seed: u64, run: impl FnOnce() -> Result<Summary, Failure>) -> Result<Summary, Failure> {
+    crate::world::quiet_simulated_panics();
     match catch_unwind(AssertUnwindSafe(run)) {
         Ok(result) => result,
         Err(panic) => {

@@ -108,6 +108,9 @@ pub struct Runtime {
     pub slots: Vec<Slot>,
     by_name: HashMap<String, usize>,
     tasks: BTreeMap<TaskId, Task>,
+    /// Engines record each attempt before its user code runs (as on hosts where user code
+    /// can take the process down).
+    attempts_recorded_at_start: bool,
 }
 
 impl Runtime {
@@ -125,6 +128,7 @@ impl Runtime {
             world,
             slots: Vec::new(),
             by_name: HashMap::new(),
+            attempts_recorded_at_start: false,
             tasks: BTreeMap::new(),
         }
     }
@@ -173,9 +177,19 @@ impl Runtime {
             s.version.clone(),
             s.backoff.clone(),
         );
-        let engine = Rc::new(Engine::new(self.registry.clone(), storage));
+        let mut engine = Engine::new(self.registry.clone(), storage);
+        if self.attempts_recorded_at_start {
+            engine = engine.with_attempts_recorded_at_start();
+        }
+        let engine = Rc::new(engine);
         s.engine = Some(engine.clone());
         engine
+    }
+
+    /// Makes engines record each attempt before its user code runs, from the next one
+    /// made.
+    pub fn record_attempts_at_start(&mut self, record: bool) {
+        self.attempts_recorded_at_start = record;
     }
 
     /// Sends a request; it runs as the scheduler polls it.

@@ -115,6 +115,8 @@ impl Sim {
         let registry = jobs::registry(&world, &cfg);
         let latency: Rc<Latency> = Latency::new(seed ^ 0x01A7_E1C7, LATENCY_PER_MILLE);
         let mut rt = Runtime::new(registry, clock, latency, world.clone());
+        // Half the seeds run engines that record each attempt at its start.
+        rt.record_attempts_at_start(seed % 2 == 1);
         for instance in ops::instances(&cfg) {
             rt.slot_of(&instance);
         }

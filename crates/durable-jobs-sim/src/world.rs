@@ -52,6 +52,8 @@ pub enum Outcome {
     Failed,
     /// Its future was dropped before it returned (a crash, or an instance reloaded).
     Abandoned,
+    /// `execute` panicked: the engine catches it and counts a failed attempt.
+    Panicked,
 }
 
 /// One execution of user code, as logged when it ended.
@@ -117,9 +119,34 @@ fn fail() -> Result<(), String> {
     Err("simulated failure".to_string())
 }
 
-/// Every behaviour the simulated jobs draw from. A new behaviour is one more row: user code
-/// that panics is `act: || panic!("simulated panic")`, user code that never returns (for
-/// timeouts) is `delay: Delay::Forever`. An execution whose future is dropped before it
+/// The message of every simulated panic, which the panic hook keeps quiet about.
+const SIMULATED_PANIC: &str = "simulated panic";
+
+fn panic_now() -> Result<(), String> {
+    panic!("{SIMULATED_PANIC}")
+}
+
+/// Keeps the default panic hook from printing each simulated panic (thousands a run);
+/// other panics are printed as usual.
+pub fn quiet_simulated_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let simulated = info
+                .payload()
+                .downcast_ref::<String>()
+                .is_some_and(|m| m == SIMULATED_PANIC);
+            if !simulated {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Every behaviour the simulated jobs draw from. A new behaviour is one more row; user code
+/// that never returns (for timeouts, which need a runner the simulation does not have yet)
+/// would be `delay: Delay::Forever`. An execution whose future is dropped before it
 /// returns is logged as [`Outcome::Abandoned`].
 pub const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
@@ -163,6 +190,13 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         health: Health::Faulty,
         delay: Delay::Millis(2_000),
         act: fail,
+    },
+    Behaviour {
+        name: "panic",
+        weight: 4,
+        health: Health::Faulty,
+        delay: Delay::Polls(1),
+        act: panic_now,
     },
 ];
 
@@ -413,7 +447,16 @@ impl Running {
                 .await
             }
         }
-        (self.behaviour.act)()
+        match std::panic::catch_unwind(self.behaviour.act) {
+            Ok(result) => result,
+            Err(panic) => {
+                // Logged as such, then passed on for the engine to catch.
+                if let Some(log) = self.log.as_mut() {
+                    log.outcome = Outcome::Panicked;
+                }
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     /// Whether a successful Continuous run should stop its instance.
