@@ -31,8 +31,8 @@ const LATENCY_PER_MILLE: u32 = 200;
 const ROUNDS_PER_INSTANT: usize = 6;
 /// The first future id of the drain's own operations.
 const DRAIN_TASKS: TaskId = 1 << 40;
-/// Steps the drain takes at most before it decides the instances never settle.
-const MAX_DRAIN_STEPS: usize = 200_000;
+/// Rounds of polls the drain makes at most before it decides the instances never settle.
+const MAX_DRAIN_STEPS: usize = 20_000;
 
 /// A seed that broke an invariant.
 #[derive(Debug, Clone)]
@@ -248,7 +248,7 @@ impl Sim {
             Op::Persist { instance } => {
                 let slot = self.rt.slot_of(&instance);
                 let dropped = self.rt.persist(slot);
-                self.take_executions();
+                self.take_executions()?;
                 for info in dropped {
                     self.note(format!(
                         "  #{} dropped: instance reloaded after a failed flush",
@@ -259,20 +259,20 @@ impl Sim {
             }
             Op::Crash => {
                 let dropped = self.rt.crash();
-                self.take_executions();
+                self.take_executions()?;
                 for info in dropped {
                     self.model.dropped(info.id, now);
                 }
             }
         }
-        self.take_executions();
+        self.take_executions()?;
         if let Some(v) = self.world.take_violations().into_iter().next() {
             return Err(v);
         }
         self.check_slots()
     }
 
-    fn take_executions(&mut self) {
+    fn take_executions(&mut self) -> Result<(), Violation> {
         let finished: Vec<Execution> = self.world.drain_finished();
         for e in &finished {
             self.note(format!(
@@ -284,7 +284,7 @@ impl Sim {
                 if e.terminated { " (terminates)" } else { "" }
             ));
         }
-        self.model.executions(finished);
+        self.model.executions(finished)
     }
 
     fn poll(&mut self, task: TaskId) -> Result<(), Violation> {
@@ -294,7 +294,7 @@ impl Sim {
         }
         let polled = self.rt.poll(task);
         // Executions first: they explain events that the answer finds gone.
-        self.take_executions();
+        self.take_executions()?;
         let now = self.rt.now();
         if let Some((info, done)) = polled.done {
             match done {
@@ -502,6 +502,7 @@ impl Sim {
     pub fn finish(&mut self) -> Result<(), Violation> {
         self.recording = false;
         self.world.set_calm(true);
+        self.model.calm();
         for s in &self.rt.slots {
             s.storage.fail_next_reads(0);
             s.storage.fail_next_commits(0);
