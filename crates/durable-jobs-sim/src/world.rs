@@ -465,8 +465,11 @@ impl Future for Wait<'_> {
         if world.clock.now() >= until {
             return Poll::Ready(());
         }
-        let exec = self.running.exec;
-        world.lock().deadlines.insert(exec, until);
+        // No time ever ends a wait without end: it is no deadline for the drain to move to.
+        if until != i64::MAX {
+            let exec = self.running.exec;
+            world.lock().deadlines.insert(exec, until);
+        }
         Poll::Pending
     }
 }
