@@ -19,7 +19,7 @@
 //! # Running
 //!
 //! ```text
-//! cargo test -p durable-jobs-sim                      # 2,000 seeds of 200 steps, in debug
+//! cargo test -p durable-jobs-sim                      # 3,000 seeds of 200 steps, in debug
 //! SIM_SEED=42 cargo test -p durable-jobs-sim          # one seed, with its trace
 //! SIM_SEED=42 SIM_SHRINK=1 cargo test -p durable-jobs-sim   # ... and its shortest trace
 //! SIM_SEEDS=1000000 cargo test --release -p durable-jobs-sim --test seeds -- --nocapture
