@@ -70,4 +70,29 @@ impl Avoid {
         }
         avoid
     }
+
+    /// The environment that asks for this: nothing for the default, else `SIM_STRICT=1 `
+    /// or `SIM_ALLOW=<fields> `.
+    pub fn env(&self) -> String {
+        if *self == Avoid::KNOWN_BUGS {
+            return String::new();
+        }
+        if *self == Avoid::NOTHING {
+            return "SIM_STRICT=1 ".to_string();
+        }
+        let allowed: Vec<&str> = [
+            (self.repeated_dead_letter_ids, "repeated_dead_letter_ids"),
+            (self.cancel_racing_a_claim, "cancel_racing_a_claim"),
+            (
+                self.lost_sweep_after_completion,
+                "lost_sweep_after_completion",
+            ),
+            (self.ids_like_generated_ones, "ids_like_generated_ones"),
+        ]
+        .into_iter()
+        .filter(|(avoided, _)| !avoided)
+        .map(|(_, name)| name)
+        .collect();
+        format!("SIM_ALLOW={} ", allowed.join(","))
+    }
 }
