@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::RunOptions;
 use crate::known::Avoid;
 use crate::ops::Op;
+use crate::runtime::panic_message;
 use crate::sim::{Failure, Sim, Summary};
 use crate::violation::{class, Violation};
 
@@ -56,11 +57,7 @@ fn catch(
     match catch_unwind(AssertUnwindSafe(run)) {
         Ok(result) => result,
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let message = panic_message(panic.as_ref());
             Err(Box::new(Failure {
                 seed,
                 step: 0,

@@ -319,6 +319,12 @@ impl Sim {
         let polled = self.rt.poll(task);
         // Executions first: they explain events that the answer finds gone.
         self.take_executions()?;
+        if let Some(message) = polled.panicked {
+            return Err(Violation::new(
+                class::PANIC,
+                format!("#{task} panicked: {message}"),
+            ));
+        }
         let now = self.rt.now();
         if let Some((info, done)) = polled.done {
             match done {
