@@ -140,7 +140,7 @@ pub struct RunOptions {
 }
 
 /// Seeds a default run covers.
-pub const DEFAULT_SEEDS: u64 = 2_000;
+pub const DEFAULT_SEEDS: u64 = 3_000;
 /// Operations per seed in a default run.
 pub const DEFAULT_STEPS: usize = 200;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use durable_jobs::{
-    Continuous, ContinuousContext, Debounce, DebounceContext, EmptyContext, Registry,
-    RegistryBuilder, Rejected, RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
+    Continuous, ContinuousContext, Debounce, DebounceContext, EmptyContext, InstanceId, JobKind,
+    Registry, RegistryBuilder, Rejected, RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
 };
 use serde::{Deserialize, Serialize};
 
@@ -234,6 +234,12 @@ impl Debounce for Batcher {
     }
 }
 
+/// A pool instance's id: its context lends its index, not its id, since a pool instance
+/// has no user key.
+fn pool_instance(job_name: &str, index: u32) -> InstanceId {
+    InstanceId::new(JobKind::WorkerPool, job_name, index.to_string())
+}
+
 /// The WorkerPool.
 pub struct Workers {
     world: Arc<World>,
@@ -270,11 +276,7 @@ impl WorkerPool for Workers {
             serial: ctx.event().serial,
             seq: ctx.sequence(),
         };
-        let instance = durable_jobs::InstanceId::new(
-            durable_jobs::JobKind::WorkerPool,
-            ctx.job_name(),
-            ctx.instance_index().to_string(),
-        );
+        let instance = pool_instance(ctx.job_name(), ctx.instance_index());
         let mut run = self.world.begin(&instance, work, ctx.attempt());
         let result = run.perform().await;
         run.finish(&result, false);
@@ -282,11 +284,7 @@ impl WorkerPool for Workers {
     }
 
     async fn on_dead_letter(&self, _error: &String, ctx: &WorkerPoolContext<Item>) {
-        let instance = durable_jobs::InstanceId::new(
-            durable_jobs::JobKind::WorkerPool,
-            ctx.job_name(),
-            ctx.instance_index().to_string(),
-        );
+        let instance = pool_instance(ctx.job_name(), ctx.instance_index());
         let _hook = self.world.hook(&instance, "on_dead_letter");
         check_final_attempt(
             &self.world,
@@ -297,11 +295,7 @@ impl WorkerPool for Workers {
     }
 
     async fn on_empty(&self, ctx: &EmptyContext) {
-        let instance = durable_jobs::InstanceId::new(
-            durable_jobs::JobKind::WorkerPool,
-            ctx.job_name(),
-            ctx.instance_index().to_string(),
-        );
+        let instance = pool_instance(ctx.job_name(), ctx.instance_index());
         let _hook = self.world.hook(&instance, "on_empty");
     }
 }

@@ -15,9 +15,10 @@ pub struct Avoid {
     pub repeated_dead_letter_ids: bool,
     /// A `workerPoolCancel` that runs between an event's claim and the start of its user
     /// code (while the alarm waits for in-flight requests to be durable) removes the event
-    /// and answers `cancelled: true`, yet the event then runs and its completion counts it
-    /// off `pending` a second time. Avoided by never having a cancel and an alarm call of
-    /// the same pool instance in flight together.
+    /// and answers `cancelled: true`, yet the event then runs; its completion counts it off
+    /// `pending` a second time and writes its id record again, leaving the cancel's expiry
+    /// entry behind (whose sweep later deletes the newer record). Avoided by never having a
+    /// cancel and an alarm call of the same pool instance in flight together.
     pub cancel_racing_a_claim: bool,
     /// A WorkerPool completion step sweeps expired ids after writing its own event's id
     /// record, and the sweep, which reads storage without that write, clears the
@@ -69,5 +70,30 @@ impl Avoid {
             }
         }
         avoid
+    }
+
+    /// The environment that asks for this: nothing for the default, else `SIM_STRICT=1 `
+    /// or `SIM_ALLOW=<fields> `.
+    pub fn env(&self) -> String {
+        if *self == Avoid::KNOWN_BUGS {
+            return String::new();
+        }
+        if *self == Avoid::NOTHING {
+            return "SIM_STRICT=1 ".to_string();
+        }
+        let allowed: Vec<&str> = [
+            (self.repeated_dead_letter_ids, "repeated_dead_letter_ids"),
+            (self.cancel_racing_a_claim, "cancel_racing_a_claim"),
+            (
+                self.lost_sweep_after_completion,
+                "lost_sweep_after_completion",
+            ),
+            (self.ids_like_generated_ones, "ids_like_generated_ones"),
+        ]
+        .into_iter()
+        .filter(|(avoided, _)| !avoided)
+        .map(|(_, name)| name)
+        .collect();
+        format!("SIM_ALLOW={} ", allowed.join(","))
     }
 }

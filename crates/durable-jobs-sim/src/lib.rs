@@ -19,7 +19,7 @@
 //! # Running
 //!
 //! ```text
-//! cargo test -p durable-jobs-sim                      # 2,000 seeds of 200 steps, in debug
+//! cargo test -p durable-jobs-sim                      # 3,000 seeds of 200 steps, in debug
 //! SIM_SEED=42 cargo test -p durable-jobs-sim          # one seed, with its trace
 //! SIM_SEED=42 SIM_SHRINK=1 cargo test -p durable-jobs-sim   # ... and its shortest trace
 //! SIM_SEEDS=1000000 cargo test --release -p durable-jobs-sim --test seeds -- --nocapture
@@ -37,11 +37,15 @@
 //!
 //! # Extending the simulated user code
 //!
-//! What an execution does is one row of [`world::BEHAVIOURS`]: how long it takes
-//! ([`world::Delay`]) and what it then does (a function returning `Ok` or `Err`). User
-//! code that panics is one more row whose function panics; user code that never returns
-//! (for timeouts) is one more row with `Delay::Forever`. An execution whose future is
-//! dropped before it returns is logged as [`world::Outcome::Abandoned`].
+//! What an execution does is one row of [`world::BEHAVIOURS`]: its weight, how long it
+//! takes ([`world::Delay`]) and what it then does (a function returning `Ok` or `Err`).
+//! User code that panics is the row
+//! `Behaviour::new("panics", 5, Faulty, Delay::None, || panic!("simulated"))`, user code
+//! that never returns (for timeouts) `Behaviour::new("hangs", 5, Faulty, Delay::Forever,
+//! succeed)`. An execution whose future is dropped before it returns is logged as
+//! [`world::Outcome::Abandoned`] and counts as a failed attempt for the model. Until the
+//! engine catches panics, a panicking row fails its seed with class `panic` and a trace;
+//! until executions time out, a hanging row fails the drain with class `liveness`.
 
 #![warn(missing_docs)]
 

@@ -157,6 +157,9 @@ pub struct Model {
     ok_flushes: HashSet<(String, u64)>,
     /// Successful Continuous runs per instance since [`Model::mark`].
     runs_since_mark: HashMap<String, u64>,
+    /// Work that succeeded since faults stopped ([`Model::calm`]): with nothing failing,
+    /// its completion is committed, so it must not run again.
+    succeeded_calmly: Option<HashSet<(String, Work)>>,
     /// Counts for the summary.
     pub counts: Counts,
 }
@@ -200,6 +203,7 @@ impl Model {
             ok_events: HashSet::new(),
             ok_flushes: HashSet::new(),
             runs_since_mark: HashMap::new(),
+            succeeded_calmly: None,
             counts: Counts::default(),
         }
     }
@@ -314,12 +318,26 @@ impl Model {
         );
     }
 
+    /// From now on storage does not fail: a successful execution's completion commits.
+    pub fn calm(&mut self) {
+        self.succeeded_calmly = Some(HashSet::new());
+    }
+
     /// Takes in executions that ended.
-    pub fn executions(&mut self, finished: Vec<Execution>) {
+    pub fn executions(&mut self, finished: Vec<Execution>) -> Result<(), Violation> {
         for e in finished {
             self.counts.executions += 1;
             if e.outcome != Outcome::Succeeded {
                 continue;
+            }
+            if let Some(done) = self.succeeded_calmly.as_mut() {
+                if !done.insert((e.instance.clone(), e.work.clone())) {
+                    let d = format!(
+                        "{:?} succeeded again, with no fault to undo the first success",
+                        e.work
+                    );
+                    return Err(violation(class::RAN_AFTER_DONE, &e.instance, d));
+                }
             }
             match &e.work {
                 Work::Event { serial, seq } => {
@@ -343,6 +361,7 @@ impl Model {
                 }
             }
         }
+        Ok(())
     }
 
     /// A request was dropped unanswered (a crash, or its instance reloaded): whatever it

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::RunOptions;
 use crate::known::Avoid;
 use crate::ops::Op;
+use crate::runtime::panic_message;
 use crate::sim::{Failure, Sim, Summary};
 use crate::violation::{class, Violation};
 
@@ -39,32 +40,36 @@ impl Report {
 }
 
 /// Runs one seed; a panic becomes a failure too.
-pub fn run_seed(seed: u64, steps: usize, avoid: Avoid) -> Result<Summary, Failure> {
-    catch(seed, || Sim::run(seed, steps, avoid))
+pub fn run_seed(seed: u64, steps: usize, avoid: Avoid) -> Result<Summary, Box<Failure>> {
+    catch(seed, avoid, || Sim::run(seed, steps, avoid))
 }
 
 /// Replays operations for one seed; a panic becomes a failure too.
-pub fn replay(seed: u64, ops: &[Op], avoid: Avoid) -> Result<Summary, Failure> {
-    catch(seed, || Sim::replay(seed, ops, avoid))
+pub fn replay(seed: u64, ops: &[Op], avoid: Avoid) -> Result<Summary, Box<Failure>> {
+    catch(seed, avoid, || Sim::replay(seed, ops, avoid))
 }
 
-fn catch(seed: u64, run: impl FnOnce() -> Result<Summary, Failure>) -> Result<Summary, Failure> {
+fn catch(
+    seed: u64,
+    avoid: Avoid,
+    run: impl FnOnce() -> Result<Summary, Box<Failure>>,
+) -> Result<Summary, Box<Failure>> {
     crate::world::quiet_simulated_panics();
     match catch_unwind(AssertUnwindSafe(run)) {
         Ok(result) => result,
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(Failure {
+            let message = panic_message(panic.as_ref());
+            Err(Box::new(Failure {
                 seed,
                 step: 0,
                 violation: Violation::new(class::PANIC, format!("panicked: {message}")),
                 trace: Vec::new(),
                 ops: Vec::new(),
-            })
+                reproduce: format!(
+                    "{}SIM_SEED={seed} cargo test -p durable-jobs-sim",
+                    avoid.env()
+                ),
+            }))
         }
     }
 }
@@ -90,7 +95,7 @@ pub fn run_seeds(options: &RunOptions) -> Report {
                         report.steps += summary.steps as u64;
                         report.executions += summary.executions;
                     }
-                    Err(failure) => report.failures.push(failure),
+                    Err(failure) => report.failures.push(*failure),
                 }
             });
         }

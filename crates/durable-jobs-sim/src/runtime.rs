@@ -2,9 +2,11 @@
 //! flight (requests and alarm calls), which the simulator polls one at a time in the order
 //! it chooses. It fires alarms and handles their failures as a platform does, and crashes.
 
+use std::any::Any;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -96,6 +98,9 @@ pub struct Polled {
     pub done: Option<(TaskInfo, Done)>,
     /// Futures dropped because their instance had to be reloaded after a failed sync.
     pub dropped: Vec<TaskInfo>,
+    /// The future panicked (in user code or in the engine), with this message; it was
+    /// dropped.
+    pub panicked: Option<String>,
 }
 
 /// The simulated runtime.
@@ -315,8 +320,18 @@ impl Runtime {
         self.world.set_in_request(info.is_request);
         self.latency.polling(id);
         let mut cx = Context::from_waker(Waker::noop());
-        let poll = task.future.as_mut().poll(&mut cx);
+        let poll = catch_unwind(AssertUnwindSafe(|| task.future.as_mut().poll(&mut cx)));
         self.world.set_in_request(false);
+        let poll = match poll {
+            Ok(poll) => poll,
+            Err(panic) => {
+                self.drop_tasks(|t| t.info.id == id);
+                return Polled {
+                    panicked: Some(panic_message(panic.as_ref())),
+                    ..Polled::default()
+                };
+            }
+        };
         let consumed = match task.consumption.get() {
             Consumption::Consumed(change) => Some(change),
             _ => None,
@@ -452,4 +467,13 @@ impl Drop for Runtime {
         // User code's guards report to the world as their futures drop: keep that orderly.
         self.drop_tasks(|_| true);
     }
+}
+
+/// The text a panic carries.
+pub fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }

@@ -12,7 +12,7 @@ use durable_jobs::wire::{Operation, Request, Response};
 use durable_jobs::{InstanceId, JobError, JobKind};
 use serde_json::json;
 
-use crate::config::JobsConfig;
+use crate::config::{JobsConfig, DEFAULT_STEPS};
 use crate::jobs::{self, Item};
 use crate::known::Avoid;
 use crate::layout::{self, View};
@@ -31,8 +31,8 @@ const LATENCY_PER_MILLE: u32 = 200;
 const ROUNDS_PER_INSTANT: usize = 6;
 /// The first future id of the drain's own operations.
 const DRAIN_TASKS: TaskId = 1 << 40;
-/// Steps the drain takes at most before it decides the instances never settle.
-const MAX_DRAIN_STEPS: usize = 200_000;
+/// Rounds of polls the drain makes at most before it decides the instances never settle.
+const MAX_DRAIN_STEPS: usize = 20_000;
 
 /// A seed that broke an invariant.
 #[derive(Debug, Clone)]
@@ -47,6 +47,8 @@ pub struct Failure {
     pub trace: Vec<String>,
     /// Every operation applied, to replay or shrink.
     pub ops: Vec<Op>,
+    /// The command that runs the seed again.
+    pub reproduce: String,
 }
 
 impl fmt::Display for Failure {
@@ -56,11 +58,7 @@ impl fmt::Display for Failure {
             "simulation seed {} failed at step {}: {}",
             self.seed, self.step, self.violation
         )?;
-        writeln!(
-            f,
-            "reproduce with: SIM_SEED={} cargo test -p durable-jobs-sim",
-            self.seed
-        )?;
+        writeln!(f, "reproduce with: {}", self.reproduce)?;
         writeln!(f, "last {} steps:", self.trace.len())?;
         for line in &self.trace {
             writeln!(f, "  {line}")?;
@@ -104,6 +102,8 @@ pub struct Sim {
     step: usize,
     /// The last answer to a request, for the drain's own requests.
     last_answer: Option<(TaskId, Result<Response, JobError>)>,
+    /// Operations generated, when the seed's own generator drew them.
+    steps: Option<usize>,
 }
 
 impl Sim {
@@ -139,12 +139,14 @@ impl Sim {
             views: Vec::new(),
             step: 0,
             last_answer: None,
+            steps: None,
         }
     }
 
     /// Runs `seed` for `steps` generated operations, then drains and checks the end state.
-    pub fn run(seed: u64, steps: usize, avoid: Avoid) -> Result<Summary, Failure> {
+    pub fn run(seed: u64, steps: usize, avoid: Avoid) -> Result<Summary, Box<Failure>> {
         let mut sim = Sim::new(seed, avoid);
+        sim.steps = Some(steps);
         let mut generator = Generator::new(seed, &sim.cfg, avoid);
         for _ in 0..steps {
             let op = generator.next_op(&sim.rt, &sim.model);
@@ -156,7 +158,7 @@ impl Sim {
 
     /// Replays `ops` for `seed` (operations that no longer apply are skipped), then drains
     /// and checks the end state.
-    pub fn replay(seed: u64, ops: &[Op], avoid: Avoid) -> Result<Summary, Failure> {
+    pub fn replay(seed: u64, ops: &[Op], avoid: Avoid) -> Result<Summary, Box<Failure>> {
         let mut sim = Sim::new(seed, avoid);
         for op in ops {
             sim.apply(op.clone()).map_err(|v| sim.failure(v))?;
@@ -186,13 +188,35 @@ impl Sim {
         }
     }
 
-    fn failure(&self, violation: Violation) -> Failure {
-        Failure {
+    fn failure(&self, violation: Violation) -> Box<Failure> {
+        Box::new(Failure {
             seed: self.seed,
             step: self.step,
             violation,
             trace: self.trace.iter().cloned().collect(),
             ops: self.ops.clone(),
+            reproduce: self.reproduce(),
+        })
+    }
+
+    /// The command that runs this seed again the same way.
+    fn reproduce(&self) -> String {
+        let env = self.avoid.env();
+        match self.steps {
+            None => format!(
+                "run::replay of the operation list on seed {} ({env})",
+                self.seed
+            ),
+            Some(n) => {
+                let steps = match n == DEFAULT_STEPS {
+                    true => String::new(),
+                    false => format!("SIM_STEPS={n} "),
+                };
+                format!(
+                    "{env}{steps}SIM_SEED={} cargo test -p durable-jobs-sim",
+                    self.seed
+                )
+            }
         }
     }
 
@@ -250,7 +274,7 @@ impl Sim {
             Op::Persist { instance } => {
                 let slot = self.rt.slot_of(&instance);
                 let dropped = self.rt.persist(slot);
-                self.take_executions();
+                self.take_executions()?;
                 for info in dropped {
                     self.note(format!(
                         "  #{} dropped: instance reloaded after a failed flush",
@@ -261,20 +285,20 @@ impl Sim {
             }
             Op::Crash => {
                 let dropped = self.rt.crash();
-                self.take_executions();
+                self.take_executions()?;
                 for info in dropped {
                     self.model.dropped(info.id, now);
                 }
             }
         }
-        self.take_executions();
+        self.take_executions()?;
         if let Some(v) = self.world.take_violations().into_iter().next() {
             return Err(v);
         }
         self.check_slots()
     }
 
-    fn take_executions(&mut self) {
+    fn take_executions(&mut self) -> Result<(), Violation> {
         let finished: Vec<Execution> = self.world.drain_finished();
         for e in &finished {
             self.note(format!(
@@ -286,7 +310,7 @@ impl Sim {
                 if e.terminated { " (terminates)" } else { "" }
             ));
         }
-        self.model.executions(finished);
+        self.model.executions(finished)
     }
 
     fn poll(&mut self, task: TaskId) -> Result<(), Violation> {
@@ -296,7 +320,13 @@ impl Sim {
         }
         let polled = self.rt.poll(task);
         // Executions first: they explain events that the answer finds gone.
-        self.take_executions();
+        self.take_executions()?;
+        if let Some(message) = polled.panicked {
+            return Err(Violation::new(
+                class::PANIC,
+                format!("#{task} panicked: {message}"),
+            ));
+        }
         let now = self.rt.now();
         if let Some((info, done)) = polled.done {
             match done {
@@ -504,6 +534,7 @@ impl Sim {
     pub fn finish(&mut self) -> Result<(), Violation> {
         self.recording = false;
         self.world.set_calm(true);
+        self.model.calm();
         for s in &self.rt.slots {
             s.storage.fail_next_reads(0);
             s.storage.fail_next_commits(0);

@@ -144,60 +144,40 @@ pub fn quiet_simulated_panics() {
     });
 }
 
+impl Behaviour {
+    /// A behaviour: its name, weight, health, delay and what it does after the delay.
+    pub const fn new(
+        name: &'static str,
+        weight: u32,
+        health: Health,
+        delay: Delay,
+        act: fn() -> Result<(), String>,
+    ) -> Self {
+        Behaviour {
+            name,
+            weight,
+            health,
+            delay,
+            act,
+        }
+    }
+}
+
+use Delay::{Millis, Polls};
+use Health::{Faulty, Healthy};
+
 /// Every behaviour the simulated jobs draw from. A new behaviour is one more row; user code
 /// that never returns (for timeouts, which need a runner the simulation does not have yet)
-/// would be `delay: Delay::Forever`. An execution whose future is dropped before it
-/// returns is logged as [`Outcome::Abandoned`].
+/// would be `Behaviour::new("hangs", 5, Faulty, Delay::Forever, succeed)`. An execution whose future is dropped before it returns is
+/// logged as [`Outcome::Abandoned`].
 pub const BEHAVIOURS: &[Behaviour] = &[
-    Behaviour {
-        name: "fast ok",
-        weight: 50,
-        health: Health::Healthy,
-        delay: Delay::None,
-        act: succeed,
-    },
-    Behaviour {
-        name: "slow ok",
-        weight: 15,
-        health: Health::Healthy,
-        delay: Delay::Polls(4),
-        act: succeed,
-    },
-    Behaviour {
-        name: "long ok",
-        weight: 10,
-        health: Health::Healthy,
-        delay: Delay::Millis(3_000),
-        act: succeed,
-    },
-    Behaviour {
-        name: "fast error",
-        weight: 15,
-        health: Health::Faulty,
-        delay: Delay::None,
-        act: fail,
-    },
-    Behaviour {
-        name: "slow error",
-        weight: 5,
-        health: Health::Faulty,
-        delay: Delay::Polls(3),
-        act: fail,
-    },
-    Behaviour {
-        name: "long error",
-        weight: 5,
-        health: Health::Faulty,
-        delay: Delay::Millis(2_000),
-        act: fail,
-    },
-    Behaviour {
-        name: "panic",
-        weight: 4,
-        health: Health::Faulty,
-        delay: Delay::Polls(1),
-        act: panic_now,
-    },
+    Behaviour::new("fast ok", 50, Healthy, Delay::None, succeed),
+    Behaviour::new("slow ok", 15, Healthy, Polls(4), succeed),
+    Behaviour::new("long ok", 10, Healthy, Millis(3_000), succeed),
+    Behaviour::new("fast error", 15, Faulty, Delay::None, fail),
+    Behaviour::new("slow error", 5, Faulty, Polls(3), fail),
+    Behaviour::new("long error", 5, Faulty, Millis(2_000), fail),
+    Behaviour::new("panic", 4, Faulty, Polls(1), panic_now),
 ];
 
 /// The behaviour every execution has once the simulation drains: quick success.
@@ -508,8 +488,11 @@ impl Future for Wait<'_> {
         if world.clock.now() >= until {
             return Poll::Ready(());
         }
-        let exec = self.running.exec;
-        world.lock().deadlines.insert(exec, until);
+        // No time ever ends a wait without end: it is no deadline for the drain to move to.
+        if until != i64::MAX {
+            let exec = self.running.exec;
+            world.lock().deadlines.insert(exec, until);
+        }
         Poll::Pending
     }
 }
