@@ -29,8 +29,8 @@ pub struct Avoid {
     /// (`auto-{index}-{seq}`) share the namespace of the users' ids, and neither side checks
     /// the other: a user's id of that shape is reported as a duplicate of an unrelated
     /// event (which is then dropped), or takes over its id record, so that a cancel hits
-    /// the wrong event and the other event's record is overwritten. Avoided by never
-    /// sending such an id.
+    /// the wrong event, the other event's record is overwritten, and an expiry entry is
+    /// left pointing at a record that is queued again. Avoided by never sending such an id.
     pub ids_like_generated_ones: bool,
 }
 
