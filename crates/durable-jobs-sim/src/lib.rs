@@ -28,9 +28,9 @@
 //!
 //! The long runs print how many seeds, steps and executions they covered, and how fast.
 //! `SIM_FIRST_SEED` shifts the seeds covered, `SIM_THREADS` sets how many threads run
-//! them, `SIM_TRACE` how many trace lines a failure prints. Engine bugs already found are
-//! steered around ([`known`]): `SIM_STRICT=1` stops steering around all of them,
-//! `SIM_ALLOW=<name>` around one. See [`config::RunOptions`].
+//! them, `SIM_TRACE` how many trace lines a failure prints. An engine bug found and not yet
+//! fixed is steered around ([`known`]; none is open now): `SIM_STRICT=1` stops steering.
+//! See [`config::RunOptions`].
 //!
 //! A printed trace reads back as operations ([`ops::parse_ops`]), which is how
 //! `tests/regressions.rs` keeps the shortest trace of each bug found.

@@ -168,13 +168,6 @@ impl History for Model {
     fn ids_of(&self, instance: &str) -> &[String] {
         self.ids.get(instance).map_or(&[], Vec::as_slice)
     }
-
-    fn cancel_in_flight(&self, instance: &str) -> bool {
-        self.in_flight.values().any(|s| {
-            matches!(s.request.op, Operation::WorkerPoolCancel { .. })
-                && s.request.instance.to_string() == instance
-        })
-    }
 }
 
 fn event_serial(event: &Value) -> Option<u64> {

@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 
 use crate::config::JobsConfig;
 use crate::jobs::{Item, TickState, BATCH, TICK, WORK};
-use crate::known::Avoid;
 use crate::rng::SimRng;
 use crate::runtime::{Runtime, TaskId};
 
@@ -249,16 +248,12 @@ pub fn instances(cfg: &JobsConfig) -> Vec<InstanceId> {
 pub trait History {
     /// Event ids sent to `instance` so far.
     fn ids_of(&self, instance: &str) -> &[String];
-
-    /// Whether a cancel sent to `instance` is not answered yet.
-    fn cancel_in_flight(&self, instance: &str) -> bool;
 }
 
 /// Draws operations from a seed.
 pub struct Generator {
     rng: SimRng,
     cfg: JobsConfig,
-    avoid: Avoid,
     next_serial: u64,
     next_token: u64,
     next_id: u64,
@@ -268,12 +263,12 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// A generator for `seed`.
-    pub fn new(seed: u64, cfg: &JobsConfig, avoid: Avoid) -> Self {
+    /// A generator for `seed`. (No known bug is open for it to steer around; an open one
+    /// would come in as an `Avoid` here.)
+    pub fn new(seed: u64, cfg: &JobsConfig) -> Self {
         Generator {
             rng: SimRng::new(seed),
             cfg: cfg.clone(),
-            avoid,
             next_serial: 1,
             next_token: 1,
             next_id: 1,
@@ -285,10 +280,7 @@ impl Generator {
     /// The next operation, given the runtime's state and what was sent before.
     pub fn next_op(&mut self, rt: &Runtime, history: &dyn History) -> Op {
         let tasks = rt.tasks();
-        let mut due = rt.due_slots();
-        if self.avoid.cancel_racing_a_claim {
-            due.retain(|slot| !history.cancel_in_flight(&rt.slots[*slot].name));
-        }
+        let due = rt.due_slots();
         let weights = [
             if tasks.is_empty() { 0 } else { 450 },
             if tasks.len() < MAX_IN_FLIGHT { 250 } else { 0 },
@@ -371,7 +363,7 @@ impl Generator {
         let (request, expected) = match kind_roll {
             0..=29 => self.continuous(),
             30..=62 => self.debounce(history),
-            63..=96 => self.pool(rt, history),
+            63..=96 => self.pool(history),
             _ => self.malformed(),
         };
         self.focus = None;
@@ -524,7 +516,7 @@ impl Generator {
         InstanceId::new(JobKind::WorkerPool, WORK, index.to_string())
     }
 
-    fn pool(&mut self, rt: &Runtime, history: &dyn History) -> (Request, Expected) {
+    fn pool(&mut self, history: &dyn History) -> (Request, Expected) {
         let n = self.cfg.pool_concurrency;
         if self.rng.below(100) < 50 {
             return self.enqueue(history);
@@ -535,16 +527,11 @@ impl Generator {
         let instance = self.pool_instance(index);
         let name = instance.to_string();
         let used = history.ids_of(&name).to_vec();
-        let distinct = self.avoid.repeated_dead_letter_ids;
         let known = |rng: &mut SimRng| -> Option<Vec<String>> {
             (!used.is_empty() && rng.chance(600)).then(|| {
-                let mut ids: Vec<String> = (0..rng.between(1, 3))
+                let ids: Vec<String> = (0..rng.between(1, 3))
                     .map(|_| rng.pick(&used).clone())
                     .collect();
-                if distinct {
-                    ids.sort();
-                    ids.dedup();
-                }
                 ids
             })
         };
@@ -556,13 +543,7 @@ impl Generator {
                     Some(ids) => ids[0].clone(),
                     None => self.fresh_id(),
                 };
-                let slot = rt.slots.iter().position(|s| s.name == name);
-                let racing = slot.is_some_and(|s| rt.alarm_calls(s) > 0);
-                if racing && self.avoid.cancel_racing_a_claim {
-                    Operation::WorkerPoolStatus
-                } else {
-                    Operation::WorkerPoolCancel { event_id }
-                }
+                Operation::WorkerPoolCancel { event_id }
             }
             50..=61 => Operation::WorkerPoolStatus,
             62..=73 => Operation::WorkerPoolDeadLetters {
@@ -596,7 +577,7 @@ impl Generator {
         if let Some(focus) = self.focus_index() {
             index = focus;
         }
-        if self.rng.chance(20) && !self.avoid.ids_like_generated_ones {
+        if self.rng.chance(20) {
             // A user's id that looks like one the engine generates for events without one.
             event_id = Some(format!("auto-{index}-{}", self.rng.below(4)));
         }
@@ -698,8 +679,8 @@ mod tests {
     #[test]
     fn operations_read_back_from_their_text() {
         let cfg = JobsConfig::for_seed(3);
-        let mut generator = Generator::new(3, &cfg, Avoid::NOTHING);
-        let rt = crate::sim::Sim::new(3, Avoid::NOTHING);
+        let mut generator = Generator::new(3, &cfg);
+        let rt = crate::sim::Sim::new(3, crate::known::Avoid::NOTHING);
         for _ in 0..500 {
             let op = generator.next_op(rt.runtime(), rt.model());
             let text = op.to_string();

@@ -17,7 +17,7 @@ use crate::jobs::{self, Item};
 use crate::known::Avoid;
 use crate::layout::{self, View};
 use crate::model::Model;
-use crate::ops::{self, Expected, Fault, Generator, History, Op};
+use crate::ops::{self, Expected, Fault, Generator, Op};
 use crate::runtime::{Done, Runtime, TaskId};
 use crate::storage::Latency;
 use crate::violation::{class, Violation};
@@ -147,7 +147,7 @@ impl Sim {
     pub fn run(seed: u64, steps: usize, avoid: Avoid) -> Result<Summary, Box<Failure>> {
         let mut sim = Sim::new(seed, avoid);
         sim.steps = Some(steps);
-        let mut generator = Generator::new(seed, &sim.cfg, avoid);
+        let mut generator = Generator::new(seed, &sim.cfg);
         for _ in 0..steps {
             let op = generator.next_op(&sim.rt, &sim.model);
             sim.apply(op).map_err(|v| sim.failure(v))?;
@@ -409,10 +409,8 @@ impl Sim {
         let Some(expired) = live.first_expiry.filter(|t| *t <= now) else {
             return Ok(());
         };
-        let lost_sweeps =
-            self.avoid.lost_sweep_after_completion && s.id.kind == JobKind::WorkerPool;
         let waking = s.storage.alarm().is_some_and(|t| t <= now) || s.backoff.get();
-        if lost_sweeps || waking || self.rt.alarm_calls(slot) > 0 || s.storage.needs_reload() {
+        if waking || self.rt.alarm_calls(slot) > 0 || s.storage.needs_reload() {
             return Ok(());
         }
         let d = format!(
@@ -458,11 +456,7 @@ impl Sim {
 
     /// The slots whose alarm the drain fires now.
     fn fireable(&self) -> Vec<usize> {
-        let mut due = self.rt.due_slots();
-        if self.avoid.cancel_racing_a_claim {
-            due.retain(|slot| !self.model.cancel_in_flight(&self.rt.slots[*slot].name));
-        }
-        due
+        self.rt.due_slots()
     }
 
     /// Lets every future and due alarm run, moving the clock to each next alarm or user
@@ -631,12 +625,10 @@ impl Sim {
         let now = self.rt.now();
         for s in &self.rt.slots {
             let rows = s.storage.snapshot();
-            let lost_sweeps =
-                self.avoid.lost_sweep_after_completion && s.id.kind == JobKind::WorkerPool;
             let expiring: Vec<_> =
                 layout::id_records(s.id.kind, &layout::decode_all(&rows), &self.cfg)
                     .into_iter()
-                    .filter(|(_, expires)| expires.is_some() && !lost_sweeps)
+                    .filter(|(_, expires)| expires.is_some())
                     .collect();
             if let Some((id, expires)) = expiring.first() {
                 let d = format!(

@@ -7,9 +7,8 @@
 //! traces about generated ids now expect the user's `auto-` id to be refused.
 //!
 //! A seed's operations come from the generator: a change to it gives every seed other
-//! operations, and a seed here may stop reaching its bug (find another with
-//! `SIM_ALLOW=<field> cargo test -p durable-jobs-sim`). A shortest trace replays the same
-//! operations whatever the generator does.
+//! operations, and a seed here may stop reaching its bug (search for another with the bug
+//! reintroduced). A shortest trace replays the same operations whatever the generator does.
 
 use durable_jobs_sim::ops::parse_ops;
 use durable_jobs_sim::run;
@@ -31,10 +30,7 @@ fn trace_passes(seed: u64, trace: &str, avoid: Avoid) {
     }
 }
 
-const CANCEL_RACE: Avoid = Avoid {
-    cancel_racing_a_claim: false,
-    ..Avoid::KNOWN_BUGS
-};
+const CANCEL_RACE: Avoid = Avoid::NOTHING;
 
 /// The alarm claims the event, then waits for the cancel (a request in flight) to be
 /// durable before running user code; the cancel's step runs meanwhile, finds the event not
@@ -59,10 +55,7 @@ fn shortest_cancel_racing_a_claim() {
     trace_passes(1338, trace, CANCEL_RACE);
 }
 
-const REPEATED_IDS: Avoid = Avoid {
-    repeated_dead_letter_ids: false,
-    ..Avoid::KNOWN_BUGS
-};
+const REPEATED_IDS: Avoid = Avoid::NOTHING;
 
 /// A replay naming the same dead letter three times queues its event three times and
 /// counts three dead letters off.
@@ -85,10 +78,7 @@ fn shortest_replay_with_a_repeated_id() {
     trace_passes(240, trace, REPEATED_IDS);
 }
 
-const LOST_SWEEP: Avoid = Avoid {
-    lost_sweep_after_completion: false,
-    ..Avoid::KNOWN_BUGS
-};
+const LOST_SWEEP: Avoid = Avoid::NOTHING;
 
 /// One event, processed: its completion writes the id record with its expiry, then sweeps,
 /// and the sweep (which reads storage without the new expiry entry) clears `sweep_at`.
@@ -106,10 +96,7 @@ fn shortest_lost_sweep_after_completion() {
     trace_passes(2, trace, LOST_SWEEP);
 }
 
-const GENERATED_IDS: Avoid = Avoid {
-    ids_like_generated_ones: false,
-    ..Avoid::KNOWN_BUGS
-};
+const GENERATED_IDS: Avoid = Avoid::NOTHING;
 
 /// An event sent without an id gets `auto-0-0`; a user's own id `auto-0-0`, never used
 /// before, is then answered as a duplicate and its event dropped.
