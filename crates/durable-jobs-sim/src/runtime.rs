@@ -86,6 +86,16 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Forgets the engine and everything in memory, keeping what storage made durable.
+    fn restart(&mut self) {
+        self.engine = None;
+        self.storage.crash();
+        self.failures = 0;
+        self.backoff.set(false);
+        self.fired_while_running = None;
+        self.bump();
+    }
+
     fn bump(&self) {
         self.version.set(self.version.get() + 1);
     }
@@ -389,13 +399,7 @@ impl Runtime {
     /// as a runtime must after a failed sync. Returns the futures dropped.
     fn reload(&mut self, slot: usize) -> Vec<TaskInfo> {
         let dropped = self.drop_tasks(|t| t.info.slot == slot);
-        let s = &mut self.slots[slot];
-        s.engine = None;
-        s.storage.crash();
-        s.failures = 0;
-        s.backoff.set(false);
-        s.fired_while_running = None;
-        s.bump();
+        self.slots[slot].restart();
         dropped
     }
 
@@ -417,14 +421,7 @@ impl Runtime {
     /// keeps only what was durable. Returns the futures dropped.
     pub fn crash(&mut self) -> Vec<TaskInfo> {
         let dropped = self.drop_tasks(|_| true);
-        for s in &mut self.slots {
-            s.engine = None;
-            s.storage.crash();
-            s.failures = 0;
-            s.backoff.set(false);
-            s.fired_while_running = None;
-            s.bump();
-        }
+        self.slots.iter_mut().for_each(Slot::restart);
         dropped
     }
 
