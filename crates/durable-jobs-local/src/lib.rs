@@ -76,6 +76,7 @@ pub struct Builder {
     flush_every: Option<Duration>,
     window: Duration,
     evict_after: Duration,
+    cache_budget: usize,
     shutdown_grace: Duration,
     user_code_threads: usize,
     max_file_size: Option<u64>,
@@ -149,6 +150,16 @@ impl Builder {
     /// How long an instance stays in memory after its last use (default 30 s).
     pub fn evict_after(mut self, idle: Duration) -> Self {
         self.evict_after = idle;
+        self
+    }
+
+    /// Bytes of instance rows held in memory at most, for the whole runtime (default
+    /// 256 MiB). Beyond it, instances not in use are dropped from memory, least recently
+    /// used first, before their idle time is up. Each live instance holds its metadata,
+    /// its kind's record and the first rows of its queues, never a whole backlog, so the
+    /// budget bounds memory whatever the backlogs.
+    pub fn cache_budget(mut self, bytes: usize) -> Self {
+        self.cache_budget = bytes;
         self
     }
 
@@ -228,6 +239,7 @@ impl Builder {
                 store: store.clone(),
                 window: self.window,
                 evict_after: self.evict_after,
+                cache_budget: self.cache_budget / self.shards.max(1),
                 shutdown_grace: self.shutdown_grace,
                 runner: runner.clone(),
                 attempts_recorded_at_start: self.attempts_recorded_at_start,
@@ -292,6 +304,7 @@ impl LocalRuntime {
             flush_every: None,
             window: Duration::from_secs(10),
             evict_after: Duration::from_secs(30),
+            cache_budget: 256 << 20,
             shutdown_grace: Duration::from_secs(5),
             user_code_threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             max_file_size: None,
@@ -390,6 +403,8 @@ impl LocalRuntime {
             .into_iter()
             .fold(ShardStats::default(), |a, s| ShardStats {
                 live_instances: a.live_instances + s.live_instances,
+                cached_rows: a.cached_rows + s.cached_rows,
+                cached_bytes: a.cached_bytes + s.cached_bytes,
                 alarms_in_window: a.alarms_in_window + s.alarms_in_window,
                 in_flight: a.in_flight + s.in_flight,
             }))

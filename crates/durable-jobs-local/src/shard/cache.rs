@@ -20,7 +20,7 @@ use tokio::sync::{Notify, OnceCell};
 use super::alarm_queue::AlarmQueue;
 use super::ShardConfig;
 use crate::clock::Clock;
-use crate::instance::InstanceStorage;
+use crate::instance::{InstanceStorage, FIRST_ROWS};
 use crate::store::StoreHandle;
 
 /// An instance's engine, shared by the requests and alarms running on it.
@@ -77,6 +77,8 @@ pub(crate) struct InstanceCache {
     wake: Rc<Notify>,
     /// How long an instance stays cached after its last use.
     evict_after: Duration,
+    /// Bytes of rows the cached instances may hold before unused ones go early.
+    budget: usize,
     /// Where instances run user code; `None` runs it on the shard.
     runner: Option<Arc<dyn UserCodeRunner>>,
     /// Whether engines record each attempt before its user code runs.
@@ -102,6 +104,7 @@ impl InstanceCache {
             alarms,
             wake,
             evict_after: cfg.evict_after,
+            budget: cfg.cache_budget,
             runner: cfg.runner.clone(),
             attempts_recorded_at_start: cfg.attempts_recorded_at_start,
             slots: RefCell::default(),
@@ -113,6 +116,16 @@ impl InstanceCache {
     /// Instances held in memory.
     pub fn len(&self) -> usize {
         self.slots.borrow().len()
+    }
+
+    /// Rows and bytes the cached instances hold.
+    pub fn cached(&self) -> (usize, usize) {
+        self.slots
+            .borrow()
+            .values()
+            .filter_map(|slot| slot.engine.get())
+            .map(|engine| engine.backend().cached())
+            .fold((0, 0), |(r, b), (rows, bytes)| (r + rows, b + bytes))
     }
 
     /// The live engine of an instance, loading it from the store if needed.
@@ -176,7 +189,7 @@ impl InstanceCache {
 
     /// Reads an instance's rows and builds its engine.
     async fn load(&self, id: &Arc<str>, generation: u64) -> Result<LiveEngine, JobError> {
-        let loaded = self.store.load(id.clone()).await?;
+        let loaded = self.store.load(id.clone(), FIRST_ROWS).await?;
         let storage = InstanceStorage::new(
             id.clone(),
             generation,
@@ -197,17 +210,43 @@ impl InstanceCache {
         Ok(Rc::new(engine))
     }
 
-    /// Drops the instances idle for `evict_after` that nothing uses; their rows stay in
-    /// the store and load again on their next request or alarm.
+    /// Drops the instances idle for `evict_after` that nothing uses, and more of the
+    /// unused ones, least recently used first, while the cache is over its budget; their
+    /// rows stay in the store and load again on their next request or alarm.
     pub fn evict_idle(&self) {
         let evict_after = self.evict_after;
         self.slots.borrow_mut().retain(|_, slot| {
             let idle = slot.last_used.get().elapsed() >= evict_after;
             !(idle && slot.is_unused())
         });
+        self.evict_over_budget();
         self.retired.borrow_mut().retain(|_, engines| {
             engines.retain(|e| e.is_executing());
             !engines.is_empty()
         });
+    }
+
+    fn evict_over_budget(&self) {
+        let (_, mut bytes) = self.cached();
+        if bytes <= self.budget {
+            return;
+        }
+        let mut slots = self.slots.borrow_mut();
+        let mut unused: Vec<(Instant, Arc<str>, usize)> = slots
+            .iter()
+            .filter(|(_, slot)| slot.is_unused())
+            .map(|(id, slot)| {
+                let held = slot.engine.get().map_or(0, |e| e.backend().cached().1);
+                (slot.last_used.get(), id.clone(), held)
+            })
+            .collect();
+        unused.sort_unstable_by_key(|(last_used, ..)| *last_used);
+        for (_, id, held) in unused {
+            if bytes <= self.budget {
+                break;
+            }
+            slots.remove(&id);
+            bytes -= held;
+        }
     }
 }

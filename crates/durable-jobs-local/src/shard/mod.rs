@@ -70,6 +70,10 @@ pub(crate) enum ShardMsg {
 pub struct ShardStats {
     /// Instances held in memory.
     pub live_instances: usize,
+    /// Rows of those instances held in memory.
+    pub cached_rows: usize,
+    /// Bytes of those rows, with an estimate of their bookkeeping.
+    pub cached_bytes: usize,
     /// Alarms in the in-memory window.
     pub alarms_in_window: usize,
     /// Requests and alarms running now.
@@ -95,6 +99,8 @@ pub(crate) struct ShardConfig {
     pub window: Duration,
     /// How long an unused instance stays in memory.
     pub evict_after: Duration,
+    /// Bytes of cached rows the shard holds at most before evicting unused instances early.
+    pub cache_budget: usize,
     /// How long shutdown waits for running work.
     pub shutdown_grace: Duration,
     /// Where instances run user code; `None` runs it on the shard.
@@ -298,8 +304,11 @@ impl Shard {
     }
 
     fn stats(&self) -> ShardStats {
+        let (cached_rows, cached_bytes) = self.cache.cached();
         ShardStats {
             live_instances: self.cache.len(),
+            cached_rows,
+            cached_bytes,
             alarms_in_window: self.alarms.len(),
             in_flight: self.in_flight.get(),
         }

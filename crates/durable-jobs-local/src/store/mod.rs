@@ -27,11 +27,28 @@ pub enum Durability {
     Full,
 }
 
-/// An instance's rows and alarm, as loaded when it becomes live.
+/// What loading an instance reads: its first rows and its alarm.
 pub(crate) struct LoadedInstance {
-    pub rows: Vec<(String, Vec<u8>)>,
+    /// The instance's first rows in key order, at most the number asked for.
+    pub rows: Rows,
+    /// Whether `rows` is every row of the instance.
+    pub complete: bool,
+    /// The instance's alarm in the index.
     pub alarm: Option<i64>,
 }
+
+/// A range of one instance's rows to read.
+pub(crate) struct RowRange {
+    /// The first key (inclusive).
+    pub start: String,
+    /// The key to stop before; `None`: the end of the key space.
+    pub end: Option<String>,
+    /// At most this many rows.
+    pub limit: Option<usize>,
+}
+
+/// Rows of one instance: keys and values, in key order.
+pub(crate) type Rows = Vec<(String, Vec<u8>)>;
 
 /// A page of the alarm index.
 pub(crate) type AlarmPage = Vec<(Arc<str>, i64)>;
@@ -46,9 +63,25 @@ pub(crate) enum StoreOp {
         /// Answered once the batch is durable.
         reply: oneshot::Sender<Result<(), StorageError>>,
     },
+    /// An instance's first `rows` rows and its alarm.
     Load {
         instance: Arc<str>,
+        rows: usize,
         reply: oneshot::Sender<Result<LoadedInstance, StorageError>>,
+    },
+    /// Rows of an instance by key. Reads see every commit queued before them, durable
+    /// or not: an instance's rows are only written by its own engine, which a lost commit
+    /// fences off.
+    Read {
+        instance: Arc<str>,
+        keys: Vec<String>,
+        reply: oneshot::Sender<Result<Vec<Option<Vec<u8>>>, StorageError>>,
+    },
+    /// A key range of an instance's rows, in order; like `Read`, it sees queued commits.
+    List {
+        instance: Arc<str>,
+        range: RowRange,
+        reply: oneshot::Sender<Result<Rows, StorageError>>,
     },
     /// Alarms with `at < before`, after the cursor `(at, instance)`, in order.
     Alarms {
@@ -152,32 +185,68 @@ impl StoreHandle {
         Ok(rx)
     }
 
-    pub async fn load(&self, instance: Arc<str>) -> Result<LoadedInstance, StorageError> {
+    /// Sends an op built around a reply channel and waits for the answer.
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> StoreOp,
+    ) -> Result<T, StorageError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(StoreOp::Load { instance, reply })
-            .await
-            .map_err(|_| closed())?;
+        self.tx.send(op(reply)).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
+    /// An instance's alarm and first `rows` rows, with whether those are all of them.
+    pub async fn load(
+        &self,
+        instance: Arc<str>,
+        rows: usize,
+    ) -> Result<LoadedInstance, StorageError> {
+        self.ask(|reply| StoreOp::Load {
+            instance,
+            rows,
+            reply,
+        })
+        .await
+    }
+
+    /// Rows of an instance by key, as of every commit queued so far.
+    pub async fn read(
+        &self,
+        instance: Arc<str>,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        self.ask(|reply| StoreOp::Read {
+            instance,
+            keys,
+            reply,
+        })
+        .await
+    }
+
+    /// A range of an instance's rows, as of every commit queued so far.
+    pub async fn list(&self, instance: Arc<str>, range: RowRange) -> Result<Rows, StorageError> {
+        self.ask(|reply| StoreOp::List {
+            instance,
+            range,
+            reply,
+        })
+        .await
+    }
+
+    /// Alarms due before `before`, after the cursor, in order.
     pub async fn alarms(
         &self,
         after: Option<(i64, Arc<str>)>,
         before: i64,
         limit: usize,
     ) -> Result<AlarmPage, StorageError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(StoreOp::Alarms {
-                after,
-                before,
-                limit,
-                reply,
-            })
-            .await
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.ask(|reply| StoreOp::Alarms {
+            after,
+            before,
+            limit,
+            reply,
+        })
+        .await
     }
 
     pub async fn consume_alarm(&self, instance: Arc<str>, at: i64) {
@@ -187,12 +256,7 @@ impl StoreHandle {
     /// Caps the database's size from the next group commit on (`None` lifts the cap);
     /// returns the cap in force, which SQLite never sets below the current size.
     pub async fn set_max_size(&self, bytes: Option<u64>) -> Result<u64, StorageError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(StoreOp::MaxSize { bytes, reply })
-            .await
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.ask(|reply| StoreOp::MaxSize { bytes, reply }).await
     }
 }
 
@@ -229,7 +293,7 @@ mod tests {
             assert!(commit(&store, 2, batch("c", 10)).await);
             assert!(commit(&store, 2, batch("d", 10)).await);
             let keys: Vec<String> = store
-                .load("i".into())
+                .load("i".into(), 10)
                 .await
                 .unwrap()
                 .rows

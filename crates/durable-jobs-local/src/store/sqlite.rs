@@ -8,7 +8,7 @@ use durable_jobs::StorageError;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AlarmPage, Durability, LoadedInstance, Location, StoreOp};
+use super::{AlarmPage, Durability, LoadedInstance, Location, RowRange, Rows, StoreOp};
 use crate::error::OpenError;
 
 /// Marks our files (`PRAGMA application_id`), so a foreign SQLite file is refused.
@@ -30,6 +30,33 @@ CREATE TABLE IF NOT EXISTS alarms (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms (at, instance);
 ";
+
+/// The commits of the group being built: queued, then written into the open
+/// transaction, and acknowledged once it commits.
+#[derive(Default)]
+struct Group {
+    /// Whether a transaction is open.
+    open: bool,
+    /// Commits written into the open transaction.
+    written: Vec<PendingCommit>,
+    /// Commits not written yet: they are written together, with statements prepared
+    /// once, when the group commits or a read needs them.
+    queued: Vec<PendingCommit>,
+    /// Fired alarms to remove, with their times, not written yet.
+    consumed: Vec<(Arc<str>, i64)>,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        self.written.len() + self.queued.len() + self.consumed.len()
+    }
+
+    /// Whether a queued write touches `instance`, so a read of it must wait for it.
+    fn touches(&self, instance: &str) -> bool {
+        self.queued.iter().any(|c| c.instance.as_ref() == instance)
+            || self.consumed.iter().any(|(id, _)| id.as_ref() == instance)
+    }
+}
 
 /// A commit waiting for its group's transaction.
 struct PendingCommit {
@@ -176,80 +203,161 @@ impl Db {
     }
 
     /// Serves ops until every handle is dropped.
+    ///
+    /// Commits are acknowledged when their group's transaction commits: once the queue is
+    /// empty or the group is full, so one sync covers many commits. Reads run on the same
+    /// connection, inside that transaction, so they see the group's writes.
     pub fn run(mut self, mut rx: mpsc::Receiver<StoreOp>) {
-        let mut group: Vec<PendingCommit> = Vec::new();
-        let mut consumed: Vec<(Arc<str>, i64)> = Vec::new();
+        let mut group = Group::default();
         while let Some(first) = rx.blocking_recv() {
             let mut next = Some(first);
             while let Some(op) = next.take() {
-                match op {
-                    StoreOp::Commit {
-                        instance,
-                        generation,
-                        batch,
-                        reply,
-                    } => {
-                        let commit = PendingCommit {
-                            instance,
-                            generation,
-                            batch,
-                            reply,
-                        };
-                        if let Some(commit) = self.admit(commit) {
-                            group.push(commit);
-                        }
-                    }
-                    StoreOp::ConsumeAlarm { instance, at } => consumed.push((instance, at)),
-                    other => {
-                        // Reads see every write queued before them, and a new size cap
-                        // applies to the commits queued after it. Loading an instance only
-                        // needs that instance's writes, which the pending group rarely holds
-                        // (a loaded instance had no live engine): then the group keeps
-                        // growing instead of committing early.
-                        let needs_flush = match &other {
-                            StoreOp::Load { instance, .. } => {
-                                group.iter().any(|c| &c.instance == instance)
-                                    || consumed.iter().any(|(id, _)| id == instance)
-                            }
-                            _ => true,
-                        };
-                        if needs_flush {
-                            self.flush(&mut group, &mut consumed);
-                        }
-                        self.answer(other);
-                    }
-                }
-                if group.len() + consumed.len() < GROUP {
+                self.serve(op, &mut group);
+                if group.len() < GROUP {
                     next = rx.try_recv().ok();
                 }
             }
-            self.flush(&mut group, &mut consumed);
+            self.flush(&mut group);
         }
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(error = %e, "checkpoint at close failed");
         }
     }
 
-    fn flush(&mut self, group: &mut Vec<PendingCommit>, consumed: &mut Vec<(Arc<str>, i64)>) {
-        if group.is_empty() && consumed.is_empty() {
+    fn serve(&mut self, op: StoreOp, group: &mut Group) {
+        match op {
+            StoreOp::Commit {
+                instance,
+                generation,
+                batch,
+                reply,
+            } => {
+                let commit = PendingCommit {
+                    instance,
+                    generation,
+                    batch,
+                    reply,
+                };
+                if let Some(commit) = self.admit(commit) {
+                    group.queued.push(commit);
+                }
+            }
+            StoreOp::ConsumeAlarm { instance, at } => group.consumed.push((instance, at)),
+            // The alarm driver trusts what it reads to be durable, and a new size cap
+            // applies to the commits queued after it: both wait for the group.
+            other @ (StoreOp::Alarms { .. } | StoreOp::MaxSize { .. }) => {
+                self.flush(group);
+                self.answer(other);
+            }
+            other => {
+                let instance = match &other {
+                    StoreOp::Load { instance, .. }
+                    | StoreOp::Read { instance, .. }
+                    | StoreOp::List { instance, .. } => Some(instance.clone()),
+                    _ => None,
+                };
+                if instance.is_some_and(|id| group.touches(&id)) {
+                    self.write_queued(group);
+                }
+                self.answer(other);
+            }
+        }
+    }
+
+    /// Writes the queued commits into the open transaction; a failure loses the group.
+    fn write_queued(&mut self, group: &mut Group) {
+        if group.queued.is_empty() && group.consumed.is_empty() {
             return;
         }
-        let result = self.write_group(group, consumed);
-        consumed.clear();
-        if let Err(e) = &result {
-            self.fence(group, &e.to_string());
-        }
-        for PendingCommit { reply, .. } in group.drain(..) {
-            let _ = reply.send(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StorageError::new(format!(
-                    "the group commit was rolled back: {e}"
-                ))),
-            });
-        }
+        let result = self.begin(group).and_then(|()| self.write_all(group));
+        group.written.append(&mut group.queued);
+        group.consumed.clear();
         if let Err(e) = result {
-            tracing::error!(error = %e, "group commit failed");
+            self.abort(group, &e.to_string());
         }
+    }
+
+    fn begin(&self, group: &mut Group) -> rusqlite::Result<()> {
+        if !group.open {
+            self.conn.execute_batch("BEGIN")?;
+            group.open = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the queued commits and removes the fired alarms, with each statement
+    /// prepared once.
+    fn write_all(&self, group: &Group) -> rusqlite::Result<()> {
+        let conn = &self.conn;
+        let mut put = conn.prepare_cached(
+            "INSERT OR REPLACE INTO kv (instance, key, value) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut delete = conn.prepare_cached("DELETE FROM kv WHERE instance = ?1 AND key = ?2")?;
+        let mut delete_all = conn.prepare_cached("DELETE FROM kv WHERE instance = ?1")?;
+        let mut set_alarm =
+            conn.prepare_cached("INSERT OR REPLACE INTO alarms (instance, at) VALUES (?1, ?2)")?;
+        let mut clear_alarm = conn.prepare_cached("DELETE FROM alarms WHERE instance = ?1")?;
+        let mut consume =
+            conn.prepare_cached("DELETE FROM alarms WHERE instance = ?1 AND at = ?2")?;
+        for (instance, at) in &group.consumed {
+            consume.execute(params![instance.as_ref(), at])?;
+        }
+        for PendingCommit {
+            instance, batch, ..
+        } in &group.queued
+        {
+            let id = instance.as_ref();
+            if batch.deletes_all() {
+                delete_all.execute([id])?;
+                clear_alarm.execute([id])?;
+            }
+            for op in batch.ops() {
+                match op {
+                    WriteOp::Put(k, v) => put.execute(params![id, k, v])?,
+                    WriteOp::Delete(k) => delete.execute(params![id, k])?,
+                };
+            }
+            match batch.alarm() {
+                Some(AlarmWrite::Set(at)) => set_alarm.execute(params![id, at])?,
+                Some(AlarmWrite::Clear) => clear_alarm.execute([id])?,
+                None => 0,
+            };
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued, commits the group's transaction and answers its commits.
+    fn flush(&mut self, group: &mut Group) {
+        self.write_queued(group);
+        if !group.open {
+            return;
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.abort(group, &e.to_string());
+            return;
+        }
+        for commit in group.written.drain(..) {
+            let _ = commit.reply.send(Ok(()));
+        }
+        *group = Group::default();
+    }
+
+    /// Rolls the group back, fences its instances and fails its commits.
+    fn abort(&mut self, group: &mut Group, cause: &str) {
+        tracing::error!(error = %cause, "group commit failed");
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rollback failed");
+            }
+        }
+        group.written.append(&mut group.queued);
+        self.fence(&group.written, cause);
+        for commit in group.written.drain(..) {
+            let _ = commit.reply.send(Err(StorageError::new(format!(
+                "the group commit was rolled back: {cause}"
+            ))));
+        }
+        *group = Group::default();
     }
 
     /// Takes a commit into the group, or refuses it at once if it follows a lost commit
@@ -283,59 +391,37 @@ impl Db {
         }
     }
 
-    fn write_group(
-        &mut self,
-        group: &[PendingCommit],
-        consumed: &[(Arc<str>, i64)],
-    ) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO kv (instance, key, value) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut delete =
-                tx.prepare_cached("DELETE FROM kv WHERE instance = ?1 AND key = ?2")?;
-            let mut delete_all = tx.prepare_cached("DELETE FROM kv WHERE instance = ?1")?;
-            let mut set_alarm =
-                tx.prepare_cached("INSERT OR REPLACE INTO alarms (instance, at) VALUES (?1, ?2)")?;
-            let mut clear_alarm = tx.prepare_cached("DELETE FROM alarms WHERE instance = ?1")?;
-            let mut consume =
-                tx.prepare_cached("DELETE FROM alarms WHERE instance = ?1 AND at = ?2")?;
-            for (instance, at) in consumed {
-                consume.execute(params![instance.as_ref(), at])?;
-            }
-            for PendingCommit {
-                instance, batch, ..
-            } in group
-            {
-                let id = instance.as_ref();
-                if batch.deletes_all() {
-                    delete_all.execute([id])?;
-                    clear_alarm.execute([id])?;
-                }
-                for op in batch.ops() {
-                    match op {
-                        WriteOp::Put(k, v) => put.execute(params![id, k, v])?,
-                        WriteOp::Delete(k) => delete.execute(params![id, k])?,
-                    };
-                }
-                match batch.alarm() {
-                    Some(AlarmWrite::Set(at)) => set_alarm.execute(params![id, at])?,
-                    Some(AlarmWrite::Clear) => clear_alarm.execute([id])?,
-                    None => 0,
-                };
-            }
-        }
-        tx.commit()
-    }
-
     /// Answers an op that is not a write: a read, or a change of the size cap.
     fn answer(&mut self, op: StoreOp) {
         match op {
-            StoreOp::Load { instance, reply } => {
+            StoreOp::Load {
+                instance,
+                rows,
+                reply,
+            } => {
                 let _ = reply.send(
-                    self.load(&instance)
+                    self.load(&instance, rows)
                         .map_err(|e| storage_error("load failed", e)),
+                );
+            }
+            StoreOp::Read {
+                instance,
+                keys,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.read(&instance, &keys)
+                        .map_err(|e| storage_error("read failed", e)),
+                );
+            }
+            StoreOp::List {
+                instance,
+                range,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.list(&instance, &range)
+                        .map_err(|e| storage_error("range read failed", e)),
                 );
             }
             StoreOp::Alarms {
@@ -359,21 +445,65 @@ impl Db {
         }
     }
 
-    fn load(&self, instance: &str) -> rusqlite::Result<LoadedInstance> {
-        let mut rows_stmt = self
-            .conn
-            .prepare_cached("SELECT key, value FROM kv WHERE instance = ?1 ORDER BY key")?;
-        let rows = rows_stmt
-            .query_map([instance], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+    fn load(&self, instance: &str, rows: usize) -> rusqlite::Result<LoadedInstance> {
+        let mut first = self.list(
+            instance,
+            &RowRange {
+                start: String::new(),
+                end: None,
+                limit: Some(rows.saturating_add(1)),
+            },
+        )?;
+        let complete = first.len() <= rows;
+        first.truncate(rows);
         let alarm = self
             .conn
             .prepare_cached("SELECT at FROM alarms WHERE instance = ?1")?
             .query_row([instance], |r| r.get(0))
             .optional()?;
-        Ok(LoadedInstance { rows, alarm })
+        Ok(LoadedInstance {
+            rows: first,
+            complete,
+            alarm,
+        })
+    }
+
+    fn read(&self, instance: &str, keys: &[String]) -> rusqlite::Result<Vec<Option<Vec<u8>>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT value FROM kv WHERE instance = ?1 AND key = ?2")?;
+        keys.iter()
+            .map(|key| {
+                stmt.query_row(params![instance, key], |r| r.get(0))
+                    .optional()
+            })
+            .collect()
+    }
+
+    fn list(&self, instance: &str, range: &RowRange) -> rusqlite::Result<Rows> {
+        // SQLite reads a negative limit as none.
+        let limit = range
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let map = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?));
+        match &range.end {
+            Some(end) => self
+                .conn
+                .prepare_cached(
+                    "SELECT key, value FROM kv WHERE instance = ?1 AND key >= ?2 AND key < ?3 \
+                     ORDER BY key LIMIT ?4",
+                )?
+                .query_map(params![instance, range.start, end, limit], map)?
+                .collect(),
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT key, value FROM kv WHERE instance = ?1 AND key >= ?2 \
+                     ORDER BY key LIMIT ?3",
+                )?
+                .query_map(params![instance, range.start, limit], map)?
+                .collect(),
+        }
     }
 
     fn alarms(

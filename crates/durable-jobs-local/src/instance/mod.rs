@@ -1,21 +1,30 @@
-//! One live instance's storage: its rows held in memory, every commit written through to
-//! the store before it is applied, so reads never touch SQLite.
+//! One live instance's storage: a bounded cache of its rows in front of the store. Each
+//! commit updates the cache and is queued to the store at once; reads the cache cannot
+//! answer go to the store, which sees every queued commit.
+
+mod known_ranges;
+mod row_cache;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use durable_jobs::adapters::{
-    self, list_sorted, AlarmWrite, ListOptions, Storage, WriteBatch, WriteOp,
-};
+use durable_jobs::adapters::{self, AlarmWrite, ListOptions, Storage, WriteBatch};
 use durable_jobs::StorageError;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::commit_tracker::CommitTracker;
 use crate::shard::alarm_queue::AlarmQueue;
-use crate::store::{LoadedInstance, StoreHandle};
+use crate::store::{LoadedInstance, RowRange, StoreHandle};
+
+use row_cache::{KeyRange, RowCache};
+
+/// Rows read at least by a range read that misses the cache, so that walking a queue
+/// costs one read of the store per this many steps, not one per step.
+const PREFETCH: usize = 64;
+/// Rows an instance reads when it becomes live: all of them if it has no more.
+pub(crate) const FIRST_ROWS: usize = 64;
 
 /// The storage of one live instance, used by its engine on its shard's thread.
 pub(crate) struct InstanceStorage {
@@ -24,8 +33,9 @@ pub(crate) struct InstanceStorage {
     /// Which load of the instance this is: higher for each load on the shard. The store
     /// uses it to refuse commits made on top of a lost one.
     generation: u64,
-    /// Every row of the instance, as committed so far (durable or on its way).
-    rows: RefCell<BTreeMap<String, Vec<u8>>>,
+    /// The rows of the instance held in memory, as committed so far (durable or on its
+    /// way): the hot ones, never the whole of a long queue.
+    rows: RefCell<RowCache>,
     /// The alarm as stored in the index, to skip writing one that did not change.
     alarm: Cell<Option<i64>>,
     /// The writer thread that makes commits durable.
@@ -57,7 +67,7 @@ impl InstanceStorage {
         InstanceStorage {
             id,
             generation,
-            rows: RefCell::new(loaded.rows.into_iter().collect()),
+            rows: RefCell::new(RowCache::with_first_rows(loaded.rows, loaded.complete)),
             alarm: Cell::new(loaded.alarm),
             store,
             clock,
@@ -84,6 +94,12 @@ impl InstanceStorage {
         self.alarm_writes.get()
     }
 
+    /// Rows and bytes held in memory.
+    pub fn cached(&self) -> (usize, usize) {
+        let rows = self.rows.borrow();
+        (rows.len(), rows.bytes())
+    }
+
     /// Forgets an alarm that fired at `at` and was not set again.
     pub fn consume_alarm(&self, at: i64) {
         if self.alarm.get() == Some(at) {
@@ -94,16 +110,65 @@ impl InstanceStorage {
 
 impl Storage for InstanceStorage {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.rows.borrow().get(key).cloned())
+        let mut found = self.get_many(&[key]).await?;
+        Ok(found.pop().flatten())
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
-        let rows = self.rows.borrow();
-        Ok(keys.iter().map(|k| rows.get(*k).cloned()).collect())
+        let (mut found, missing, version) = {
+            let rows = self.rows.borrow();
+            let mut found = Vec::with_capacity(keys.len());
+            let mut missing = Vec::new();
+            for key in keys {
+                let cached = rows.get(key);
+                if cached.is_none() {
+                    missing.push(key.to_string());
+                }
+                found.push(cached.flatten());
+            }
+            (found, missing, rows.version())
+        };
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let read = self.store.read(self.id.clone(), missing.clone()).await?;
+        let mut rows = self.rows.borrow_mut();
+        for (key, value) in missing.iter().zip(read) {
+            rows.learn_row(version, key, value.clone());
+            for (slot, _) in found.iter_mut().zip(keys).filter(|(_, k)| **k == key) {
+                *slot = value.clone();
+            }
+        }
+        Ok(found)
     }
 
     async fn list(&self, options: ListOptions<'_>) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        Ok(list_sorted(&self.rows.borrow(), options))
+        let range = KeyRange::of(&options);
+        let version = {
+            let rows = self.rows.borrow();
+            if let Some(found) = rows.list(&range) {
+                return Ok(found);
+            }
+            rows.version()
+        };
+        let fetch_limit = range.limit.map(|l| l.max(PREFETCH));
+        let fetched = self
+            .store
+            .list(
+                self.id.clone(),
+                RowRange {
+                    start: range.start.clone(),
+                    end: range.end.clone(),
+                    limit: fetch_limit,
+                },
+            )
+            .await?;
+        self.rows
+            .borrow_mut()
+            .learn_range(version, &range, fetch_limit, &fetched);
+        let mut found = fetched;
+        found.truncate(range.limit.unwrap_or(usize::MAX));
+        Ok(found)
     }
 
     async fn commit(&self, mut batch: WriteBatch) -> Result<(), StorageError> {
@@ -112,24 +177,9 @@ impl Storage for InstanceStorage {
         if let Some(e) = self.commits.failure() {
             return Err(e);
         }
-        // Applied to memory at once and queued behind earlier commits; `sync` waits for
+        // Applied to the cache at once and queued behind earlier commits; `sync` waits for
         // durability. The engine's lock orders commits of one instance.
-        {
-            let mut rows = self.rows.borrow_mut();
-            if batch.deletes_all() {
-                rows.clear();
-            }
-            for op in batch.ops() {
-                match op {
-                    WriteOp::Put(k, v) => {
-                        rows.insert(k.clone(), v.clone());
-                    }
-                    WriteOp::Delete(k) => {
-                        rows.remove(k);
-                    }
-                }
-            }
-        }
+        self.rows.borrow_mut().apply(&batch);
         let alarm = match batch.alarm() {
             Some(AlarmWrite::Set(t)) => Some(Some(t)),
             Some(AlarmWrite::Clear) => Some(None),
