@@ -104,7 +104,9 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
         state.map(|v| codec::decode_value("state", &v)).transpose()
     }
 
-    /// Batches whose flush failed all attempts, oldest first.
+    /// Batches whose flush failed all attempts, oldest first: at most the 1,000 oldest, so
+    /// that the answer stays bounded. The status's `failed_batches` counts them all; once
+    /// `clear` or `flush` removes the oldest, the next ones are listed.
     pub async fn failed_batches(&self, id: &str) -> Result<Vec<FailedBatch>, JobError> {
         let response = self.send(id, Operation::DebounceFailedBatches).await?;
         expect_response!(response, Response::FailedBatches { batches } => batches)

@@ -261,10 +261,15 @@ fn status<B: Storage + Clock>(step: &DebounceStep<'_, B>) -> Response {
     Response::DebounceStatus { status }
 }
 
+/// Failed batches one `failed_batches` request returns at most, the oldest first.
+const FAILED_BATCHES_LIMIT: usize = 1000;
+
+/// The oldest failed batches, at most [`FAILED_BATCHES_LIMIT`]: the status counts them all.
 async fn failed_batches<B: Storage + Clock>(
     step: &DebounceStep<'_, B>,
 ) -> Result<Response, JobError> {
-    let found: Vec<(String, FailedBatch)> = step.list(ListOptions::prefix(FAILED_PREFIX)).await?;
+    let oldest = ListOptions::prefix(FAILED_PREFIX).limit(FAILED_BATCHES_LIMIT);
+    let found: Vec<(String, FailedBatch)> = step.list(oldest).await?;
     let batches = found.into_iter().map(|(_, batch)| batch).collect();
     Ok(Response::FailedBatches { batches })
 }
