@@ -85,7 +85,16 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
         expect_response!(response, Response::FlushRequested { event_count, .. } => event_count)
     }
 
-    /// Discards the pending batch and any failed batches. Returns the events discarded.
+    /// Discards the pending batch, full batches waiting for their flush, failed batches and
+    /// a batch waiting for its retry; a batch being flushed right now finishes. Returns the
+    /// events discarded.
+    ///
+    /// Batches that come into being while the clear runs (a batch filled by a later `add`, a
+    /// flush that fails meanwhile) are kept. Many batches are dropped in several commits of
+    /// up to 500 batches each, so that no step reads them all at once. A clear that fails or
+    /// is cut short by a crash between two commits is partly applied although it never
+    /// returned `Ok`: the batches of the commits that were made may be gone, the status
+    /// counts those left, and calling `clear` again drops the rest.
     pub async fn clear(&self, id: &str) -> Result<u32, JobError> {
         let response = self.send(id, Operation::DebounceClear).await?;
         expect_response!(response, Response::Cleared { discarded } => discarded)
