@@ -69,7 +69,7 @@ pub enum Operation {
     DebounceStatus,
     /// Read the pending batch's reduced state.
     DebounceGetState,
-    /// List the batches whose flush failed.
+    /// List the batches whose flush failed, the oldest first (at most 1,000).
     DebounceFailedBatches,
     /// Add an event to a WorkerPool instance's queue.
     #[serde(rename_all = "camelCase")]
@@ -198,7 +198,7 @@ pub enum Response {
     },
     /// Answer to `debounceFailedBatches`.
     FailedBatches {
-        /// Oldest first.
+        /// Oldest first, at most 1,000.
         batches: Vec<FailedBatch>,
     },
     /// Answer to `workerPoolEnqueue`.

@@ -85,7 +85,16 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
         expect_response!(response, Response::FlushRequested { event_count, .. } => event_count)
     }
 
-    /// Discards the pending batch and any failed batches. Returns the events discarded.
+    /// Discards the pending batch, full batches waiting for their flush, failed batches and
+    /// a batch waiting for its retry; a batch being flushed right now finishes. Returns the
+    /// events discarded.
+    ///
+    /// Batches that come into being while the clear runs (a batch filled by a later `add`, a
+    /// flush that fails meanwhile) are kept. Many batches are dropped in several commits of
+    /// up to 500 batches each, so that no step reads them all at once. A clear that fails or
+    /// is cut short by a crash between two commits is partly applied although it never
+    /// returned `Ok`: the batches of the commits that were made may be gone, the status
+    /// counts those left, and calling `clear` again drops the rest.
     pub async fn clear(&self, id: &str) -> Result<u32, JobError> {
         let response = self.send(id, Operation::DebounceClear).await?;
         expect_response!(response, Response::Cleared { discarded } => discarded)
@@ -104,7 +113,9 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
         state.map(|v| codec::decode_value("state", &v)).transpose()
     }
 
-    /// Batches whose flush failed all attempts, oldest first.
+    /// Batches whose flush failed all attempts, oldest first: at most the 1,000 oldest, so
+    /// that the answer stays bounded. The status's `failed_batches` counts them all; once
+    /// `clear` or `flush` removes the oldest, the next ones are listed.
     pub async fn failed_batches(&self, id: &str) -> Result<Vec<FailedBatch>, JobError> {
         let response = self.send(id, Operation::DebounceFailedBatches).await?;
         expect_response!(response, Response::FailedBatches { batches } => batches)

@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use super::erased::ErasedDebounce;
 use super::{
-    full_key, DebounceStatus, FailedBatch, PendingBatch, Record, FAILED_PREFIX, FULL_PREFIX,
+    failed_key, full_key, DebounceStatus, FailedBatch, PendingBatch, Record, FAILED_PREFIX,
+    FULL_PREFIX,
 };
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step};
@@ -47,11 +48,11 @@ pub(crate) async fn handle<B: Storage + Clock>(
             let step = engine.step(instance, &extra).await?;
             add(step, job, &event, event_id).await
         }
+        Operation::DebounceClear => clear(engine, job, instance).await,
         op => {
             let step = engine.step(instance, &[]).await?;
             match op {
                 Operation::DebounceFlush => flush(step).await,
-                Operation::DebounceClear => clear(step, job).await,
                 Operation::DebounceStatus => Ok(status(&step)),
                 Operation::DebounceGetState => Ok(Response::State {
                     state: step.record().batch.as_ref().map(|b| b.state.clone()),
@@ -199,47 +200,155 @@ async fn flush<B: Storage + Clock>(mut step: DebounceStep<'_, B>) -> Result<Resp
     })
 }
 
+/// Rows (failed and full batches) one step of a clear deletes at most: every row listed is
+/// read into memory, on some platforms into a small isolate, so no step lists them all.
+const CLEAR_PAGE: usize = 500;
+
+/// Failed batches one `failed_batches` request returns at most, the oldest first.
+const FAILED_BATCHES_LIMIT: usize = 1000;
+
+/// A clear in progress, carried from one page to the next.
+#[derive(Debug, Default)]
+struct Clearing {
+    /// Where the clear stops, fixed by its first page.
+    bound: Option<ClearBound>,
+    /// Events discarded so far.
+    discarded: u32,
+    /// The last page is committed.
+    done: bool,
+}
+
+/// The first failed and full keys given out after a clear began. Keys carry increasing
+/// sequence numbers, so the batches below these existed when it began; the clear deletes
+/// only those, and keeps what steps between its pages add (a full batch, a flush that
+/// failed).
+#[derive(Debug, Clone)]
+struct ClearBound {
+    failed: String,
+    full: String,
+}
+
+/// Just the event count of a stored batch (failed or full), without decoding its state.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Counted {
+    event_count: u32,
+}
+
 /// Drops the open batch, full and failed batches, and a batch waiting for its retry; a batch
-/// being flushed right now finishes.
+/// being flushed right now finishes. It works in pages, each its own step, so no step reads
+/// more than [`CLEAR_PAGE`] rows; a crash between pages leaves the earlier pages applied.
 async fn clear<B: Storage + Clock>(
-    mut step: DebounceStep<'_, B>,
+    engine: &Engine<B>,
     job: &dyn ErasedDebounce,
+    instance: &InstanceId,
 ) -> Result<Response, JobError> {
-    if step.meta().is_none() {
-        return Ok(Response::Cleared { discarded: 0 });
+    let mut clearing = Clearing::default();
+    while !clearing.done {
+        clear_page(engine, job, instance, &mut clearing).await?;
     }
-    let failed: Vec<(String, FailedBatch)> = step.list(ListOptions::prefix(FAILED_PREFIX)).await?;
-    let full: Vec<(String, PendingBatch)> = step.list(ListOptions::prefix(FULL_PREFIX)).await?;
-    let mut discarded: u32 = 0;
-    let failed = failed.into_iter().map(|(key, b)| (key, b.event_count));
-    for (key, event_count) in failed.chain(full.into_iter().map(|(key, b)| (key, b.event_count))) {
-        discarded = discarded.saturating_add(event_count);
+    Ok(Response::Cleared {
+        discarded: clearing.discarded,
+    })
+}
+
+/// One step of a clear. The first page fixes the bound and takes the open batch and a batch
+/// waiting for its retry; every page deletes up to [`CLEAR_PAGE`] failed, then full, batches
+/// below the bound and lowers the counts by what it deleted, so the record matches storage
+/// after each page. The page that finds fewer rows than it may delete is the last: it
+/// reports the clear and, if nothing is left, schedules the purge.
+async fn clear_page<B: Storage + Clock>(
+    engine: &Engine<B>,
+    job: &dyn ErasedDebounce,
+    instance: &InstanceId,
+    clearing: &mut Clearing,
+) -> Result<(), JobError> {
+    let mut step: DebounceStep<'_, B> = engine.step(instance, &[]).await?;
+    if step.meta().is_none() {
+        // Nothing to clear, or nothing left of the instance.
+        clearing.done = true;
+        return Ok(());
+    }
+    let bound = match &clearing.bound {
+        Some(bound) => bound.clone(),
+        None => {
+            let rec = step.record();
+            let bound = ClearBound {
+                failed: failed_key(rec.next_seq),
+                full: full_key(rec.next_full_seq),
+            };
+            clearing.bound = Some(bound.clone());
+            let taken = take_open_and_retrying(&mut step);
+            clearing.discarded = clearing.discarded.saturating_add(taken);
+            bound
+        }
+    };
+    let failed: Vec<(String, Counted)> = step
+        .list(
+            ListOptions::prefix(FAILED_PREFIX)
+                .end(&bound.failed)
+                .limit(CLEAR_PAGE),
+        )
+        .await?;
+    let room = CLEAR_PAGE.saturating_sub(failed.len());
+    let full: Vec<(String, Counted)> = if room == 0 {
+        Vec::new()
+    } else {
+        step.list(
+            ListOptions::prefix(FULL_PREFIX)
+                .end(&bound.full)
+                .limit(room),
+        )
+        .await?
+    };
+    let last = failed.len() + full.len() < CLEAR_PAGE;
+    let (failed_rows, full_rows) = (count(failed.len()), count(full.len()));
+    for (key, batch) in failed.into_iter().chain(full) {
+        clearing.discarded = clearing.discarded.saturating_add(batch.event_count);
         step.writes().delete(key);
     }
-    let executing = step.engine().is_executing();
     let rec = step.record_mut();
-    discarded = discarded.saturating_add(rec.batch.take().map_or(0, |b| b.event_count));
-    rec.failed_count = 0;
-    rec.retry_failed = false;
-    rec.retry_left = 0;
-    rec.full_batches = 0;
-    if rec.inflight.as_ref().is_some_and(|i| i.retry_at.is_some()) && !executing {
-        discarded =
-            discarded.saturating_add(rec.inflight.take().map_or(0, |i| i.batch.event_count));
-    }
-    if rec.is_idle() {
-        let (now, retention_ms) = (step.now(), job.config().retention_ms);
-        step.change_meta(|meta| {
-            meta.set_status(crate::services::metadata::Status::Active, now);
-            purge::schedule(meta, now, retention_ms);
-            true
+    rec.failed_count = rec.failed_count.saturating_sub(failed_rows);
+    rec.full_batches = rec.full_batches.saturating_sub(full_rows);
+    // A flush between pages may have asked for failed batches to be retried: it can retry
+    // only those left.
+    rec.retry_left = rec.retry_left.min(rec.failed_count);
+    rec.retry_failed &= rec.failed_count > 0;
+    if last {
+        clearing.done = true;
+        if step.record().is_idle() {
+            let (now, retention_ms) = (step.now(), job.config().retention_ms);
+            step.change_meta(|meta| {
+                meta.set_status(crate::services::metadata::Status::Active, now);
+                purge::schedule(meta, now, retention_ms);
+                true
+            });
+        }
+        step.emit(EventKind::DebounceCleared {
+            discarded_events: clearing.discarded,
         });
     }
-    step.emit(EventKind::DebounceCleared {
-        discarded_events: discarded,
-    });
-    step.finish().await?;
-    Ok(Response::Cleared { discarded })
+    step.finish().await
+}
+
+/// Takes the open batch, and a batch waiting for its retry (not one being flushed now, which
+/// finishes), and cancels a retry of failed batches a flush asked for. Returns the events
+/// taken.
+fn take_open_and_retrying<B: Storage + Clock>(step: &mut DebounceStep<'_, B>) -> u32 {
+    let executing = step.engine().is_executing();
+    let rec = step.record_mut();
+    let mut taken = rec.batch.take().map_or(0, |b| b.event_count);
+    rec.retry_failed = false;
+    rec.retry_left = 0;
+    if rec.inflight.as_ref().is_some_and(|i| i.retry_at.is_some()) && !executing {
+        taken = taken.saturating_add(rec.inflight.take().map_or(0, |i| i.batch.event_count));
+    }
+    taken
+}
+
+/// A row count as a counter's type (a page holds far fewer rows than `u32::MAX`).
+fn count(rows: usize) -> u32 {
+    u32::try_from(rows).unwrap_or(u32::MAX)
 }
 
 fn status<B: Storage + Clock>(step: &DebounceStep<'_, B>) -> Response {
@@ -261,10 +370,267 @@ fn status<B: Storage + Clock>(step: &DebounceStep<'_, B>) -> Response {
     Response::DebounceStatus { status }
 }
 
+/// The oldest failed batches, at most [`FAILED_BATCHES_LIMIT`]: the status counts them all.
 async fn failed_batches<B: Storage + Clock>(
     step: &DebounceStep<'_, B>,
 ) -> Result<Response, JobError> {
-    let found: Vec<(String, FailedBatch)> = step.list(ListOptions::prefix(FAILED_PREFIX)).await?;
+    let oldest = ListOptions::prefix(FAILED_PREFIX).limit(FAILED_BATCHES_LIMIT);
+    let found: Vec<(String, FailedBatch)> = step.list(oldest).await?;
     let batches = found.into_iter().map(|(_, batch)| batch).collect();
     Ok(Response::FailedBatches { batches })
+}
+
+#[cfg(test)]
+mod tests {
+    //! A clear's pages, driven one at a time with real requests and alarms between them.
+    //! Nothing interleaves with a clear through the engine today (its next page takes the
+    //! instance's lock again before another waiter runs), so the bound is checked here, where
+    //! the pages can be separated.
+
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use futures::executor::block_on;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::adapters::memory::MemoryStorage;
+    use crate::adapters::VirtualClock;
+    use crate::registry::Entry;
+    use crate::wire::Request;
+    use crate::{Debounce, DebounceContext, Registry, RetryPolicy};
+
+    /// Batches of one event whose flush fails at once, with no retry.
+    struct Failing;
+
+    impl Debounce for Failing {
+        type Event = u32;
+        type State = u32;
+        type Error = String;
+        fn flush_after(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+        fn max_events(&self) -> Option<u32> {
+            Some(1)
+        }
+        fn retry(&self) -> RetryPolicy {
+            RetryPolicy::none()
+        }
+        async fn execute(&self, _ctx: &DebounceContext<u32>) -> Result<(), String> {
+            Err("down".into())
+        }
+    }
+
+    struct Setup {
+        engine: Engine<MemoryStorage>,
+        registry: Registry,
+        instance: InstanceId,
+        clock: VirtualClock,
+    }
+
+    impl Setup {
+        fn new() -> Self {
+            let registry = Registry::builder()
+                .debounce("failing", Failing)
+                .build()
+                .unwrap();
+            let clock = VirtualClock::new(1_000_000);
+            let storage = MemoryStorage::new(clock.clone());
+            Setup {
+                engine: Engine::new(registry.clone(), storage),
+                registry,
+                instance: InstanceId::new(JobKind::Debounce, "failing", "k"),
+                clock,
+            }
+        }
+
+        fn job(&self) -> &dyn ErasedDebounce {
+            match self.registry.entry(JobKind::Debounce, "failing").unwrap() {
+                Entry::Debounce(job) => job.as_ref(),
+                _ => unreachable!("registered as a debounce job"),
+            }
+        }
+
+        async fn request(&self, op: Operation) -> Response {
+            let request = Request {
+                instance: self.instance.clone(),
+                op,
+            };
+            self.engine.handle(request).await.unwrap()
+        }
+
+        async fn add(&self, n: u32) {
+            let op = Operation::DebounceAdd {
+                event: json!(n),
+                event_id: None,
+            };
+            self.request(op).await;
+        }
+
+        /// Fires the alarm while it is due, as a platform would.
+        async fn run_alarms(&self) {
+            let storage = self.engine.backend();
+            while storage.alarm().is_some_and(|t| t <= self.clock.now()) {
+                storage.set_alarm(None);
+                self.engine.alarm().await.unwrap();
+            }
+        }
+
+        /// One alarm call: up to one alarm's worth of flushes.
+        async fn one_alarm(&self) {
+            self.engine.backend().set_alarm(None);
+            self.engine.alarm().await.unwrap();
+        }
+
+        fn rows(&self) -> BTreeMap<String, Value> {
+            self.engine
+                .backend()
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::from_slice(&v).unwrap()))
+                .collect()
+        }
+
+        fn record(&self) -> Record {
+            serde_json::from_value(self.rows()["debounce"].clone()).unwrap()
+        }
+
+        /// Makes `failed` failed batches, then `full` full batches and an open one, of one
+        /// event each, the events numbered from 0.
+        async fn fill(&self, failed: u32, full: u32) {
+            for n in 0..failed {
+                self.add(n).await;
+            }
+            self.run_alarms().await;
+            for n in failed..=failed + full {
+                self.add(n).await;
+            }
+            let rec = self.record();
+            assert_eq!((rec.failed_count, rec.full_batches), (failed, full));
+        }
+    }
+
+    fn keys_with<'a>(rows: &'a BTreeMap<String, Value>, prefix: &'a str) -> Vec<&'a String> {
+        rows.keys().filter(|k| k.starts_with(prefix)).collect()
+    }
+
+    /// The counts of the record match the rows stored.
+    fn assert_counts_match(setup: &Setup) {
+        let rows = setup.rows();
+        let rec = setup.record();
+        assert_eq!(
+            rec.failed_count as usize,
+            keys_with(&rows, FAILED_PREFIX).len()
+        );
+        assert_eq!(
+            rec.full_batches as usize,
+            keys_with(&rows, FULL_PREFIX).len()
+        );
+    }
+
+    /// Every event stored in a batch: open, full or failed.
+    fn stored_events(setup: &Setup) -> Vec<u64> {
+        let rows = setup.rows();
+        let mut events: Vec<u64> = rows
+            .iter()
+            .filter(|(k, _)| k.starts_with(FAILED_PREFIX) || k.starts_with(FULL_PREFIX))
+            .map(|(_, v)| v["state"].as_u64().unwrap())
+            .collect();
+        events.extend(setup.record().batch.map(|b| b.state.as_u64().unwrap()));
+        events.sort_unstable();
+        events
+    }
+
+    #[test]
+    fn batches_made_between_pages_survive_the_clear() {
+        block_on(async {
+            let setup = Setup::new();
+            let (failed, full) = (300, 400);
+            setup.fill(failed, full).await;
+            let job = setup.job();
+
+            let mut clearing = Clearing::default();
+            clear_page(&setup.engine, job, &setup.instance, &mut clearing)
+                .await
+                .unwrap();
+            assert!(!clearing.done, "{} rows take two pages", failed + full);
+            assert_counts_match(&setup);
+
+            // Between the pages: an add opens a batch and the next closes it as a full
+            // batch; an alarm flushes the oldest full batches, which fail again.
+            setup.add(9001).await;
+            setup.add(9002).await;
+            setup.one_alarm().await;
+            let rows = setup.rows();
+            let refailed = keys_with(&rows, FAILED_PREFIX).len();
+            assert!(refailed > 0, "flushes failed between the pages");
+
+            while !clearing.done {
+                clear_page(&setup.engine, job, &setup.instance, &mut clearing)
+                    .await
+                    .unwrap();
+                assert_counts_match(&setup);
+            }
+
+            let bound = clearing.bound.clone().unwrap();
+            let rows = setup.rows();
+            let failed_left = keys_with(&rows, FAILED_PREFIX);
+            let full_left = keys_with(&rows, FULL_PREFIX);
+            assert!(failed_left.iter().all(|k| **k >= bound.failed));
+            assert!(full_left.iter().all(|k| **k >= bound.full));
+            assert_eq!(
+                failed_left.len(),
+                refailed,
+                "the flushes that failed are kept"
+            );
+            assert_eq!(
+                full_left.len(),
+                1,
+                "the batch closed between the pages is kept"
+            );
+            assert_eq!(rows[full_left[0]]["state"], json!(9001));
+            assert_eq!(setup.record().batch.unwrap().state, json!(9002));
+            // Every event was either discarded or is still stored.
+            let kept = stored_events(&setup);
+            assert_eq!(kept.len(), refailed + 2);
+            let all = failed + full + 1 + 2;
+            assert_eq!(clearing.discarded as usize + kept.len(), all as usize);
+            // Not idle: no purge.
+            let meta = &rows["meta"];
+            assert_eq!(meta["purgeAt"], Value::Null);
+        });
+    }
+
+    #[test]
+    fn an_interrupted_clear_is_finished_by_the_next() {
+        block_on(async {
+            let setup = Setup::new();
+            let (failed, full) = (450, 450);
+            setup.fill(failed, full).await;
+            let job = setup.job();
+
+            let mut clearing = Clearing::default();
+            clear_page(&setup.engine, job, &setup.instance, &mut clearing)
+                .await
+                .unwrap();
+            // The request ends here (a crash, a failed step): the first page stands alone.
+            assert_counts_match(&setup);
+            let rec = setup.record();
+            assert_eq!(
+                rec.failed_count + rec.full_batches,
+                failed + full - CLEAR_PAGE as u32
+            );
+            assert!(rec.batch.is_none());
+
+            let response = setup.request(Operation::DebounceClear).await;
+            let left = failed + full - CLEAR_PAGE as u32;
+            assert!(matches!(response, Response::Cleared { discarded } if discarded == left));
+            assert_counts_match(&setup);
+            assert!(stored_events(&setup).is_empty());
+            let rows = setup.rows();
+            assert!(setup.record().is_idle());
+            assert_eq!(rows["meta"]["status"]["status"], json!("active"));
+            assert!(rows["meta"]["purgeAt"].is_i64());
+        });
+    }
 }
