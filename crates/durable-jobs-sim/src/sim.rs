@@ -396,6 +396,10 @@ impl Sim {
                 Some(_) => {}
             }
         }
+        if s.storage.stats().unbounded_lists > 0 {
+            let d = "listed rows without a limit".to_string();
+            return Err(at(&Violation::new(class::UNBOUNDED_READ, d), "live"));
+        }
         self.check_forgetting(slot, &live)?;
         self.model.check_storage(&id, &live, &durable)
     }

@@ -51,6 +51,8 @@ pub mod class {
     pub const IDEMPOTENCY: &str = "idempotency";
     /// Id records outlived their retention period with nothing left to keep them.
     pub const UNBOUNDED_IDS: &str = "unbounded-ids";
+    /// A step listed rows without a limit: its read would grow with a backlog.
+    pub const UNBOUNDED_READ: &str = "unbounded-read";
     /// An answer disagrees with what the model knows was acknowledged.
     pub const RESPONSE: &str = "response";
     /// Work was still pending, or did not run, after the final drain.

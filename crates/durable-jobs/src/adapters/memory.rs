@@ -22,6 +22,9 @@ pub struct StorageStats {
     pub reads: u64,
     /// Calls to `list`.
     pub lists: u64,
+    /// Calls to `list` without a limit, whose cost follows the rows stored: the engine
+    /// makes none, so that no step reads a whole backlog.
+    pub unbounded_lists: u64,
     /// Calls to `commit` that succeeded.
     pub commits: u64,
 }
@@ -285,6 +288,9 @@ impl Storage for MemoryStorage {
         let mut inner = self.lock();
         Self::check_read(&mut inner)?;
         inner.stats.lists += 1;
+        if options.limit.is_none() {
+            inner.stats.unbounded_lists += 1;
+        }
         Ok(list_sorted(&inner.view.data, options))
     }
 
