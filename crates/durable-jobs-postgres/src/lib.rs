@@ -1,0 +1,36 @@
+//! PostgreSQL foundation for durable-jobs: what a runtime whose processes share one
+//! database builds on.
+//!
+//! - [`schema`]: the tables, in one configurable PostgreSQL schema, and their versioned
+//!   migrations. [`migrate`] applies them in one transaction under an advisory lock, so
+//!   processes that start together take turns, and refuses a schema migrated by a newer
+//!   build without touching it.
+//! - [`Database`]: a pool of connections ([`deadpool_postgres`] over [`tokio_postgres`])
+//!   whose schema is migrated at connect; a server that cannot be reached gives a
+//!   [`ConnectError`] naming the address and the cause.
+//!
+//! ```no_run
+//! use durable_jobs_postgres::{Database, PostgresConfig};
+//!
+//! # async fn run() -> Result<(), durable_jobs_postgres::ConnectError> {
+//! let db = Database::connect(PostgresConfig::new("postgres://jobs@localhost/app")).await?;
+//! println!("schema {} at version {}", db.schema(), db.schema_version());
+//! let client = db.client().await?;
+//! client
+//!     .execute("SELECT count(*) FROM durable_jobs.instances", &[])
+//!     .await
+//!     .ok();
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+mod database;
+pub mod schema;
+
+pub use database::{ConnectError, Database, PostgresConfig};
+pub use schema::{migrate, SchemaError, SchemaName, DEFAULT_SCHEMA, SUPPORTED_VERSION};
+
+/// The driver and the pool, re-exported so that users name the same versions.
+pub use {deadpool_postgres, tokio_postgres};
