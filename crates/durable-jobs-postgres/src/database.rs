@@ -74,7 +74,7 @@ pub enum ConnectError {
     },
     /// No connection could be opened: the server is down or unreachable, refused the login,
     /// or has no such database.
-    #[error("cannot connect to PostgreSQL at {address}: {source}")]
+    #[error("cannot connect to PostgreSQL at {address}: {}", crate::cause(.source))]
     Connect {
         /// Where it tried: `host:port` pairs or socket directories, without credentials.
         address: String,

@@ -32,5 +32,18 @@ pub mod schema;
 pub use database::{ConnectError, Database, PostgresConfig};
 pub use schema::{migrate, SchemaError, SchemaName, DEFAULT_SCHEMA, SUPPORTED_VERSION};
 
+/// A driver error with its causes, `error connecting to server: Connection refused (os
+/// error 111)`: the driver's own message names only the kind of failure.
+fn cause(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The driver and the pool, re-exported so that users name the same versions.
 pub use {deadpool_postgres, tokio_postgres};

@@ -186,7 +186,7 @@ pub enum SchemaError {
     },
     /// A migration's SQL failed; its transaction, and so every migration of this run, was
     /// rolled back.
-    #[error("applying migration {version} to schema \"{schema}\" failed: {source}")]
+    #[error("applying migration {version} to schema \"{schema}\" failed: {}", crate::cause(.source))]
     Migration {
         /// The schema.
         schema: String,
@@ -198,7 +198,7 @@ pub enum SchemaError {
     },
     /// The database failed while the version was read or the transaction was opened,
     /// locked or committed (a lost connection, missing privileges...).
-    #[error("migrating schema \"{schema}\" failed: {source}")]
+    #[error("migrating schema \"{schema}\" failed: {}", crate::cause(.source))]
     Database {
         /// The schema.
         schema: String,
