@@ -8,6 +8,8 @@
 //! - [`Database`]: a pool of connections ([`deadpool_postgres`] over [`tokio_postgres`])
 //!   whose schema is migrated at connect; a server that cannot be reached gives a
 //!   [`ConnectError`] naming the address and the cause.
+//! - `testing` (the `testing` feature): `TestServer`, a throwaway PostgreSQL server for
+//!   tests, or a fresh database on the server named by `DATABASE_URL`.
 //!
 //! ```no_run
 //! use durable_jobs_postgres::{Database, PostgresConfig};
@@ -28,6 +30,8 @@
 
 mod database;
 pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use database::{ConnectError, Database, PostgresConfig};
 pub use schema::{migrate, SchemaError, SchemaName, DEFAULT_SCHEMA, SUPPORTED_VERSION};
