@@ -403,17 +403,15 @@ impl LocalServer {
         if self.pid.is_some() {
             return Ok(());
         }
-        let data = self.data.clone();
-        let log = self.log.clone();
         let timeout = START_TIMEOUT.as_secs().to_string();
         let started = self.run(
-            &self.pg_ctl.clone(),
+            &self.pg_ctl,
             &[
                 OsStr::new("start"),
                 OsStr::new("-D"),
-                data.as_os_str(),
+                self.data.as_os_str(),
                 OsStr::new("-l"),
-                log.as_os_str(),
+                self.log.as_os_str(),
                 OsStr::new("-w"),
                 OsStr::new("-t"),
                 OsStr::new(&timeout),
@@ -440,7 +438,11 @@ impl LocalServer {
             }
         })?;
         reached.map_err(|e| TestServerError::Start {
-            reason: format!("it does not accept connections on port {}: {e}", self.port),
+            reason: format!(
+                "it does not accept connections on port {}: {}",
+                self.port,
+                crate::cause(&e)
+            ),
             log: self.log_tail(),
         })
     }
@@ -449,13 +451,12 @@ impl LocalServer {
         if self.pid.is_none() {
             return Ok(());
         }
-        let data = self.data.clone();
         self.run(
-            &self.pg_ctl.clone(),
+            &self.pg_ctl,
             &[
                 OsStr::new("stop"),
                 OsStr::new("-D"),
-                data.as_os_str(),
+                self.data.as_os_str(),
                 OsStr::new("-m"),
                 OsStr::new(mode),
                 OsStr::new("-w"),
