@@ -85,6 +85,9 @@ enum Kind {
         /// `DATABASE_URL` as given: where the test database is dropped from.
         admin_url: String,
         database: String,
+        /// Drops the database with `psql` if the process ends without dropping this
+        /// `TestServer`; `None` where there is no `psql`.
+        watchdog: Option<Watchdog>,
     },
 }
 
@@ -202,6 +205,7 @@ impl TestServer {
         Ok(TestServer {
             url,
             kind: Kind::External {
+                watchdog: database_watchdog(&admin_url, &database),
                 admin_url,
                 database,
             },
@@ -288,16 +292,21 @@ impl Drop for TestServer {
         if let Kind::External {
             admin_url,
             database,
-        } = &self.kind
+            watchdog,
+        } = &mut self.kind
         {
             let admin = admin_url.clone();
-            let database = database.clone();
+            let name = database.clone();
             // Best effort: a database left behind is dropped by a later run as abandoned.
             let _ = on_own_runtime(move || async move {
                 if let Ok(client) = connect_on_this_runtime(&admin).await {
-                    drop_database(&client, &database).await;
+                    drop_database(&client, &name).await;
                 }
             });
+            // Its drop, if the one above failed, finds nothing left to do otherwise.
+            if let Some(watchdog) = watchdog {
+                watchdog.fire();
+            }
         }
     }
 }
@@ -324,8 +333,8 @@ struct LocalServer {
     runner: Runner,
     port: u16,
     pid: Option<u32>,
-    /// Stops the server and deletes `dir` once this pipe closes; see `Drop`.
-    watchdog: Option<(Child, ChildStdin)>,
+    /// Stops the server and deletes `dir` when this drops or the process ends.
+    watchdog: Option<Watchdog>,
 }
 
 impl LocalServer {
@@ -471,51 +480,29 @@ impl LocalServer {
         self.runner.run(&self.dir, program, args)
     }
 
-    /// A shell that waits for end-of-file on its input, then stops the server (if its
-    /// data directory says it runs) and deletes the directory. Its input is a pipe only
-    /// this process writes to, so it fires when `LocalServer` drops or the process ends,
-    /// however it ends. It has a process group of its own, so Ctrl-C in a terminal, which
-    /// ends the tests, does not end it too.
-    fn spawn_watchdog(&self) -> Result<(Child, ChildStdin), TestServerError> {
-        let data = self.data.as_os_str();
+    /// Stops the server, if its data directory says it runs, and deletes the directory,
+    /// when `LocalServer` drops or the process ends.
+    fn spawn_watchdog(&self) -> Result<Watchdog, TestServerError> {
         let stop = self.runner.argv(
             &self.pg_ctl,
             &[
                 OsStr::new("stop"),
                 OsStr::new("-D"),
-                data,
+                self.data.as_os_str(),
                 OsStr::new("-m"),
                 OsStr::new("immediate"),
                 OsStr::new("-w"),
             ],
         );
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(
-                r#"cat >/dev/null
-                   if [ -f "$DJ_DATA/postmaster.pid" ]; then "$@"; fi
-                   rm -rf -- "$DJ_DIR""#,
-            )
-            .arg("durable-jobs-test-server-watchdog")
-            .args(stop)
-            .env("DJ_DATA", &self.data)
-            .env("DJ_DIR", &self.dir)
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(io_error(
-                "starting the test server's watchdog (/bin/sh)".into(),
-            ))?;
-        match child.stdin.take() {
-            Some(stdin) => Ok((child, stdin)),
-            None => Err(TestServerError::Io {
-                what: "starting the test server's watchdog".into(),
-                source: io::Error::other("no pipe to its input"),
-            }),
-        }
+        Watchdog::spawn(
+            r#"if [ -f "$DJ_DATA/postmaster.pid" ]; then "$@"; fi
+               rm -rf -- "$DJ_DIR""#,
+            stop,
+            &[
+                ("DJ_DATA", self.data.as_os_str()),
+                ("DJ_DIR", self.dir.as_os_str()),
+            ],
+        )
     }
 
     /// The last lines of the server's log, for error messages.
@@ -528,13 +515,56 @@ impl LocalServer {
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
-        if let Some((mut child, stdin)) = self.watchdog.take() {
-            drop(stdin);
-            // Waiting makes the cleanup finished when the drop returns.
-            let _ = child.wait();
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
+        match &mut self.watchdog {
+            Some(watchdog) => watchdog.fire(),
+            None => {
+                let _ = fs::remove_dir_all(&self.dir);
+            }
         }
+    }
+}
+
+/// A shell that waits for end-of-file on its input, then runs a cleanup script. Its input
+/// is a pipe only this process writes to, so the cleanup runs when [`Watchdog::fire`] is
+/// called or when the process ends, however it ends: a `TestServer` in a `static` is never
+/// dropped, and a test process may be killed. It has a process group of its own, so Ctrl-C
+/// in a terminal, which ends the tests, does not end it too.
+#[derive(Debug)]
+struct Watchdog {
+    child: Child,
+    input: Option<ChildStdin>,
+}
+
+impl Watchdog {
+    /// `script` runs with `args` as `"$@"` and `env` added to the environment.
+    fn spawn(
+        script: &str,
+        args: Vec<OsString>,
+        env: &[(&str, &OsStr)],
+    ) -> Result<Watchdog, TestServerError> {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("cat >/dev/null\n{script}"))
+            .arg("durable-jobs-test-server-watchdog")
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(io_error(
+                "starting the test server's watchdog (/bin/sh)".into(),
+            ))?;
+        let input = child.stdin.take();
+        Ok(Watchdog { child, input })
+    }
+
+    /// Runs the cleanup now and waits for it to finish.
+    fn fire(&mut self) {
+        drop(self.input.take());
+        let _ = self.child.wait();
     }
 }
 
@@ -926,6 +956,64 @@ async fn drop_database(client: &tokio_postgres::Client, database: &str) {
             .batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\""))
             .await;
     }
+}
+
+/// A watchdog that drops `database` with `psql`, should the process end without dropping
+/// its `TestServer`; `None` if there is no `psql` or the URL does not parse.
+fn database_watchdog(admin_url: &str, database: &str) -> Option<Watchdog> {
+    let psql = find_program("psql").or_else(|| {
+        find_binaries()
+            .ok()
+            .map(|bin| bin.join("psql"))
+            .filter(|p| is_executable(p))
+    })?;
+    // psql is told where to connect through libpq's environment variables, not its command
+    // line, which every user can read and which could show a password.
+    let config: tokio_postgres::Config = admin_url.parse().ok()?;
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(dir) => dir.to_string_lossy().into_owned(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    let admin_database = config.get_dbname().unwrap_or("postgres");
+    let mut env: Vec<(&str, OsString)> = vec![
+        ("PGDATABASE", admin_database.into()),
+        ("PGCONNECT_TIMEOUT", "10".into()),
+        ("DJ_DATABASE", database.into()),
+    ];
+    if !hosts.is_empty() {
+        env.push(("PGHOST", hosts.join(",").into()));
+    }
+    if !ports.is_empty() {
+        env.push(("PGPORT", ports.join(",").into()));
+    }
+    if let Some(user) = config.get_user() {
+        env.push(("PGUSER", user.into()));
+    }
+    if let Some(password) = config.get_password() {
+        env.push((
+            "PGPASSWORD",
+            String::from_utf8_lossy(password).into_owned().into(),
+        ));
+    }
+    let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    Watchdog::spawn(
+        r#""$@" -c "DROP DATABASE IF EXISTS \"$DJ_DATABASE\" WITH (FORCE)" ||
+             "$@" -c "DROP DATABASE IF EXISTS \"$DJ_DATABASE\"""#,
+        vec![
+            psql.into(),
+            "-X".into(),
+            "-q".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+        ],
+        &env,
+    )
+    .ok()
 }
 
 /// Drops test databases that outlived [`ABANDONED_AFTER`]: those of `TestServer`s that

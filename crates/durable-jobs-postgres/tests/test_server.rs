@@ -221,17 +221,26 @@ async fn with_database_url_each_server_is_a_fresh_database_dropped_at_the_end() 
         .unwrap_or_else(|| panic!("the child named no database:\n{stdout}"));
     assert!(used.starts_with("durable_jobs_test_"), "{used}");
 
-    let databases: Vec<String> = admin
-        .query(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE 'durable_jobs_test_%' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(databases, [recent]);
+    // The child's first database was dropped with its TestServer; the second, never
+    // dropped, by its watchdog once the child ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let databases: Vec<String> = admin
+            .query(
+                "SELECT datname::text FROM pg_database WHERE datname LIKE 'durable_jobs_test_%' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if databases == [recent.clone()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {databases:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -262,4 +271,9 @@ async fn child_uses_database_url() {
     // Dropped with the client still open: the database goes all the same.
     drop(server);
     assert!(client.simple_query("SELECT 1").await.is_err());
+
+    // One never dropped, as in a `static`: it goes when this process ends.
+    let forgotten = TestServer::new().unwrap();
+    forgotten.connect().await.unwrap();
+    std::mem::forget(forgotten);
 }
