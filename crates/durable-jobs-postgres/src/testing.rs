@@ -14,7 +14,13 @@
 //! A local server is stopped and its directory deleted when the `TestServer` is dropped,
 //! and also when the test process ends without dropping it (a `static`, a panic, a kill):
 //! a small watchdog process, started with the server, waits for the test process's end of
-//! a pipe to close and cleans up then.
+//! a pipe to close and cleans up then. A `DATABASE_URL` database is dropped the same ways
+//! (the watchdog's part with `psql`, where there is one); one left behind all the same is
+//! dropped by a later `TestServer` on that server once it is a day old.
+//!
+//! initdb's output is kept as a template under the temporary directory
+//! (`durable-jobs-pg-template-*`, one per PostgreSQL build and user) and copied for each
+//! new server, which takes a fraction of initdb's time.
 //!
 //! ```no_run
 //! use std::sync::OnceLock;
@@ -62,6 +68,10 @@ const DATABASE_PREFIX: &str = "durable_jobs_test_";
 /// a `static` never is, so creating a test database also drops those of this prefix older
 /// than this (no test runs that long).
 const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A template cluster is made again once this old: cleaners of the temporary directory may
+/// have removed some of its files by then.
+const TEMPLATE_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How long a local server may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -753,13 +763,29 @@ fn template_data_dir(runner: &Runner, bin: &Path) -> Option<PathBuf> {
         fnv1a(&identity)
     ));
     let data = template.join("data");
-    if data.join("PG_VERSION").is_file() {
-        return Some(data);
+    let age = fs::metadata(&template)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    match age {
+        Some(age) if age < TEMPLATE_MAX_AGE && data.join("PG_VERSION").is_file() => {
+            return Some(data);
+        }
+        Some(age) if age >= TEMPLATE_MAX_AGE => {
+            // Moved aside before it is deleted, so that no copy starts from a template
+            // half gone.
+            if let Ok(trash) = make_private_dir() {
+                let _ = fs::rename(&template, trash.join("old"));
+                let _ = fs::remove_dir_all(&trash);
+            }
+        }
+        _ => {}
     }
     let staging = make_private_dir().ok()?;
-    runner.give(&staging).ok()?;
-    let made = initdb(runner, bin, &staging.join("data")).is_ok()
-        // Renaming a directory onto an existing one fails, so the first template stays.
+    let made = runner.give(&staging).is_ok()
+        && initdb(runner, bin, &staging.join("data")).is_ok()
+        // Renaming a directory onto one that is not empty fails, so the first template
+        // made stays.
         && fs::rename(&staging, &template).is_ok();
     if !made {
         let _ = fs::remove_dir_all(&staging);
