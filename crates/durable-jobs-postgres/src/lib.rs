@@ -14,14 +14,13 @@
 //! ```no_run
 //! use durable_jobs_postgres::{Database, PostgresConfig};
 //!
-//! # async fn run() -> Result<(), durable_jobs_postgres::ConnectError> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Creates or upgrades the `durable_jobs` schema, or refuses one newer than this build.
 //! let db = Database::connect(PostgresConfig::new("postgres://jobs@localhost/app")).await?;
 //! println!("schema {} at version {}", db.schema(), db.schema_version());
 //! let client = db.client().await?;
-//! client
-//!     .execute("SELECT count(*) FROM durable_jobs.instances", &[])
-//!     .await
-//!     .ok();
+//! let sql = format!("SELECT count(*) FROM {}.instances", db.schema().quoted());
+//! let instances: i64 = client.query_one(&sql, &[]).await?.get(0);
 //! # Ok(()) }
 //! ```
 
