@@ -175,3 +175,34 @@ fn failed_reads_fail_the_request_only() {
         assert!(tick.start("other", &0).await.unwrap());
     });
 }
+
+/// Every step the engine begins in storage is ended, whether it commits, reads only, or
+/// fails on a read or a commit: a runtime that holds a lock or a transaction for a step
+/// would otherwise keep it.
+#[test]
+fn every_step_begun_is_ended() {
+    futures::executor::block_on(async {
+        let (jobs, log) = setup();
+        let storage = jobs.storage(&InstanceId::new(JobKind::WorkerPool, "pool", "0"));
+        let client = jobs.client();
+        let pool = client.worker_pool::<Pool>();
+        let balanced = |what: &str| {
+            let stats = storage.stats();
+            assert!(stats.steps_begun > 0, "{what}: no step begun");
+            assert_eq!(stats.steps_begun, stats.steps_ended, "{what}");
+        };
+        pool.enqueue(&"a".to_string()).await.unwrap();
+        balanced("a committed request");
+        pool.status().await.unwrap();
+        balanced("a read-only request");
+        storage.fail_next_reads(1);
+        pool.enqueue(&"b".to_string()).await.unwrap_err();
+        balanced("a failed read");
+        storage.fail_next_commits(1);
+        pool.enqueue(&"b".to_string()).await.unwrap_err();
+        balanced("a failed commit");
+        jobs.advance(Duration::ZERO).await;
+        assert_eq!(lines(&log), ["a attempt 1"]);
+        balanced("an alarm pass that ran user code");
+    });
+}

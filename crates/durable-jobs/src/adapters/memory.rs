@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    list_sorted, AlarmWrite, Clock, ListOptions, Storage, VirtualClock, WriteBatch, WriteOp,
+    list_sorted, AlarmWrite, Clock, ListOptions, StepKind, Storage, VirtualClock, WriteBatch,
+    WriteOp,
 };
 use crate::errors::StorageError;
 
@@ -27,6 +28,10 @@ pub struct StorageStats {
     pub unbounded_lists: u64,
     /// Calls to `commit` that succeeded.
     pub commits: u64,
+    /// Steps begun, by requests and by alarms.
+    pub steps_begun: u64,
+    /// Steps ended: equal to `steps_begun` whenever no step is open.
+    pub steps_ended: u64,
 }
 
 /// Keys and values with the alarm: what reads see, or what survives a crash.
@@ -292,6 +297,15 @@ impl Storage for MemoryStorage {
             inner.stats.unbounded_lists += 1;
         }
         Ok(list_sorted(&inner.view.data, options))
+    }
+
+    async fn begin_step(&self, _kind: StepKind) -> Result<(), StorageError> {
+        self.lock().stats.steps_begun += 1;
+        Ok(())
+    }
+
+    fn end_step(&self) {
+        self.lock().stats.steps_ended += 1;
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {

@@ -23,6 +23,16 @@ pub use runner::{UserCodeRunner, UserTask};
 
 use crate::errors::StorageError;
 
+/// What a step runs for, so that a runtime shared by several processes can fence the
+/// steps of an alarm pass it no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// A request from a client.
+    Request,
+    /// An alarm pass: a claim, or the step that records an execution's outcome.
+    Alarm,
+}
+
 /// One instance's key/value storage, with an atomic commit of a step's writes and alarm.
 ///
 /// Values are opaque bytes; keys are ordered by their bytes.
@@ -48,6 +58,22 @@ pub trait Storage {
     /// earlier one, before it is durable, provided [`sync`](Self::sync) waits for it; reads
     /// then see it at once. The engine answers no request, and ends no alarm, before `sync`.
     fn commit(&self, batch: WriteBatch) -> impl Future<Output = Result<(), StorageError>>;
+
+    /// Begins a step: the reads from here to the step's commit, and the commit, form one
+    /// transaction that no step of the instance in another process interleaves with. A
+    /// runtime where one process owns each instance has nothing to do (the engine's lock
+    /// already orders the steps of its instances), hence the default.
+    ///
+    /// An error ends the step before it read anything: the request or alarm fails.
+    fn begin_step(&self, kind: StepKind) -> impl Future<Output = Result<(), StorageError>> {
+        let _ = kind;
+        async { Ok(()) }
+    }
+
+    /// Ends the current step: after its commit (which may have ended it already), or
+    /// without one (a read-only request, an error). Called when the step is dropped, so it
+    /// cannot wait; it must release whatever [`begin_step`](Self::begin_step) took.
+    fn end_step(&self) {}
 
     /// Waits until every batch committed so far is durable. Once this fails, the instance's
     /// in-memory view may hold writes that were lost: the runtime must discard it.

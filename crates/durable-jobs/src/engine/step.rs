@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Engine;
-use crate::adapters::{Clock, ListOptions, Storage, WriteBatch};
+use crate::adapters::{Clock, ListOptions, StepKind, Storage, WriteBatch};
 use crate::errors::JobError;
 use crate::events::{EventKind, JobEvent};
 use crate::ids::InstanceId;
@@ -34,8 +34,10 @@ pub(crate) trait KindRecord: Serialize + DeserializeOwned + Default {
 /// One open step of an instance. Dropping it without [`finish`](Self::finish) commits
 /// nothing, which is what a read-only request does.
 #[must_use = "a step commits nothing until `finish` is called"]
-pub(crate) struct Step<'a, B, R> {
+pub(crate) struct Step<'a, B: Storage, R> {
     engine: &'a Engine<B>,
+    /// Ends the storage's step when dropped, before the lock below is released.
+    _scope: StepScope<'a, B>,
     /// Held until the step is finished or dropped: steps of one instance never overlap.
     _lock: MutexGuard<'a, ()>,
     instance: &'a InstanceId,
@@ -63,6 +65,17 @@ pub(crate) struct Step<'a, B, R> {
     /// The earliest expiry of the event ids this step remembered: a sweep in the same step
     /// reads storage, which does not hold them yet.
     remembered_until: Option<i64>,
+}
+
+/// The storage's side of an open step, ended when dropped.
+struct StepScope<'a, B: Storage> {
+    backend: &'a B,
+}
+
+impl<B: Storage> Drop for StepScope<'_, B> {
+    fn drop(&mut self) {
+        self.backend.end_step();
+    }
 }
 
 impl<B: Storage + Clock> Engine<B> {
@@ -98,6 +111,15 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
         rearm: bool,
     ) -> Result<Self, JobError> {
         let lock = engine.lock.lock().await;
+        let kind = if rearm {
+            StepKind::Alarm
+        } else {
+            StepKind::Request
+        };
+        engine.backend.begin_step(kind).await?;
+        let scope = StepScope {
+            backend: &engine.backend,
+        };
         let mut keys = Vec::with_capacity(2 + extra.len());
         keys.extend([META_KEY, R::KEY]);
         keys.extend_from_slice(extra);
@@ -109,6 +131,7 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
         let alarm_before = alarm_of(&record, meta.as_ref());
         Ok(Step {
             engine,
+            _scope: scope,
             _lock: lock,
             instance,
             now: engine.now(),
