@@ -1,10 +1,11 @@
 //! The embedded durable-jobs runtime: one process, one SQLite file, no other service.
 //!
-//! Instances live on a few single-threaded *shards* (one thread each); an instance's rows
-//! are held in memory while it is live and written through to SQLite, where commits from
-//! many instances share one transaction. Alarms sit in a persistent index; each shard keeps
-//! only a short window of upcoming alarms in memory, so idle instances cost nothing but
-//! their rows on disk.
+//! Instances live on a few single-threaded *shards* (one thread each); while an instance
+//! is live, a bounded cache holds its hot rows (metadata, its kind's record, the heads of
+//! its queues) and every commit is written through to SQLite, where commits from many
+//! instances share one transaction; a backlog stays on disk. Alarms sit in a persistent
+//! index; each shard keeps only a short window of upcoming alarms in memory, so idle
+//! instances cost nothing but their rows on disk.
 //!
 //! If a write fails (a full disk, or the cap set with [`Builder::max_file_size`]), the
 //! calls whose writes shared the failed transaction get [`JobError::Storage`] and nothing
