@@ -150,9 +150,29 @@ impl Continuous for Canary {
     }
 }
 
+/// Hands the first execution after a restart its signal; later executions find it taken.
+static FIRST_RUN: Mutex<Option<mpsc::Sender<()>>> = Mutex::new(None);
+
+/// One instance, so that a whole backlog waits on it.
+struct Backlog;
+impl WorkerPool for Backlog {
+    type Event = u32;
+    type Error = String;
+    fn concurrency(&self) -> u32 {
+        1
+    }
+    async fn execute(&self, _: &WorkerPoolContext<u32>) -> Result<(), String> {
+        if let Some(tx) = FIRST_RUN.lock().ok().and_then(|mut g| g.take()) {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+}
+
 fn registry() -> Registry {
     Registry::builder()
         .worker_pool("noop", Noop)
+        .worker_pool("backlog", Backlog)
         .debounce("adds", Adds)
         .debounce("late", Late(LATENESS.clone()))
         .continuous("idle", Idle)
@@ -362,12 +382,164 @@ fn memory_and_restart(path: &std::path::Path) {
     futures::executor::block_on(rt.shutdown());
 }
 
+/// Fills `path` with `n` pending events on the paused one-instance pool and shuts down.
+/// Returns the time the enqueues took and the RSS and heap growth from before the open.
+fn fill_backlog(path: &std::path::Path, n: usize) -> (Duration, usize, usize) {
+    let heap_before = HEAP.load(Ordering::SeqCst);
+    let rss_before = rss_bytes();
+    let rt = LocalRuntime::builder(registry())
+        .path(path)
+        .open()
+        .expect("open");
+    let client = rt.client();
+    let took = futures::executor::block_on(async {
+        client
+            .worker_pool::<Backlog>()
+            .pause_all()
+            .await
+            .expect("pause");
+        let t = Instant::now();
+        stream::iter(0..n as u32)
+            .for_each_concurrent(CONCURRENT_CALLERS, |i| {
+                let pool = client.worker_pool::<Backlog>();
+                async move {
+                    pool.enqueue(&i).await.expect("enqueue");
+                }
+            })
+            .await;
+        t.elapsed()
+    });
+    let rss = rss_bytes().saturating_sub(rss_before);
+    let heap = HEAP.load(Ordering::SeqCst).saturating_sub(heap_before);
+    futures::executor::block_on(rt.shutdown());
+    (took, rss, heap)
+}
+
+/// Reopens a filled backlog, resumes it and returns how long after the start of `open` the
+/// first event ran, with the times `open` and `resume_all` returned.
+fn first_execution_after_restart(path: &std::path::Path) -> (Duration, Duration, Duration) {
+    let (tx, rx) = mpsc::channel();
+    *FIRST_RUN.lock().expect("lock") = Some(tx);
+    let t = Instant::now();
+    let rt = LocalRuntime::builder(registry())
+        .path(path)
+        .open()
+        .expect("reopen");
+    let opened = t.elapsed();
+    let client = rt.client();
+    futures::executor::block_on(client.worker_pool::<Backlog>().resume_all()).expect("resume");
+    let resumed = t.elapsed();
+    rx.recv_timeout(Duration::from_secs(600))
+        .expect("first execution after restart");
+    let first = t.elapsed();
+    // The rest of the backlog is left pending: only the first execution is timed.
+    futures::executor::block_on(rt.shutdown());
+    (opened, resumed, first)
+}
+
+/// Run in a fresh process by `backlog`: the allocator keeps the pages the first load
+/// freed, so a second load in the same process would reuse them and hide its own cost.
+fn backlog_reload(path: &std::path::Path, n: usize) {
+    let heap_before = HEAP.load(Ordering::SeqCst);
+    let rss_before = rss_bytes();
+    let t = Instant::now();
+    let rt = LocalRuntime::builder(registry())
+        .path(path)
+        .open()
+        .expect("reopen");
+    let client = rt.client();
+    // The instance is loaded by the first request that reaches it.
+    let status =
+        futures::executor::block_on(client.worker_pool::<Backlog>().status()).expect("status");
+    let loaded = t.elapsed();
+    let rss = rss_bytes().saturating_sub(rss_before);
+    let heap = HEAP.load(Ordering::SeqCst).saturating_sub(heap_before);
+    if status.pending != n as u64 {
+        eprintln!(
+            "backlog after restart: {} pending, {n} expected",
+            status.pending
+        );
+        std::process::exit(1);
+    }
+    println!(
+        "memory per pending event after a restart (fresh process, loaded by status in {:.0} ms): {:.1} bytes RSS growth, {:.1} bytes heap",
+        loaded.as_secs_f64() * 1000.0,
+        rss as f64 / n as f64,
+        heap as f64 / n as f64
+    );
+    futures::executor::block_on(rt.shutdown());
+}
+
+fn backlog(dir: &std::path::Path) {
+    let n = scaled(1_000_000);
+    let small = 1_000;
+    let path = dir.join("backlog.db");
+    let (took, rss, heap) = fill_backlog(&path, n);
+    println!(
+        "enqueue (one paused instance, {CONCURRENT_CALLERS} concurrent callers, {n} events):  {}",
+        per_second(n, took)
+    );
+    println!(
+        "memory per pending event ({n} pending on one instance): {:.1} bytes RSS growth, {:.1} bytes heap",
+        rss as f64 / n as f64,
+        heap as f64 / n as f64
+    );
+    let reload = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg(RELOAD_ARG)
+        .arg(&path)
+        .arg(n.to_string())
+        .status()
+        .expect("start the reload process");
+    if !reload.success() {
+        eprintln!("backlog reload process failed: {reload}");
+        std::process::exit(1);
+    }
+    let (opened, resumed, first) = first_execution_after_restart(&path);
+    println!(
+        "restart with {n} pending: open {:.1} ms, resume_all returned {:.1} ms and the first event ran {:.1} ms after open began",
+        opened.as_secs_f64() * 1000.0,
+        resumed.as_secs_f64() * 1000.0,
+        first.as_secs_f64() * 1000.0
+    );
+    let small_path = dir.join("backlog-small.db");
+    fill_backlog(&small_path, small);
+    let (_, _, small_first) = first_execution_after_restart(&small_path);
+    println!(
+        "restart with {small} pending: the first event ran {:.1} ms after open began; {n} pending take {:.1}x as long",
+        small_first.as_secs_f64() * 1000.0,
+        first.as_secs_f64() / small_first.as_secs_f64()
+    );
+    remove_database(&path);
+    remove_database(&small_path);
+}
+
+/// Deletes a database file with the write-ahead log and shared-memory files beside it.
+fn remove_database(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(name);
+    }
+}
+
+/// The argument that makes the benchmark process measure one reload of a backlog.
+const RELOAD_ARG: &str = "--backlog-reload";
+
 fn main() {
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some(RELOAD_ARG) {
+        let path = std::path::PathBuf::from(raw.get(2).expect("path"));
+        let n = raw.get(3).and_then(|s| s.parse().ok()).expect("count");
+        backlog_reload(&path, n);
+        return;
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
     let wants = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    // Long or disk-hungry sections run only when named.
+    let named = |name: &str| args.iter().any(|a| a == name);
     let dir = std::env::temp_dir().join(format!("durable-jobs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     println!(
@@ -395,6 +567,9 @@ fn main() {
     }
     if wants("memory") || wants("restart") {
         memory_and_restart(&dir.join("idle.db"));
+    }
+    if named("backlog") {
+        backlog(&dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
