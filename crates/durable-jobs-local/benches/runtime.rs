@@ -5,7 +5,7 @@
 //! `BENCH_SCALE=0.1` scales every count down; `cargo bench ... -- drain enqueue` runs a few.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -169,10 +169,63 @@ impl WorkerPool for Backlog {
     }
 }
 
+/// How long `soak` runs: `SOAK_SECONDS`, 600 by default.
+fn soak_seconds() -> u64 {
+    env_number("SOAK_SECONDS").map_or(600, |s| s.max(1) as u64)
+}
+
+/// Short enough that the records kept for caller-given ids expire and are swept well
+/// within the run, so that what the soak shows is the steady state with them included.
+fn soak_retention() -> Duration {
+    Duration::from_secs(30).min(Duration::from_secs(soak_seconds()) / 4)
+}
+
+struct SoakPool(Duration);
+impl WorkerPool for SoakPool {
+    type Event = u64;
+    type Error = String;
+    fn concurrency(&self) -> u32 {
+        4
+    }
+    fn retention(&self) -> Duration {
+        self.0
+    }
+    async fn execute(&self, _: &WorkerPoolContext<u64>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+static SOAK_FLUSHES: AtomicU64 = AtomicU64::new(0);
+/// The latest flush against its due time since the last report (ms), `i64::MIN` if none.
+static SOAK_FLUSH_LATE_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+const SOAK_FLUSH_AFTER_MS: i64 = 5000;
+
+/// Flushes a few seconds after each batch starts, so that flush alarms run all along.
+struct SoakAdds(Duration);
+impl Debounce for SoakAdds {
+    type Event = u64;
+    type State = u64;
+    type Error = String;
+    fn flush_after(&self) -> Duration {
+        Duration::from_millis(SOAK_FLUSH_AFTER_MS as u64)
+    }
+    fn retention(&self) -> Duration {
+        self.0
+    }
+    async fn execute(&self, ctx: &DebounceContext<u64>) -> Result<(), String> {
+        let late = now_us() / 1000 - (ctx.started_at() + SOAK_FLUSH_AFTER_MS);
+        SOAK_FLUSH_LATE_MS.fetch_max(late, Ordering::Relaxed);
+        SOAK_FLUSHES.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 fn registry() -> Registry {
     Registry::builder()
         .worker_pool("noop", Noop)
         .worker_pool("backlog", Backlog)
+        .worker_pool("soak", SoakPool(soak_retention()))
+        .debounce("soak-adds", SoakAdds(soak_retention()))
         .debounce("adds", Adds)
         .debounce("late", Late(LATENESS.clone()))
         .continuous("idle", Idle)
@@ -513,6 +566,209 @@ fn backlog(dir: &std::path::Path) {
     remove_database(&small_path);
 }
 
+/// Keys the soak's Debounce adds go to.
+const SOAK_KEYS: u64 = 2_000;
+/// Pending pool events above which the soak's callers wait: the pool must keep up.
+const SOAK_MAX_PENDING: u64 = 1_000;
+
+/// One look at the process during the soak.
+struct Sample {
+    at: Duration,
+    rss: usize,
+    file: u64,
+}
+
+fn file_size(path: &std::path::Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    [path.as_os_str().to_owned(), wal]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn megabytes(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn soak(path: &std::path::Path) {
+    let total = Duration::from_secs(soak_seconds());
+    let every = Duration::from_secs(30).min(total / 20);
+    // Memory is expected to grow while caches and the file fill; the spread is taken after.
+    let warm_up = Duration::from_secs(60).min(total / 10);
+    let rt = LocalRuntime::builder(registry())
+        .path(path)
+        .open()
+        .expect("open");
+    let driver = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("driver");
+    println!(
+        "soak for {} s: {CONCURRENT_CALLERS} callers, each a pool enqueue (1 in 10 with its own id, kept {} s) then a Debounce add ({SOAK_KEYS} keys, flushed after {} s); callers wait while more than {SOAK_MAX_PENDING} events are pending",
+        total.as_secs(),
+        soak_retention().as_secs(),
+        SOAK_FLUSH_AFTER_MS / 1000
+    );
+    let (samples, enqueued, added) = driver.block_on(soak_load(&rt, path, total, every));
+    driver.block_on(rt.shutdown());
+
+    let secs = total.as_secs_f64();
+    println!(
+        "soak averages: {:.0} enqueues/s, {:.0} adds/s, {:.0} flushes/s",
+        enqueued as f64 / secs,
+        added as f64 / secs,
+        SOAK_FLUSHES.load(Ordering::Relaxed) as f64 / secs
+    );
+    let settled: Vec<&Sample> = samples.iter().filter(|s| s.at >= warm_up).collect();
+    let min = settled.iter().map(|s| s.rss).min().unwrap_or(0);
+    let max = settled.iter().map(|s| s.rss).max().unwrap_or(0);
+    println!(
+        "RSS after the first {} s: min {:.1} MB, max {:.1} MB, spread {:.1} MB",
+        warm_up.as_secs(),
+        megabytes(min as u64),
+        megabytes(max as u64),
+        megabytes((max - min) as u64)
+    );
+    let half: Vec<&Sample> = samples.iter().filter(|s| s.at >= total / 2).collect();
+    if let (Some(first), Some(last)) = (half.first(), half.last()) {
+        println!(
+            "file size over the last half: {:.1} MB at {:.0} s, {:.1} MB at {:.0} s ({:+.1} MB)",
+            megabytes(first.file),
+            first.at.as_secs_f64(),
+            megabytes(last.file),
+            last.at.as_secs_f64(),
+            megabytes(last.file) - megabytes(first.file)
+        );
+    }
+    remove_database(path);
+}
+
+/// Runs the soak's callers for `total`, printing a line every `every`; returns one sample
+/// a second (or a share of `every` if shorter) and the enqueues and adds made.
+async fn soak_load(
+    rt: &LocalRuntime,
+    path: &std::path::Path,
+    total: Duration,
+    every: Duration,
+) -> (Vec<Sample>, u64, u64) {
+    let client = rt.client();
+    let enqueued = &AtomicU64::new(0);
+    let added = &AtomicU64::new(0);
+    let pending = &AtomicU64::new(0);
+    let next = &AtomicU64::new(0);
+    let stop = &AtomicBool::new(false);
+    let (gate, open) = tokio::sync::watch::channel(true);
+    let client = &client;
+
+    let callers = futures::future::join_all((0..CONCURRENT_CALLERS).map(|_| {
+        let mut open = open.clone();
+        async move {
+            loop {
+                let _ = open.wait_for(|open| *open).await;
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let pool = client.worker_pool::<SoakPool>();
+                if i % 10 == 0 {
+                    let options = EnqueueRequest::new().event_id(format!("soak-{i}"));
+                    pool.enqueue_with(&i, options).await.expect("enqueue");
+                } else {
+                    pool.enqueue(&i).await.expect("enqueue");
+                }
+                enqueued.fetch_add(1, Ordering::Relaxed);
+                client
+                    .debounce::<SoakAdds>()
+                    .add(&format!("key-{}", i % SOAK_KEYS), &i)
+                    .await
+                    .expect("add");
+                added.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }));
+
+    // Holds the callers back while the pool is behind, so the rate settles at its drain rate.
+    let monitor = async {
+        let pool = client.worker_pool::<SoakPool>();
+        while !stop.load(Ordering::Relaxed) {
+            let now = pool.status().await.expect("status").pending;
+            pending.store(now, Ordering::Relaxed);
+            let keep_up = now <= SOAK_MAX_PENDING;
+            gate.send_if_modified(|open| std::mem::replace(open, keep_up) != keep_up);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gate.send_replace(true);
+    };
+
+    let reporter = async {
+        let ticks_per_line = (every.as_secs_f64().ceil() as u32).max(1);
+        let tick = every / ticks_per_line;
+        let start = tokio::time::Instant::now();
+        let mut samples = Vec::new();
+        let mut last = (Duration::ZERO, 0u64, 0u64, 0u64);
+        println!(
+            "{:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>15}",
+            "elapsed",
+            "RSS MB",
+            "file MB",
+            "enqueue/s",
+            "adds/s",
+            "pending",
+            "flushes/s",
+            "late max ms"
+        );
+        for n in 1.. {
+            let at = tick * n;
+            if at > total {
+                break;
+            }
+            tokio::time::sleep_until(start + at).await;
+            let sample = Sample {
+                at,
+                rss: rss_bytes(),
+                file: file_size(path),
+            };
+            if n % ticks_per_line == 0 {
+                let counts = (
+                    enqueued.load(Ordering::Relaxed),
+                    added.load(Ordering::Relaxed),
+                    SOAK_FLUSHES.load(Ordering::Relaxed),
+                );
+                let secs = (at - last.0).as_secs_f64();
+                let late = SOAK_FLUSH_LATE_MS.swap(i64::MIN, Ordering::Relaxed);
+                println!(
+                    "{:>8.0}s {:>9.1} {:>9.1} {:>11.0} {:>9.0} {:>9} {:>10.0} {:>15}",
+                    at.as_secs_f64(),
+                    megabytes(sample.rss as u64),
+                    megabytes(sample.file),
+                    (counts.0 - last.1) as f64 / secs,
+                    (counts.1 - last.2) as f64 / secs,
+                    pending.load(Ordering::Relaxed),
+                    (counts.2 - last.3) as f64 / secs,
+                    if late == i64::MIN {
+                        "-".to_string()
+                    } else {
+                        late.to_string()
+                    },
+                );
+                last = (at, counts.0, counts.1, counts.2);
+            }
+            samples.push(sample);
+        }
+        stop.store(true, Ordering::Relaxed);
+        samples
+    };
+
+    let (_, _, samples) = futures::join!(callers, monitor, reporter);
+    (
+        samples,
+        enqueued.load(Ordering::Relaxed),
+        added.load(Ordering::Relaxed),
+    )
+}
+
 /// Deletes a database file with the write-ahead log and shared-memory files beside it.
 fn remove_database(path: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {
@@ -570,6 +826,9 @@ fn main() {
     }
     if named("backlog") {
         backlog(&dir);
+    }
+    if named("soak") {
+        soak(&dir.join("soak.db"));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
