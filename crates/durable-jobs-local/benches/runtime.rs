@@ -3,6 +3,26 @@
 //!
 //! `cargo bench -p durable-jobs-local --bench runtime` runs them all at full scale;
 //! `BENCH_SCALE=0.1` scales every count down; `cargo bench ... -- drain enqueue` runs a few.
+//!
+//! Two more sections run only when named:
+//!
+//! - `backlog` fills one paused WorkerPool instance with 1M events (scaled by
+//!   `BENCH_SCALE`) from concurrent callers and prints the enqueue rate; the RSS growth
+//!   and heap per pending event, right after the enqueues and again after a restart once
+//!   the instance is loaded (measured in a fresh process); and the time from the start
+//!   of `open` to the first execution after `resume_all`, next to the same time for
+//!   1,000 pending and the ratio of the two. The rest of the backlog is never run.
+//! - `soak` runs steady load for `SOAK_SECONDS` (600 by default): WorkerPool enqueues (one
+//!   in ten with its own id, remembered for a short retention) and Debounce adds on a
+//!   few thousand keys, as fast as callers can while the pool keeps its backlog under
+//!   1,000. Every 30 s (or a twentieth of a shorter run) it prints elapsed time, RSS, file
+//!   size (database and `-wal`), enqueue, add and flush rates over the interval, the
+//!   pending backlog and the latest flush against its due time; at the end, the RSS
+//!   spread after the first minute (or tenth of the run) and the file size over the last
+//!   half. Steady state shows as a flat RSS and file.
+//!
+//! `cargo bench -p durable-jobs-local --bench runtime -- backlog` and
+//! `SOAK_SECONDS=60 cargo bench -p durable-jobs-local --bench runtime -- soak` run them.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
