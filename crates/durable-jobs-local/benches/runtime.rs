@@ -9,9 +9,10 @@
 //! - `backlog` fills one paused WorkerPool instance with 1M events (scaled by
 //!   `BENCH_SCALE`) from concurrent callers and prints the enqueue rate; the RSS growth
 //!   and heap per pending event, right after the enqueues and again after a restart once
-//!   the instance is loaded (measured in a fresh process); and the time from the start
-//!   of `open` to the first execution after `resume_all`, next to the same time for
-//!   1,000 pending and the ratio of the two. The rest of the backlog is never run.
+//!   the instance is loaded (measured in a fresh process); the file's size; and the time
+//!   from the start of `open` to the first execution after `resume_all`, next to the
+//!   same time for 1,000 pending and the ratio of the two. The rest of the backlog is
+//!   never run.
 //! - `soak` runs steady load for `SOAK_SECONDS` (600 by default): WorkerPool enqueues (one
 //!   in ten with its own id, remembered for a short retention) and Debounce adds on a
 //!   few thousand keys, as fast as callers can while the pool keeps its backlog under
@@ -556,6 +557,12 @@ fn backlog(dir: &std::path::Path) {
         "memory per pending event ({n} pending on one instance): {:.1} bytes RSS growth, {:.1} bytes heap",
         rss as f64 / n as f64,
         heap as f64 / n as f64
+    );
+    let file = file_size(&path);
+    println!(
+        "file with {n} pending, after shutdown: {:.1} MB ({:.1} bytes per event)",
+        megabytes(file),
+        file as f64 / n as f64
     );
     let reload = std::process::Command::new(std::env::current_exe().expect("own path"))
         .arg(RELOAD_ARG)
