@@ -18,7 +18,7 @@
 //!   few thousand keys, as fast as callers can while the pool keeps its backlog under
 //!   1,000. Every 30 s (or a twentieth of a shorter run) it prints elapsed time, RSS, file
 //!   size (database and `-wal`), enqueue, add and flush rates over the interval, the
-//!   pending backlog and the latest flush against its due time; at the end, the RSS
+//!   pending backlog and the most a flush ran past its due time; at the end, the RSS
 //!   spread after the first minute (or tenth of the run) and the file size over the last
 //!   half. Steady state shows as a flat RSS and file.
 //!
@@ -217,7 +217,7 @@ impl WorkerPool for SoakPool {
 }
 
 static SOAK_FLUSHES: AtomicU64 = AtomicU64::new(0);
-/// The latest flush against its due time since the last report (ms), `i64::MIN` if none.
+/// How late, at most, flushes ran since the last report (ms), `i64::MIN` if none ran.
 static SOAK_FLUSH_LATE_MS: AtomicI64 = AtomicI64::new(i64::MIN);
 const SOAK_FLUSH_AFTER_MS: i64 = 5000;
 
