@@ -17,10 +17,10 @@
 //!   in ten with its own id, remembered for a short retention) and Debounce adds on a
 //!   few thousand keys, as fast as callers can while the pool keeps its backlog under
 //!   1,000. Every 30 s (or a twentieth of a shorter run) it prints elapsed time, RSS, file
-//!   size (database and `-wal`), enqueue, add and flush rates over the interval, the
-//!   pending backlog and the most a flush ran past its due time; at the end, the RSS
-//!   spread after the first minute (or tenth of the run) and the file size over the last
-//!   half. Steady state shows as a flat RSS and file.
+//!   size (database and `-wal`, then the `-wal` alone), enqueue, add and flush rates over
+//!   the interval, the pending backlog and the most a flush ran past its due time; at the
+//!   end, the RSS spread after the first minute (or tenth of the run) and the file size
+//!   over the last half. Steady state shows as a flat RSS and file.
 //!
 //! `cargo bench -p durable-jobs-local --bench runtime -- backlog` and
 //! `SOAK_SECONDS=60 cargo bench -p durable-jobs-local --bench runtime -- soak` run them.
@@ -603,16 +603,20 @@ struct Sample {
     at: Duration,
     rss: usize,
     file: u64,
+    wal: u64,
 }
 
+/// The database and its write-ahead log, together.
 fn file_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len()) + wal_size(path)
+}
+
+/// The write-ahead log alone: it keeps its largest size between checkpoints, so growth
+/// there says more about bursts of writes than about what is stored.
+fn wal_size(path: &std::path::Path) -> u64 {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    [path.as_os_str().to_owned(), wal]
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum()
+    std::fs::metadata(wal).map_or(0, |m| m.len())
 }
 
 fn megabytes(bytes: u64) -> f64 {
@@ -661,10 +665,12 @@ fn soak(path: &std::path::Path) {
     let half: Vec<&Sample> = samples.iter().filter(|s| s.at >= total / 2).collect();
     if let (Some(first), Some(last)) = (half.first(), half.last()) {
         println!(
-            "file size over the last half: {:.1} MB at {:.0} s, {:.1} MB at {:.0} s ({:+.1} MB)",
+            "file size over the last half: {:.1} MB (wal {:.1}) at {:.0} s, {:.1} MB (wal {:.1}) at {:.0} s ({:+.1} MB)",
             megabytes(first.file),
+            megabytes(first.wal),
             first.at.as_secs_f64(),
             megabytes(last.file),
+            megabytes(last.wal),
             last.at.as_secs_f64(),
             megabytes(last.file) - megabytes(first.file)
         );
@@ -736,10 +742,11 @@ async fn soak_load(
         let mut samples = Vec::new();
         let mut last = (Duration::ZERO, 0u64, 0u64, 0u64);
         println!(
-            "{:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>15}",
+            "{:>9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>15}",
             "elapsed",
             "RSS MB",
             "file MB",
+            "wal MB",
             "enqueue/s",
             "adds/s",
             "pending",
@@ -756,6 +763,7 @@ async fn soak_load(
                 at,
                 rss: rss_bytes(),
                 file: file_size(path),
+                wal: wal_size(path),
             };
             if n % ticks_per_line == 0 {
                 let counts = (
@@ -766,10 +774,11 @@ async fn soak_load(
                 let secs = (at - last.0).as_secs_f64();
                 let late = SOAK_FLUSH_LATE_MS.swap(i64::MIN, Ordering::Relaxed);
                 println!(
-                    "{:>8.0}s {:>9.1} {:>9.1} {:>11.0} {:>9.0} {:>9} {:>10.0} {:>15}",
+                    "{:>8.0}s {:>9.1} {:>9.1} {:>9.1} {:>11.0} {:>9.0} {:>9} {:>10.0} {:>15}",
                     at.as_secs_f64(),
                     megabytes(sample.rss as u64),
                     megabytes(sample.file),
+                    megabytes(sample.wal),
                     (counts.0 - last.1) as f64 / secs,
                     (counts.1 - last.2) as f64 / secs,
                     pending.load(Ordering::Relaxed),
