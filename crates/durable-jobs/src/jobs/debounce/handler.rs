@@ -335,7 +335,14 @@ async fn clear_page<B: Storage + Clock>(
 /// finishes), and cancels a retry of failed batches a flush asked for. Returns the events
 /// taken.
 fn take_open_and_retrying<B: Storage + Clock>(step: &mut DebounceStep<'_, B>) -> u32 {
-    let executing = step.engine().is_executing();
+    // Flushing here, or (where attempts are recorded at their start) in another process
+    // sharing the storage, or in one that crashed before recording the outcome.
+    let started = step
+        .record()
+        .inflight
+        .as_ref()
+        .is_some_and(|i| i.started > i.attempt);
+    let executing = step.engine().is_executing() || started;
     let rec = step.record_mut();
     let mut taken = rec.batch.take().map_or(0, |b| b.event_count);
     rec.retry_failed = false;

@@ -184,7 +184,10 @@ async fn cancel<B: Storage + Clock>(
     let Some(IdRecord::Queued { key }) = step.extra(0, &id_key)? else {
         return Ok(Response::Cancelled { cancelled: false });
     };
-    if step.engine().is_running(&key) {
+    // Running here, or (where attempts are recorded at their start) in another process
+    // sharing the storage, or in one that crashed before recording the outcome.
+    let started = step.record().started.as_ref().is_some_and(|s| s.key == key);
+    if step.engine().is_running(&key) || started {
         return Ok(Response::Cancelled { cancelled: false });
     }
     let pool = step.record_mut();
