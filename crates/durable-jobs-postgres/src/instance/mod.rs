@@ -95,7 +95,13 @@ impl InstanceStorage {
 
     /// A transaction holding the instance's lock, fenced for an alarm step.
     async fn open(&self, kind: StepKind) -> Result<TxConn, StorageError> {
-        let tx = self.shared.store.transaction(self.lock_key).await?;
+        // The server takes at most `i32::MAX` ms.
+        let idle_limit = self.shared.lease_ms().clamp(1, i64::from(i32::MAX));
+        let tx = self
+            .shared
+            .store
+            .transaction(self.lock_key, idle_limit)
+            .await?;
         if kind == StepKind::Alarm {
             fence::check(
                 &tx,

@@ -25,15 +25,28 @@ impl TxConn {
     /// Begins a read-committed transaction on `conn` and takes the advisory lock `lock`
     /// (one round trip). Read committed, whatever the session's default: each statement
     /// after the lock then sees every step committed before it was granted.
-    pub async fn begin(conn: Object, io: Handle, lock: i64) -> Result<Self, StorageError> {
+    ///
+    /// The server ends the transaction, and so releases the lock, if it sits idle for
+    /// `idle_limit_ms`: a step never waits on anything but the database while it is open,
+    /// so only a process that was paused or cut off mid-step gets there, and it must not
+    /// hold up the instance's steps in other processes for longer than a lease.
+    pub async fn begin(
+        conn: Object,
+        io: Handle,
+        lock: i64,
+        idle_limit_ms: i64,
+    ) -> Result<Self, StorageError> {
         let tx = TxConn {
             conn: Some(conn),
             io,
         };
-        // `lock` is a number, so it can go into the text of a simple query, which may hold
-        // both statements.
-        let begin =
-            format!("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({lock})");
+        // Numbers only, so they can go into the text of a simple query, which may hold
+        // several statements.
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; \
+             SET LOCAL idle_in_transaction_session_timeout = {idle_limit_ms}; \
+             SELECT pg_advisory_xact_lock({lock})"
+        );
         tx.client()?
             .batch_execute(&begin)
             .await
