@@ -262,3 +262,51 @@ async fn a_process_whose_lease_was_taken_over_cannot_complete() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A process that shuts down with a pass still running past its grace gives the lease
+/// back: another process runs the work at once, without waiting for the lease to expire.
+#[tokio::test]
+async fn shutdown_hands_abandoned_work_over_at_once() {
+    let schema = unique_name("handover");
+    let (log_a, log_b) = (Log::default(), Log::default());
+    let (gate, control) = Gate::closed();
+    let mut stuck = Recorder::new("a", &log_a, 1);
+    stuck.gate = Some(gate);
+    let batcher = |label, log: &Log| Batcher {
+        label,
+        log: log.clone(),
+    };
+    let a = PostgresRuntime::builder(server().url(), registry(stuck, batcher("a", &log_a)))
+        .schema(&schema)
+        .lease(LEASE)
+        .shutdown_grace(Duration::from_millis(100))
+        .shards(1)
+        .connect()
+        .await
+        .unwrap();
+    a.client()
+        .worker_pool::<Recorder>()
+        .enqueue(&Task::named("x"))
+        .await
+        .unwrap();
+    let _still_closed = control.release;
+    control.started.await.unwrap();
+    let b_registry = registry(Recorder::new("b", &log_b, 1), batcher("b", &log_b));
+    let b = start(server().url(), &schema, b_registry, POLL, LEASE).await;
+
+    let stopped = std::time::Instant::now();
+    a.shutdown().await;
+    let client_b = b.client();
+    eventually("b processed the event", WAIT, || async {
+        processed(&client_b).await == 1
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < LEASE / 2,
+        "taken over after {:?}, not at the lease's end",
+        stopped.elapsed()
+    );
+    assert_eq!(log_a.lines(), ["a x attempt 1"]);
+    assert_eq!(log_b.lines(), ["b x attempt 2"]);
+    b.shutdown().await;
+}
