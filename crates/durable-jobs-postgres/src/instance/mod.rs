@@ -93,25 +93,22 @@ impl InstanceStorage {
         *self.step.borrow_mut() = StepState::Open(Box::new(tx));
     }
 
-    /// A transaction holding the instance's lock, fenced for an alarm step.
+    /// A transaction holding the instance's lock, fenced for an alarm step. The fence's
+    /// read is sent right behind the transaction's start: one round trip for both.
     async fn open(&self, kind: StepKind) -> Result<TxConn, StorageError> {
         // The server takes at most `i32::MAX` ms.
         let idle_limit = self.shared.lease_ms().clamp(1, i64::from(i32::MAX));
-        let tx = self
-            .shared
-            .store
-            .transaction(self.lock_key, idle_limit)
-            .await?;
-        if kind == StepKind::Alarm {
-            fence::check(
-                &tx,
-                &self.shared.store.sql,
-                &self.id,
-                &self.stored_id,
-                self.pass.get(),
-            )
-            .await?;
+        let tx = self.shared.store.transaction().await?;
+        let begin = tx.begin(self.lock_key, idle_limit);
+        if kind == StepKind::Request {
+            begin.await?;
+            return Ok(tx);
         }
+        let sql = &self.shared.store.sql;
+        let fence = fence::check(&tx, sql, &self.id, &self.stored_id, self.pass.get());
+        let (begun, fenced) = futures::join!(begin, fence);
+        begun?;
+        fenced?;
         Ok(tx)
     }
 

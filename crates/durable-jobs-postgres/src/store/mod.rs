@@ -59,11 +59,9 @@ impl Store {
             .map_err(|e| StorageError::with_source("no PostgreSQL connection", e))
     }
 
-    /// A connection inside a new transaction holding the advisory lock `lock`, ended by
-    /// the server if left idle for `idle_limit_ms` (see [`TxConn::begin`]).
-    pub async fn transaction(&self, lock: i64, idle_limit_ms: i64) -> Result<TxConn, StorageError> {
-        let conn = self.connection().await?;
-        TxConn::begin(conn, self.io.clone(), lock, idle_limit_ms).await
+    /// A connection for a transaction, not begun yet (see [`TxConn::begin`]).
+    pub async fn transaction(&self) -> Result<TxConn, StorageError> {
+        Ok(TxConn::new(self.connection().await?, self.io.clone()))
     }
 
     /// Closes the pool: idle connections close, and those in use close when returned.

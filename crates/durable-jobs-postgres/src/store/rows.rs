@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use deadpool_postgres::Object;
 use durable_jobs::adapters::{AlarmWrite, WriteBatch, WriteOp};
 use durable_jobs::StorageError;
+use futures::future::{try_join_all, LocalBoxFuture};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -26,6 +27,20 @@ async fn query(
     conn.query(&statement, params)
         .await
         .map_err(|e| db_error("a read or write of instance rows failed", &e))
+}
+
+/// [`query`] owning its list of parameters, so that several can be in flight at once.
+async fn query_with<'a>(
+    conn: &'a Object,
+    sql: &'a str,
+    params: Vec<&'a (dyn ToSql + Sync)>,
+) -> Result<Vec<Row>, StorageError> {
+    query(conn, sql, &params).await
+}
+
+/// A value as a statement parameter.
+fn param<T: ToSql + Sync>(value: &T) -> &(dyn ToSql + Sync) {
+    value
 }
 
 /// The values of `keys` (in their order) of the instance stored as `instance`.
@@ -95,6 +110,9 @@ pub(crate) struct Notify<'a> {
 /// everything of the instance first if asked, then the puts and deletes (the last write
 /// of a key wins, as in order), then the alarm. Returns whether it set an alarm due soon
 /// (and announced it, delivered when the transaction commits).
+///
+/// The statements after the delete-all touch different rows, so they are sent together
+/// and their answers awaited together: one round trip instead of one each.
 pub(crate) async fn write(
     conn: &Object,
     sql: &Statements,
@@ -108,27 +126,35 @@ pub(crate) async fn write(
         query(conn, &sql.delete_instance, &[&instance]).await?;
     }
     let (put_keys, put_values, deletes) = last_writes(ops);
+    let mut writes: Vec<LocalBoxFuture<'_, Result<Vec<Row>, StorageError>>> = Vec::new();
     if !put_keys.is_empty() {
-        query(conn, &sql.put_rows, &[&instance, &put_keys, &put_values]).await?;
+        let params = vec![param(&instance), &put_keys, &put_values];
+        writes.push(Box::pin(query_with(conn, &sql.put_rows, params)));
     }
     if !deletes.is_empty() {
-        query(conn, &sql.delete_rows, &[&instance, &deletes]).await?;
+        let params = vec![param(&instance), &deletes];
+        writes.push(Box::pin(query_with(conn, &sql.delete_rows, params)));
     }
-    match alarm {
+    let mut soon = false;
+    match &alarm {
         Some(AlarmWrite::Set(at)) => {
-            query(conn, &sql.set_alarm, &[&instance, &at]).await?;
-            if at < notify.before {
-                query(conn, sql.notify, &[&notify.channel]).await?;
-                return Ok(true);
+            let params = vec![param(&instance), at];
+            writes.push(Box::pin(query_with(conn, &sql.set_alarm, params)));
+            if *at < notify.before {
+                let params = vec![param(&notify.channel)];
+                writes.push(Box::pin(query_with(conn, sql.notify, params)));
+                soon = true;
             }
         }
         // After a delete-all the alarm row is gone already.
         Some(AlarmWrite::Clear) if !delete_all => {
-            query(conn, &sql.clear_alarm, &[&instance]).await?;
+            let params = vec![param(&instance)];
+            writes.push(Box::pin(query_with(conn, &sql.clear_alarm, params)));
         }
         _ => {}
     }
-    Ok(false)
+    try_join_all(writes).await?;
+    Ok(soon)
 }
 
 /// The final write of each key, stored form: puts (keys, values) and deletes.

@@ -22,24 +22,24 @@ pub(crate) struct TxConn {
 }
 
 impl TxConn {
-    /// Begins a read-committed transaction on `conn` and takes the advisory lock `lock`
-    /// (one round trip). Read committed, whatever the session's default: each statement
-    /// after the lock then sees every step committed before it was granted.
+    /// `conn`, about to begin a transaction: from here on, dropping it rolls back.
+    pub fn new(conn: Object, io: Handle) -> Self {
+        TxConn {
+            conn: Some(conn),
+            io,
+        }
+    }
+
+    /// Begins a read-committed transaction and takes the advisory lock `lock` (one round
+    /// trip). Read committed, whatever the session's default: each statement after the
+    /// lock then sees every step committed before it was granted. Statements sent after
+    /// this one, before it is answered, run inside the transaction.
     ///
     /// The server ends the transaction, and so releases the lock, if it sits idle for
     /// `idle_limit_ms`: a step never waits on anything but the database while it is open,
     /// so only a process that was paused or cut off mid-step gets there, and it must not
     /// hold up the instance's steps in other processes for longer than a lease.
-    pub async fn begin(
-        conn: Object,
-        io: Handle,
-        lock: i64,
-        idle_limit_ms: i64,
-    ) -> Result<Self, StorageError> {
-        let tx = TxConn {
-            conn: Some(conn),
-            io,
-        };
+    pub async fn begin(&self, lock: i64, idle_limit_ms: i64) -> Result<(), StorageError> {
         // Numbers only, so they can go into the text of a simple query, which may hold
         // several statements.
         let begin = format!(
@@ -47,11 +47,10 @@ impl TxConn {
              SET LOCAL idle_in_transaction_session_timeout = {idle_limit_ms}; \
              SELECT pg_advisory_xact_lock({lock})"
         );
-        tx.client()?
+        self.client()?
             .batch_execute(&begin)
             .await
-            .map_err(|e| db_error("cannot begin a step's transaction", &e))?;
-        Ok(tx)
+            .map_err(|e| db_error("cannot begin a step's transaction", &e))
     }
 
     /// The connection, for the statements of the transaction.
