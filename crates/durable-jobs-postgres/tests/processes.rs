@@ -364,3 +364,78 @@ async fn a_running_event_is_not_cancelled_through_another_process() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// During a rolling deploy, a process whose registry lacks a job (an older build) leaves
+/// that job's alarms to the processes that run it, instead of taking them and finding
+/// nothing to run.
+#[tokio::test]
+async fn a_process_without_a_job_leaves_its_alarms_to_those_with_it() {
+    let schema = unique_name("rolling");
+    let (log_old, log_new) = (Log::default(), Log::default());
+    let old_jobs = durable_jobs::Registry::builder()
+        .debounce(
+            "batcher",
+            Batcher {
+                label: "old",
+                log: log_old.clone(),
+            },
+        )
+        .build()
+        .unwrap();
+    let old = start(server().url(), &schema, old_jobs, POLL, LEASE).await;
+    let new_jobs = || {
+        registry(
+            Recorder::new("new", &log_new, 1),
+            Batcher {
+                label: "new",
+                log: log_new.clone(),
+            },
+        )
+    };
+    // An event queued while its pool is paused: stored, with no alarm.
+    let first = start(server().url(), &schema, new_jobs(), POLL, LEASE).await;
+    let pool = first.client();
+    pool.worker_pool::<Recorder>().pause_all().await.unwrap();
+    pool.worker_pool::<Recorder>()
+        .enqueue(&Task::named("x"))
+        .await
+        .unwrap();
+    first.shutdown().await;
+    // Only the old process runs when the pool's alarm falls due.
+    let sql = server().connect().await.unwrap();
+    let alarm = format!(
+        "INSERT INTO \"{schema}\".instances (id, alarm_at) VALUES ('workerPool:recorder:0', 0) \
+         ON CONFLICT (id) DO UPDATE SET alarm_at = 0"
+    );
+    sql.execute(&alarm, &[]).await.unwrap();
+    old.settle().await.unwrap();
+    tokio::time::sleep(POLL * 4).await;
+    let row = sql
+        .query_one(
+            &format!(
+                "SELECT alarm_at, alarm_owner FROM \"{schema}\".instances \
+                 WHERE id = 'workerPool:recorder:0'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<i64>>(0),
+        Some(0),
+        "the alarm is still due"
+    );
+    assert_eq!(row.get::<_, Option<String>>(1), None, "nobody took it");
+
+    let second = start(server().url(), &schema, new_jobs(), POLL, LEASE).await;
+    let client = second.client();
+    client.worker_pool::<Recorder>().resume_all().await.unwrap();
+    eventually("the new process ran the event", WAIT, || async {
+        processed(&client).await == 1
+    })
+    .await;
+    assert_eq!(log_new.lines(), ["new x attempt 1"]);
+    assert!(log_old.lines().is_empty());
+    old.shutdown().await;
+    second.shutdown().await;
+}

@@ -42,22 +42,31 @@ fn read<T: for<'a> tokio_postgres::types::FromSql<'a>>(
         .map_err(|e| db_error("an alarm row does not read", &e))
 }
 
-/// Takes up to `limit` alarms due at `now` that no live lease holds, oldest first, for
-/// `owner` until `lease_until`. Rows another process is claiming or writing right now are
-/// skipped, not waited for.
-pub(crate) async fn claim(
-    store: &Store,
-    owner: &str,
-    now: i64,
-    lease_until: i64,
-    limit: i64,
-) -> Result<Vec<Claimed>, StorageError> {
-    let rows = run(
-        store,
-        &store.sql.claim,
-        &[&owner, &lease_until, &now, &limit],
-    )
-    .await?;
+/// A claim's terms: who takes alarms due when, until when, how many, of which jobs.
+pub(crate) struct Terms<'a> {
+    /// This process's id.
+    pub owner: &'a str,
+    /// Alarms due at this time are taken.
+    pub now: i64,
+    /// The lease's end.
+    pub lease_until: i64,
+    /// At most this many.
+    pub limit: i64,
+    /// Only instances whose id starts with one of these (`{kind}:{name}:`).
+    pub jobs: &'a [String],
+}
+
+/// Takes alarms due that no live lease holds, oldest first, as `terms` say. Rows another
+/// process is claiming or writing right now are skipped, not waited for.
+pub(crate) async fn claim(store: &Store, terms: Terms<'_>) -> Result<Vec<Claimed>, StorageError> {
+    let params: [&(dyn ToSql + Sync); 5] = [
+        &terms.owner,
+        &terms.lease_until,
+        &terms.now,
+        &terms.limit,
+        &terms.jobs,
+    ];
+    let rows = run(store, &store.sql.claim, &params).await?;
     rows.iter()
         .map(|row| {
             let stored: String = read(row, 0)?;
@@ -127,19 +136,27 @@ pub(crate) async fn release_all(
         .map(drop)
 }
 
-/// The earliest alarm set after `now`, if any.
-pub(crate) async fn next_due(store: &Store, now: i64) -> Result<Option<i64>, StorageError> {
-    let rows = run(store, &store.sql.next_due, &[&now]).await?;
+/// The earliest alarm of `jobs` set after `now`, if any.
+pub(crate) async fn next_due(
+    store: &Store,
+    now: i64,
+    jobs: &[String],
+) -> Result<Option<i64>, StorageError> {
+    let rows = run(store, &store.sql.next_due, &[&now, &jobs]).await?;
     match rows.first() {
         Some(row) => read(row, 0),
         None => Ok(None),
     }
 }
 
-/// The earliest time at which an alarm due by `up_to` can be taken (its time, or the end
-/// of the lease or backoff that holds it).
-pub(crate) async fn next_claimable(store: &Store, up_to: i64) -> Result<Option<i64>, StorageError> {
-    let rows = run(store, &store.sql.next_claimable, &[&up_to]).await?;
+/// The earliest time at which an alarm of `jobs` due by `up_to` can be taken (its time,
+/// or the end of the lease or backoff that holds it).
+pub(crate) async fn next_claimable(
+    store: &Store,
+    up_to: i64,
+    jobs: &[String],
+) -> Result<Option<i64>, StorageError> {
+    let rows = run(store, &store.sql.next_claimable, &[&up_to, &jobs]).await?;
     match rows.first() {
         Some(row) => read(row, 0),
         None => Ok(None),

@@ -60,14 +60,14 @@ impl Poller {
             return Ok(0);
         }
         let now = shared.now();
-        let claimed = db::claim(
-            &shared.store,
-            &shared.owner,
+        let terms = db::Terms {
+            owner: &shared.owner,
             now,
-            now.saturating_add(shared.lease_ms()),
-            i64::try_from(limit).unwrap_or(i64::MAX),
-        )
-        .await?;
+            lease_until: now.saturating_add(shared.lease_ms()),
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            jobs: &shared.jobs,
+        };
+        let claimed = db::claim(&shared.store, terms).await?;
         let count = claimed.len();
         for db::Claimed { id, claim } in claimed {
             shared.leases.hold(id.clone(), claim);
@@ -118,7 +118,7 @@ impl Poller {
             return interval;
         }
         let now = self.shared.now();
-        match db::next_due(&self.shared.store, now).await {
+        match db::next_due(&self.shared.store, now, &self.shared.jobs).await {
             Ok(Some(at)) => {
                 let ms = u64::try_from(at.saturating_sub(now).max(0)).unwrap_or(u64::MAX);
                 Duration::from_millis(ms).min(interval)

@@ -158,6 +158,11 @@ impl Builder {
             leases: Leases::default(),
             releases: PendingReleases::default(),
             owner: process_owner(),
+            jobs: self
+                .registry
+                .jobs()
+                .map(|(kind, name)| format!("{kind}:{name}:"))
+                .collect(),
             lease: self.lease,
             poll_interval: self.poll_interval,
             wake_poller: Notify::new(),

@@ -120,7 +120,7 @@ impl PostgresRuntime {
             self.settle().await?;
             let shared = self.shared.clone();
             let next = self
-                .on_io(async move { db::next_claimable(&shared.store, target).await })
+                .on_io(async move { db::next_claimable(&shared.store, target, &shared.jobs).await })
                 .await?;
             match next {
                 Some(at) if at <= self.now() => {

@@ -25,6 +25,9 @@ pub(crate) struct Shared {
     pub releases: PendingReleases,
     /// This process's random id, recorded as the owner of its leases.
     pub owner: String,
+    /// The id prefix (`{kind}:{name}:`) of each job registered here: the alarms this
+    /// process takes.
+    pub jobs: Vec<String>,
     /// How long a claim holds an alarm before another process may take it over.
     pub lease: Duration,
     /// How often the poller looks for due alarms when nothing wakes it.

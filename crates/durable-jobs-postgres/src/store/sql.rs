@@ -30,7 +30,8 @@ pub(crate) struct Statements {
     pub notify: &'static str,
     /// `$1` instance: the alarm's current token, its row locked until the step ends.
     pub fence: String,
-    /// `$1` owner, `$2` lease end, `$3` now, `$4` limit: takes due alarms.
+    /// `$1` owner, `$2` lease end, `$3` now, `$4` limit, `$5` id prefixes of the jobs
+    /// registered here: takes due alarms.
     pub claim: String,
     /// `$1` ids, `$2` tokens, `$3` lease end: extends the leases still held.
     pub renew: String,
@@ -42,9 +43,10 @@ pub(crate) struct Statements {
     pub hold_back: String,
     /// `$1` ids, `$2` tokens: gives leases back, alarms untouched.
     pub release_all: String,
-    /// `$1` now: the earliest alarm set after now.
+    /// `$1` now, `$2` job prefixes: the earliest alarm set after now.
     pub next_due: String,
-    /// `$1` up to: the earliest time at which an alarm due by then can be taken.
+    /// `$1` up to, `$2` job prefixes: the earliest time at which an alarm due by then can
+    /// be taken.
     pub next_claimable: String,
 }
 
@@ -52,6 +54,14 @@ impl Statements {
     /// The statements of `schema`.
     pub fn new(schema: &SchemaName) -> Self {
         let s = schema.quoted();
+        // Only alarms of jobs this process runs: during a rolling deploy, a process without
+        // a new job must leave that job's alarms to those that have it.
+        let registered = |n: u8| {
+            format!(
+                "EXISTS (SELECT 1 FROM unnest(${n}::text[]) AS job(prefix) \
+                 WHERE starts_with(id, job.prefix))"
+            )
+        };
         let lease_unless_held_back = "alarm_lease_until = CASE WHEN instances.alarm_owner IS NULL \
              THEN NULL ELSE instances.alarm_lease_until END";
         Statements {
@@ -95,9 +105,10 @@ impl Statements {
                 "UPDATE {s}.instances SET alarm_owner = $1, \
                  alarm_token = nextval('{s}.alarm_tokens'), alarm_lease_until = $2 \
                  WHERE id IN (SELECT id FROM {s}.instances WHERE alarm_at <= $3 \
-                   AND (alarm_lease_until IS NULL OR alarm_lease_until < $3) \
+                   AND (alarm_lease_until IS NULL OR alarm_lease_until < $3) AND {} \
                    ORDER BY alarm_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id, alarm_token, alarm_at, alarm_seq"
+                 RETURNING id, alarm_token, alarm_at, alarm_seq",
+                registered(5)
             ),
             renew: format!(
                 "UPDATE {s}.instances AS i SET alarm_lease_until = $3 \
@@ -119,10 +130,14 @@ impl Statements {
                  FROM unnest($1::text[], $2::bigint[]) AS held(id, token) \
                  WHERE i.id = held.id AND i.alarm_token = held.token"
             ),
-            next_due: format!("SELECT min(alarm_at) FROM {s}.instances WHERE alarm_at > $1"),
+            next_due: format!(
+                "SELECT min(alarm_at) FROM {s}.instances WHERE alarm_at > $1 AND {}",
+                registered(2)
+            ),
             next_claimable: format!(
                 "SELECT min(GREATEST(alarm_at, COALESCE(alarm_lease_until + 1, alarm_at))) \
-                 FROM {s}.instances WHERE alarm_at <= $1"
+                 FROM {s}.instances WHERE alarm_at <= $1 AND {}",
+                registered(2)
             ),
         }
     }
