@@ -204,3 +204,35 @@ async fn ids_and_keys_with_nul_work_like_any_other() {
     assert_eq!(escaped, 1, "the id record of x\\0z, escaped");
     runtime.shutdown().await;
 }
+
+fn assert_send<T: Send>(value: T) -> T {
+    value
+}
+
+fn assert_send_sync<T: Send + Sync>(value: &T) -> &T {
+    value
+}
+
+/// The runtime can be shared between tasks and threads, and the client's futures can be
+/// spawned on a multi-threaded executor: a web server's handlers can enqueue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_is_shared_and_client_futures_are_send() {
+    let log = Log::default();
+    let runtime = std::sync::Arc::new(virtual_runtime(&log).await);
+    assert_send_sync(runtime.as_ref());
+    let client = assert_send(runtime.client());
+    let enqueued = tokio::spawn(async move {
+        assert_send(client.worker_pool::<Recorder>().enqueue(&Task::named("t"))).await
+    });
+    enqueued.await.unwrap().unwrap();
+    let shared = runtime.clone();
+    tokio::spawn(async move { shared.advance(Duration::ZERO).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.lines(), ["p t attempt 1"]);
+    std::sync::Arc::try_unwrap(runtime)
+        .unwrap()
+        .shutdown()
+        .await;
+}

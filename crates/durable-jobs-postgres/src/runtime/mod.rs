@@ -91,7 +91,8 @@ impl PostgresRuntime {
     }
 
     /// Waits until this process runs no request or alarm pass, and no alarm is due that it
-    /// could take: what is due now has run (here, or in another process that took it).
+    /// could take. Alarms due now have then run here, or are held by other processes (which
+    /// may still be running them).
     pub async fn settle(&self) -> Result<(), JobError> {
         let activity = &self.shared.activity;
         loop {
