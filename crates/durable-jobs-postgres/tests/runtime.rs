@@ -236,3 +236,52 @@ async fn the_runtime_is_shared_and_client_futures_are_send() {
         .shutdown()
         .await;
 }
+
+/// An alarm pass that fails (here a stored record that no longer decodes) gives its lease
+/// back held until a retry 1 s later, then 2 s...; once the record is readable again, the
+/// work runs.
+#[tokio::test]
+async fn a_failing_alarm_pass_is_retried_with_backoff() {
+    let log = Log::default();
+    let runtime = virtual_runtime(&log).await;
+    let schema = runtime.schema().as_str().to_owned();
+    let pool = runtime.client();
+    let pool = pool.worker_pool::<Recorder>();
+    pool.pause_all().await.unwrap();
+    let queued = pool
+        .enqueue_with(&Task::named("x"), EnqueueRequest::new().event_id("x"))
+        .await
+        .unwrap();
+    let instance = format!("workerPool:recorder:{}", queued.instance_index);
+    let sql = server().connect().await.unwrap();
+    let event =
+        format!("SELECT value FROM \"{schema}\".rows WHERE instance = $1 AND key LIKE 'q:%'");
+    let stored: Vec<u8> = sql.query_one(&event, &[&instance]).await.unwrap().get(0);
+    let write =
+        format!("UPDATE \"{schema}\".rows SET value = $2 WHERE instance = $1 AND key LIKE 'q:%'");
+    sql.execute(&write, &[&instance, &b"not json".as_slice()])
+        .await
+        .unwrap();
+    let held_until = || async {
+        let lease = format!(
+            "SELECT alarm_owner, alarm_lease_until FROM \"{schema}\".instances WHERE id = $1"
+        );
+        let row = sql.query_one(&lease, &[&instance]).await.unwrap();
+        let owner: Option<String> = row.get(0);
+        assert_eq!(owner, None, "the lease was given back");
+        row.get::<_, Option<i64>>(1).map(|t| t - runtime.now())
+    };
+
+    pool.resume_all().await.unwrap();
+    runtime.advance(Duration::ZERO).await.unwrap();
+    assert_eq!(held_until().await, Some(999), "held back for 1 s");
+    runtime.advance(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(held_until().await, Some(1_999), "then for 2 s");
+    assert!(log.lines().is_empty());
+
+    sql.execute(&write, &[&instance, &stored]).await.unwrap();
+    runtime.advance(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(log.lines(), ["p x attempt 1"]);
+    assert_eq!(held_until().await, None, "released");
+    runtime.shutdown().await;
+}
