@@ -24,6 +24,10 @@ const CLAIM_BATCH: usize = 256;
 /// left to other processes or to later rounds.
 const MAX_PASSES: usize = 1024;
 
+/// How soon to look again while the process runs as many passes as it may: ending passes
+/// do not wake the poller.
+const SATURATED_RECHECK: Duration = Duration::from_millis(50);
+
 /// Backoff after a failed round: from this, doubling...
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// ...up to this.
@@ -97,6 +101,8 @@ impl Poller {
                     failures = 0;
                     if count == CLAIM_BATCH {
                         Duration::ZERO
+                    } else if self.shared.activity.passes() >= MAX_PASSES {
+                        SATURATED_RECHECK
                     } else {
                         self.until_next().await
                     }
