@@ -93,6 +93,12 @@ pub enum ConnectError {
     /// The schema name is invalid, or the schema could not be migrated.
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    /// The runtime could not start its threads or executors.
+    #[error("cannot start the PostgreSQL runtime: {reason}")]
+    Start {
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// A pool of connections to one database whose schema is migrated.

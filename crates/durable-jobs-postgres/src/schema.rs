@@ -33,10 +33,10 @@ const fn migration(version: u32, sql: &'static str) -> Migration {
 /// Every migration, oldest first. Each runs once per schema, with `search_path` set to the
 /// schema, so its SQL names no schema. A migration is never edited once released: changes
 /// go into a new one, appended here.
-const MIGRATIONS: &[Migration] = &[migration(
-    1,
-    include_str!("migrations/0001_instances_and_rows.sql"),
-)];
+const MIGRATIONS: &[Migration] = &[
+    migration(1, include_str!("migrations/0001_instances_and_rows.sql")),
+    migration(2, include_str!("migrations/0002_alarm_leases.sql")),
+];
 
 /// The newest schema version this build knows, the version [`migrate`] brings a schema to.
 ///

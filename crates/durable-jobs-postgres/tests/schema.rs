@@ -395,3 +395,51 @@ async fn a_database_that_does_not_exist_is_a_connect_error() {
     assert!(matches!(err, ConnectError::Connect { .. }), "{err:?}");
     assert!(message.contains(&missing), "{message}");
 }
+
+#[tokio::test]
+async fn version_2_adds_alarm_leases_to_a_version_1_schema_with_data() {
+    let mut client = client().await;
+    let schema = unique_name("upgrade");
+    // A schema as version 1 left it, with an instance whose alarm is set.
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\";
+             CREATE TABLE schema_version (version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             {}
+             INSERT INTO schema_version (version) VALUES (1);
+             INSERT INTO instances VALUES ('workerPool:mail:0', 1700000000000);
+             RESET search_path;",
+            include_str!("../src/migrations/0001_instances_and_rows.sql")
+        ))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        migrate(&mut client, &schema).await.unwrap(),
+        SUPPORTED_VERSION
+    );
+    assert_eq!(versions(&client, &schema).await, all_versions());
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT alarm_at, alarm_owner, alarm_token, alarm_lease_until, alarm_seq \
+                 FROM \"{schema}\".instances"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i64>>(0), Some(1_700_000_000_000));
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    assert_eq!(row.get::<_, i64>(2), 0);
+    assert_eq!(row.get::<_, Option<i64>>(3), None);
+    assert_eq!(row.get::<_, i64>(4), 0);
+    // Tokens come from one sequence of the schema.
+    let token: i64 = client
+        .query_one(&format!("SELECT nextval('\"{schema}\".alarm_tokens')"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(token, 1);
+}

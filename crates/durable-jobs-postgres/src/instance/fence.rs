@@ -1,0 +1,54 @@
+//! The fence of an alarm pass's steps.
+//!
+//! A process runs an alarm pass under a lease it took with a fresh token. When its lease
+//! runs out (it was paused, or cut off from the database, and could not renew it), another
+//! process takes the alarm with a new token and runs the work again. The first process may
+//! still be running user code; its steps must then commit nothing, or a completion could
+//! land after, or beside, the other process's. So every step of a pass reads the token
+//! inside its transaction, after the advisory lock, and locks the row: the token cannot
+//! change before the step commits, and a step whose token is no longer current fails.
+
+use durable_jobs::StorageError;
+
+use crate::store::db_error;
+use crate::store::sql::Statements;
+use crate::store::tx::TxConn;
+
+/// Fails unless the alarm of the instance stored as `stored_id` still carries `token`,
+/// the token of the pass this process runs (`None`: it runs none).
+pub(super) async fn check(
+    tx: &TxConn,
+    sql: &Statements,
+    id: &str,
+    stored_id: &str,
+    token: Option<i64>,
+) -> Result<(), StorageError> {
+    let Some(token) = token else {
+        return Err(StorageError::new(format!(
+            "an alarm step of {id} ran without a lease on its alarm; nothing was committed"
+        )));
+    };
+    let conn = tx.client()?;
+    let statement = conn
+        .prepare_cached(&sql.fence)
+        .await
+        .map_err(|e| db_error("cannot prepare a statement", &e))?;
+    let row = conn
+        .query_opt(&statement, &[&stored_id])
+        .await
+        .map_err(|e| db_error("cannot read the alarm's lease", &e))?;
+    let current: Option<i64> = match row {
+        Some(row) => Some(
+            row.try_get(0)
+                .map_err(|e| db_error("cannot read the alarm's lease", &e))?,
+        ),
+        None => None,
+    };
+    if current == Some(token) {
+        return Ok(());
+    }
+    Err(StorageError::new(format!(
+        "the alarm pass of {id} was fenced off: its lease (token {token}) was taken over by \
+         another process, so this step committed nothing"
+    )))
+}

@@ -1,0 +1,62 @@
+//! The shared behaviour suite on the PostgreSQL runtime: one real server for the test
+//! binary (or a fresh database on `DATABASE_URL`), a schema of its own for each test, and a
+//! virtual clock.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use durable_jobs::services::tracker::MemoryTracker;
+use durable_jobs::testing::DEFAULT_START;
+use durable_jobs::{JobsClient, Registry};
+use durable_jobs_conformance::TestRuntime;
+use durable_jobs_postgres::testing::{unique_name, TestServer};
+use durable_jobs_postgres::{PostgresRuntime, PostgresTransport};
+
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| match TestServer::new() {
+        Ok(server) => server,
+        Err(e) => panic!("no PostgreSQL server for the tests: {e}"),
+    })
+}
+
+struct Postgres {
+    runtime: PostgresRuntime,
+    tracker: Arc<MemoryTracker>,
+}
+
+impl TestRuntime for Postgres {
+    type Transport = PostgresTransport;
+
+    async fn start(registry: Registry) -> Self {
+        let tracker = Arc::new(MemoryTracker::new());
+        let runtime = PostgresRuntime::builder(server().url(), registry)
+            .schema(unique_name("conformance"))
+            .virtual_clock(DEFAULT_START)
+            .tracker(tracker.clone())
+            .shards(2)
+            .max_connections(4)
+            .connect()
+            .await
+            .expect("start a runtime on the test server");
+        Postgres { runtime, tracker }
+    }
+
+    fn client(&self) -> JobsClient<PostgresTransport> {
+        self.runtime.client()
+    }
+
+    async fn advance(&self, by: Duration) {
+        self.runtime.advance(by).await.expect("advance");
+    }
+
+    fn now(&self) -> i64 {
+        self.runtime.now()
+    }
+
+    fn events_of(&self, instance_id: &str) -> Vec<&'static str> {
+        self.tracker.types_for(instance_id)
+    }
+}
+
+durable_jobs_conformance::conformance_tests!(Postgres, |fut| futures::executor::block_on(fut));
