@@ -11,10 +11,12 @@ use durable_jobs::testing::DEFAULT_START;
 use durable_jobs::{EnqueueRequest, Registry, RetryPolicy, WorkerPool, WorkerPoolContext};
 use durable_jobs_local::LocalRuntime;
 
-/// Events queued on the one instance, five times what the cache holds at most.
-const BACKLOG: u32 = 3_000;
+/// Events queued on the one instance, over four times what the cache holds at most.
+const BACKLOG: u32 = 10_000;
+/// Events with ids on the one instance, more than the cache holds.
+const IDS: u32 = 3_000;
 /// Rows a live instance may cache: a few per key family, independent of the backlog.
-const CACHED_ROWS_AT_MOST: usize = 600;
+const CACHED_ROWS_AT_MOST: usize = 2_200;
 
 /// Records the numbers it processes; the first attempt of every twentieth one fails, and
 /// with no retries it becomes a dead letter.
@@ -155,24 +157,24 @@ fn ids_of_a_big_instance_are_still_deduplicated_and_cancelled() {
         let pool = client.worker_pool::<Numbers>();
         pool.pause_all().await.unwrap();
         let with_id = |n: u32| EnqueueRequest::new().event_id(format!("e{n}"));
-        for n in 1..=1_000 {
+        for n in 1..=IDS {
             let queued = pool.enqueue_with(&n, with_id(n)).await.unwrap();
             assert!(!queued.duplicate);
         }
-        for n in (1..=1_000).rev() {
+        for n in (1..=IDS).rev() {
             let again = pool.enqueue_with(&n, with_id(n)).await.unwrap();
             assert!(again.duplicate, "e{n} was queued before");
         }
-        assert!(pool.cancel("e500").await.unwrap());
-        assert!(!pool.cancel("e500").await.unwrap());
+        assert!(pool.cancel("e1500").await.unwrap());
+        assert!(!pool.cancel("e1500").await.unwrap());
         let live = cached_rows(&rt).await;
         assert!(live <= CACHED_ROWS_AT_MOST, "{live} rows cached");
         pool.resume_all().await.unwrap();
         rt.settle().await.unwrap();
-        let expected: Vec<u32> = (1..=1_000).filter(|n| n % 20 != 0 && *n != 500).collect();
+        let expected: Vec<u32> = (1..=IDS).filter(|n| n % 20 != 0 && *n != 1500).collect();
         assert!(
             *job.seen.lock().unwrap() == expected,
-            "each once, e500 never"
+            "each once, e1500 never"
         );
         rt.shutdown().await;
     });

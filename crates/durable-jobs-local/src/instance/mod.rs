@@ -9,20 +9,23 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use durable_jobs::adapters::{self, AlarmWrite, ListOptions, Storage, WriteBatch};
+use durable_jobs::adapters::{self, AlarmWrite, ListOptions, Storage, WriteBatch, WriteOp};
 use durable_jobs::StorageError;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::clock::Clock;
 use crate::commit_tracker::CommitTracker;
 use crate::shard::alarm_queue::AlarmQueue;
-use crate::store::{LoadedInstance, RowRange, StoreHandle};
+use crate::store::{LoadedInstance, RowRange, Rows, StoreHandle};
 
 use row_cache::{KeyRange, RowCache};
 
 /// Rows read at least by a range read that misses the cache, so that walking a queue
 /// costs one read of the store per this many steps, not one per step.
-const PREFETCH: usize = 64;
+const PREFETCH: usize = 128;
+/// A walk along a range reads ahead once fewer cached rows than this remain in front of
+/// it, so the next rows arrive before they are needed and no step waits for the store.
+const READ_AHEAD_BELOW: usize = PREFETCH;
 /// Rows an instance reads when it becomes live: all of them if it has no more.
 pub(crate) const FIRST_ROWS: usize = 64;
 
@@ -50,6 +53,35 @@ pub(crate) struct InstanceStorage {
     alarm_writes: Cell<u64>,
     /// Which commits are durable, and whether one was lost.
     commits: Rc<CommitTracker>,
+    /// A range read sent ahead of need, not learned yet.
+    ahead: RefCell<Option<ReadAhead>>,
+}
+
+/// A range read sent before the rows are needed, and the writes made to its range since:
+/// the read does not hold them, so they are replayed on what it returns.
+struct ReadAhead {
+    range: KeyRange,
+    reply: oneshot::Receiver<Result<Rows, StorageError>>,
+    writes: Vec<WriteOp>,
+}
+
+impl ReadAhead {
+    /// Keeps the writes of `batch` that fall in the range.
+    fn record(&mut self, batch: &WriteBatch) {
+        let inside = |key: &String| {
+            key.as_str() >= self.range.start.as_str()
+                && self.range.end.as_deref().is_none_or(|e| key.as_str() < e)
+        };
+        let kept: Vec<WriteOp> = batch
+            .ops()
+            .iter()
+            .filter(|op| match op {
+                WriteOp::Put(key, _) | WriteOp::Delete(key) => inside(key),
+            })
+            .cloned()
+            .collect();
+        self.writes.extend(kept);
+    }
 }
 
 impl InstanceStorage {
@@ -75,6 +107,7 @@ impl InstanceStorage {
             wake,
             alarm_writes: Cell::new(0),
             commits: Rc::default(),
+            ahead: RefCell::new(None),
         }
     }
 
@@ -104,6 +137,95 @@ impl InstanceStorage {
     pub fn consume_alarm(&self, at: i64) {
         if self.alarm.get() == Some(at) {
             self.alarm.set(None);
+        }
+    }
+}
+
+/// Range reads of the store: on a miss, and ahead of a walk along a queue.
+impl InstanceStorage {
+    /// Reads `range` (at least `PREFETCH` rows of it) from the store and learns it.
+    async fn fetch(&self, range: KeyRange) -> Result<Rows, StorageError> {
+        let version = self.rows.borrow().version();
+        let fetch_limit = range.limit.map(|l| l.max(PREFETCH));
+        let request = RowRange {
+            start: range.start.clone(),
+            end: range.end.clone(),
+            limit: fetch_limit,
+        };
+        let fetched = self.store.list(self.id.clone(), request).await?;
+        self.rows
+            .borrow_mut()
+            .learn_range(version, &range, fetch_limit, &fetched);
+        let mut found = fetched;
+        found.truncate(range.limit.unwrap_or(usize::MAX));
+        Ok(found)
+    }
+
+    /// Sends a read of the rows after the cached ones along `range`, when few are left.
+    async fn read_ahead(&self, range: &KeyRange) {
+        if self.ahead.borrow().is_some() {
+            return;
+        }
+        let Some(start) = self.rows.borrow().read_ahead_start(range, READ_AHEAD_BELOW) else {
+            return;
+        };
+        let ahead = KeyRange {
+            start,
+            end: range.end.clone(),
+            limit: Some(PREFETCH),
+        };
+        let request = RowRange {
+            start: ahead.start.clone(),
+            end: ahead.end.clone(),
+            limit: ahead.limit,
+        };
+        // A read that cannot be sent is simply not made: the walk reads on its next miss.
+        if let Ok(reply) = self.store.list_later(self.id.clone(), request).await {
+            *self.ahead.borrow_mut() = Some(ReadAhead {
+                range: ahead,
+                reply,
+                writes: Vec::new(),
+            });
+        }
+    }
+
+    /// Learns a read ahead once it has arrived, or (`wait`) waits for it; returns whether
+    /// one was learned. A failed read ahead is dropped: the walk reads on its next miss.
+    async fn learn_ahead(&self, wait: bool) -> bool {
+        let Some(mut ahead) = self.ahead.borrow_mut().take() else {
+            return false;
+        };
+        let answer = match ahead.reply.try_recv() {
+            Ok(answer) => answer,
+            // No commit of the instance can come meanwhile, so none escapes `writes`: the
+            // caller is a step, which holds the engine's lock.
+            Err(oneshot::error::TryRecvError::Empty) if wait => match (&mut ahead.reply).await {
+                Ok(answer) => answer,
+                Err(_) => return false,
+            },
+            Err(oneshot::error::TryRecvError::Empty) => {
+                *self.ahead.borrow_mut() = Some(ahead);
+                return false;
+            }
+            Err(oneshot::error::TryRecvError::Closed) => return false,
+        };
+        let Ok(rows) = answer else {
+            return false;
+        };
+        self.rows
+            .borrow_mut()
+            .learn_ahead(&ahead.range, PREFETCH, rows, &ahead.writes);
+        true
+    }
+
+    /// Keeps the writes a read ahead under way must replay.
+    fn note_for_read_ahead(&self, batch: &WriteBatch) {
+        let mut ahead = self.ahead.borrow_mut();
+        if batch.deletes_all() {
+            // Everything is known now; what the read returns is older.
+            *ahead = None;
+        } else if let Some(ahead) = ahead.as_mut() {
+            ahead.record(batch);
         }
     }
 }
@@ -144,31 +266,21 @@ impl Storage for InstanceStorage {
 
     async fn list(&self, options: ListOptions<'_>) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let range = KeyRange::of(&options);
-        let version = {
-            let rows = self.rows.borrow();
-            if let Some(found) = rows.list(&range) {
+        self.learn_ahead(false).await;
+        let cached = self.rows.borrow().list(&range);
+        if let Some(found) = cached {
+            self.read_ahead(&range).await;
+            return Ok(found);
+        }
+        // A read ahead under way may hold what is missing: wait for it rather than read
+        // the same rows twice.
+        if self.learn_ahead(true).await {
+            let cached = self.rows.borrow().list(&range);
+            if let Some(found) = cached {
                 return Ok(found);
             }
-            rows.version()
-        };
-        let fetch_limit = range.limit.map(|l| l.max(PREFETCH));
-        let fetched = self
-            .store
-            .list(
-                self.id.clone(),
-                RowRange {
-                    start: range.start.clone(),
-                    end: range.end.clone(),
-                    limit: fetch_limit,
-                },
-            )
-            .await?;
-        self.rows
-            .borrow_mut()
-            .learn_range(version, &range, fetch_limit, &fetched);
-        let mut found = fetched;
-        found.truncate(range.limit.unwrap_or(usize::MAX));
-        Ok(found)
+        }
+        self.fetch(range).await
     }
 
     async fn commit(&self, mut batch: WriteBatch) -> Result<(), StorageError> {
@@ -180,6 +292,7 @@ impl Storage for InstanceStorage {
         // Applied to the cache at once and queued behind earlier commits; `sync` waits for
         // durability. The engine's lock orders commits of one instance.
         self.rows.borrow_mut().apply(&batch);
+        self.note_for_read_ahead(&batch);
         let alarm = match batch.alarm() {
             Some(AlarmWrite::Set(t)) => Some(Some(t)),
             Some(AlarmWrite::Clear) => Some(None),

@@ -21,7 +21,7 @@ use durable_jobs::adapters::{ListOptions, WriteBatch, WriteOp};
 use super::known_ranges::{before, prefix_end, successor, KnownRanges};
 
 /// Rows of one key family kept when the cache is trimmed.
-pub(crate) const KEPT_PER_FAMILY: usize = 64;
+pub(crate) const KEPT_PER_FAMILY: usize = 2 * 128;
 /// The cache is never trimmed below this many rows.
 const MIN_TRIM_MARK: usize = 4 * KEPT_PER_FAMILY;
 /// Known ranges held at most: reads of absent keys (ids never seen) each add one, with no
@@ -211,6 +211,68 @@ impl RowCache {
         self.trim();
     }
 
+    /// Where to read ahead of a walk along `range`, just answered from the cache: the end
+    /// of the known range it starts in, when fewer than `low` cached rows remain before
+    /// that end and the range goes on past it.
+    pub fn read_ahead_start(&self, range: &KeyRange, low: usize) -> Option<String> {
+        let known_end = self.known.end_of(&range.start)??;
+        if !before(known_end, range.end.as_deref()) {
+            return None;
+        }
+        let left = self
+            .rows
+            .range::<str, _>((
+                Bound::Included(range.start.as_str()),
+                Bound::Excluded(known_end),
+            ))
+            .take(low)
+            .count();
+        (left < low).then(|| known_end.to_string())
+    }
+
+    /// Learns what a read ahead returned, read with `fetch_limit` over `range`, with the
+    /// `writes` made to that range since it was sent (the read does not hold them).
+    pub fn learn_ahead(
+        &mut self,
+        range: &KeyRange,
+        fetch_limit: usize,
+        rows: Vec<(String, Vec<u8>)>,
+        writes: &[WriteOp],
+    ) {
+        let end = match rows.last() {
+            Some((last, _)) if rows.len() >= fetch_limit => Some(successor(last)),
+            _ => range.end.clone(),
+        };
+        let mut fetched: BTreeMap<String, Vec<u8>> = rows.into_iter().collect();
+        for op in writes {
+            match op {
+                WriteOp::Put(key, value)
+                    if key.as_str() >= range.start.as_str() && before(key, end.as_deref()) =>
+                {
+                    fetched.insert(key.clone(), value.clone());
+                }
+                WriteOp::Delete(key) => {
+                    fetched.remove(key);
+                }
+                WriteOp::Put(..) => {}
+            }
+        }
+        let stale: Vec<String> = self
+            .rows
+            .range::<str, _>((Bound::Included(range.start.as_str()), Bound::Unbounded))
+            .take_while(|(k, _)| before(k, end.as_deref()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            self.remove_row(&key);
+        }
+        for (key, value) in fetched {
+            self.insert_row(key, value);
+        }
+        self.known.insert(&range.start, end.as_deref());
+        self.trim();
+    }
+
     /// Applies a committed batch: rows inside known ranges change, others stay on disk.
     pub fn apply(&mut self, batch: &WriteBatch) {
         self.version += 1;
@@ -316,6 +378,7 @@ mod tests {
             prefix: String,
             start: Option<String>,
             limit: Option<usize>,
+            settle: bool,
         },
     }
 
@@ -338,11 +401,13 @@ mod tests {
                 prop_oneof![Just("q:"), Just("dead:"), Just("")],
                 prop::option::of(key()),
                 prop::option::of(1..80usize),
+                any::<bool>(),
             )
-                .prop_map(|(p, start, limit)| Op::List {
+                .prop_map(|(p, start, limit, settle)| Op::List {
                     prefix: p.to_string(),
                     start,
                     limit,
+                    settle,
                 }),
         ]
     }
@@ -361,14 +426,74 @@ mod tests {
         value
     }
 
+    /// A read ahead under way, as the instance storage keeps it: what the store returned
+    /// when it was sent, and the writes made to its range since.
+    struct Ahead {
+        range: KeyRange,
+        rows: Vec<(String, Vec<u8>)>,
+        writes: Vec<WriteOp>,
+    }
+
+    const AHEAD_ROWS: usize = 16;
+
+    fn learn(cache: &mut RowCache, ahead: &mut Option<Ahead>) -> bool {
+        let Some(a) = ahead.take() else { return false };
+        cache.learn_ahead(&a.range, AHEAD_ROWS, a.rows, &a.writes);
+        true
+    }
+
+    fn record(ahead: &mut Option<Ahead>, op: WriteOp) {
+        if let Some(a) = ahead.as_mut() {
+            let key = match &op {
+                WriteOp::Put(k, _) | WriteOp::Delete(k) => k,
+            };
+            if key.as_str() >= a.range.start.as_str()
+                && a.range.end.as_deref().is_none_or(|e| key.as_str() < e)
+            {
+                a.writes.push(op);
+            }
+        }
+    }
+
     fn read_list(
         cache: &mut RowCache,
         store: &BTreeMap<String, Vec<u8>>,
         options: ListOptions<'_>,
+        ahead: &mut Option<Ahead>,
+        settle: bool,
     ) -> Vec<(String, Vec<u8>)> {
         let range = KeyRange::of(&options);
+        if settle {
+            learn(cache, ahead);
+        }
         if let Some(rows) = cache.list(&range) {
+            if ahead.is_none() {
+                if let Some(start) = cache.read_ahead_start(&range, AHEAD_ROWS / 2) {
+                    let a = KeyRange {
+                        start,
+                        end: range.end.clone(),
+                        limit: Some(AHEAD_ROWS),
+                    };
+                    let opts = ListOptions {
+                        prefix: "",
+                        start: Some(&a.start),
+                        end: a.end.as_deref(),
+                        limit: a.limit,
+                    };
+                    let rows = list_sorted(store, opts);
+                    *ahead = Some(Ahead {
+                        range: a,
+                        rows,
+                        writes: Vec::new(),
+                    });
+                }
+            }
             return rows;
+        }
+        if learn(cache, ahead) {
+            if let Some(rows) = cache.list(&range) {
+                return rows;
+            }
         }
         let fetch = range.limit.map(|l| l.max(16));
         let rows = list_sorted(
@@ -395,33 +520,37 @@ mod tests {
                 initial.into_iter().map(|(k, v)| (k, vec![v])).collect();
             let first: Vec<_> = store.iter().take(first_rows).map(|(k, v)| (k.clone(), v.clone())).collect();
             let mut cache = RowCache::with_first_rows(first, first_rows >= store.len());
+            let mut ahead: Option<Ahead> = None;
             for op in ops {
                 match op {
                     Op::Put(k, v) => {
                         let mut batch = WriteBatch::new();
                         batch.put(k.clone(), vec![v]);
-                        store.insert(k, vec![v]);
+                        store.insert(k.clone(), vec![v]);
                         cache.apply(&batch);
+                        record(&mut ahead, WriteOp::Put(k, vec![v]));
                     }
                     Op::Delete(k) => {
                         let mut batch = WriteBatch::new();
                         batch.delete(k.clone());
                         store.remove(&k);
                         cache.apply(&batch);
+                        record(&mut ahead, WriteOp::Delete(k));
                     }
                     Op::DeleteAll => {
                         let mut batch = WriteBatch::new();
                         batch.delete_all();
                         store.clear();
                         cache.apply(&batch);
+                        ahead = None;
                     }
                     Op::Get(k) => {
                         prop_assert_eq!(read_get(&mut cache, &store, &k), store.get(&k).cloned());
                     }
-                    Op::List { prefix, start, limit } => {
+                    Op::List { prefix, start, limit, settle } => {
                         let options = ListOptions { prefix: &prefix, start: start.as_deref(), end: None, limit };
                         let expected = list_sorted(&store, options);
-                        prop_assert_eq!(read_list(&mut cache, &store, options), expected);
+                        prop_assert_eq!(read_list(&mut cache, &store, options, &mut ahead, settle), expected);
                     }
                 }
                 // Every cached row is the file's, and the cache stays small.

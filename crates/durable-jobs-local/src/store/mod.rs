@@ -4,7 +4,10 @@
 //! Commits from many instances are grouped into one transaction (one sync), and each is
 //! acknowledged only after that transaction is durable.
 
+mod group;
+mod reads;
 mod sqlite;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -223,6 +226,23 @@ impl StoreHandle {
         .await
     }
 
+    /// Sends a range read of an instance's rows, as of every commit queued so far; the
+    /// receiver answers it later.
+    pub async fn list_later(
+        &self,
+        instance: Arc<str>,
+        range: RowRange,
+    ) -> Result<oneshot::Receiver<Result<Rows, StorageError>>, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        let op = StoreOp::List {
+            instance,
+            range,
+            reply,
+        };
+        self.tx.send(op).await.map_err(|_| closed())?;
+        Ok(rx)
+    }
+
     /// A range of an instance's rows, as of every commit queued so far.
     pub async fn list(&self, instance: Arc<str>, range: RowRange) -> Result<Rows, StorageError> {
         self.ask(|reply| StoreOp::List {
@@ -273,6 +293,53 @@ mod tests {
     async fn commit(store: &StoreHandle, generation: u64, batch: WriteBatch) -> bool {
         let ack = store.commit("i".into(), generation, batch).await.unwrap();
         ack.await.unwrap().is_ok()
+    }
+
+    /// Many instances commit and read at once, so that reads arrive while groups are being
+    /// written: each read sees every commit its instance sent before it.
+    #[test]
+    fn reads_see_their_instances_commits_while_groups_are_written() {
+        use futures::future::join_all;
+        use std::sync::atomic::Ordering;
+        futures::executor::block_on(async {
+            let (store, thread) = StoreHandle::open(Location::Memory, Durability::Normal, None)
+                .expect("open an in-memory store");
+            let before = sqlite::READS_DURING_WRITES.load(Ordering::Relaxed);
+            let instances = (0..300).map(|n| {
+                let store = store.clone();
+                async move {
+                    let id: Arc<str> = format!("i{n}").into();
+                    for round in 0..40u8 {
+                        let mut batch = WriteBatch::new();
+                        batch.put(format!("q:{round:03}"), vec![round]);
+                        if round > 0 {
+                            batch.delete(format!("q:{:03}", round - 1));
+                        }
+                        let ack = store.commit(id.clone(), 1, batch).await.unwrap();
+                        let range = RowRange {
+                            start: "q:".into(),
+                            end: Some("q;".into()),
+                            limit: Some(2),
+                        };
+                        let rows = store.list(id.clone(), range).await.unwrap();
+                        assert_eq!(rows, [(format!("q:{round:03}"), vec![round])], "{id}");
+                        let read = store.read(id.clone(), vec![format!("q:{round:03}")]);
+                        assert_eq!(read.await.unwrap(), [Some(vec![round])]);
+                        if round % 8 == 0 {
+                            ack.await.unwrap().unwrap();
+                        }
+                    }
+                }
+            });
+            join_all(instances).await;
+            let during = sqlite::READS_DURING_WRITES.load(Ordering::Relaxed) - before;
+            assert!(
+                during > 0,
+                "no read arrived while a group was being written"
+            );
+            drop(store);
+            thread.join().unwrap();
+        });
     }
 
     #[test]

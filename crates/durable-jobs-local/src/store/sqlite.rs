@@ -1,14 +1,15 @@
 //! The thread that owns the SQLite connection.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::VecDeque;
 
-use durable_jobs::adapters::{AlarmWrite, WriteBatch, WriteOp};
 use durable_jobs::StorageError;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::mpsc;
 
-use super::{AlarmPage, Durability, LoadedInstance, Location, RowRange, Rows, StoreOp};
+use super::group::{Fence, Group, PendingCommit};
+use super::reads;
+use super::writer::Writer;
+use super::{Durability, Location, StoreOp};
 use crate::error::OpenError;
 
 /// Marks our files (`PRAGMA application_id`), so a foreign SQLite file is refused.
@@ -16,6 +17,8 @@ const APPLICATION_ID: i32 = 0x444a_4f42; // "DJOB"
 const SCHEMA_VERSION: i32 = 1;
 /// Commits grouped into one transaction at most.
 const GROUP: usize = 4096;
+/// Commits written between two looks for reads waiting in the channel.
+const READS_EVERY: usize = 64;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -31,56 +34,14 @@ CREATE TABLE IF NOT EXISTS alarms (
 CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms (at, instance);
 ";
 
-/// The commits of the group being built: queued, then written into the open
-/// transaction, and acknowledged once it commits.
-#[derive(Default)]
-struct Group {
-    /// Whether a transaction is open.
-    open: bool,
-    /// Commits written into the open transaction.
-    written: Vec<PendingCommit>,
-    /// Commits not written yet: they are written together, with statements prepared
-    /// once, when the group commits or a read needs them.
-    queued: Vec<PendingCommit>,
-    /// Fired alarms to remove, with their times, not written yet.
-    consumed: Vec<(Arc<str>, i64)>,
-}
-
-impl Group {
-    fn len(&self) -> usize {
-        self.written.len() + self.queued.len() + self.consumed.len()
-    }
-
-    /// Whether a queued write touches `instance`, so a read of it must wait for it.
-    fn touches(&self, instance: &str) -> bool {
-        self.queued.iter().any(|c| c.instance.as_ref() == instance)
-            || self.consumed.iter().any(|(id, _)| id.as_ref() == instance)
-    }
-}
-
-/// A commit waiting for its group's transaction.
-struct PendingCommit {
-    instance: Arc<str>,
-    /// The generation of the engine that made it.
-    generation: u64,
-    batch: WriteBatch,
-    /// Answered once the group's transaction committed or failed.
-    reply: oneshot::Sender<Result<(), StorageError>>,
-}
-
 pub(super) struct Db {
     conn: Connection,
-    /// Instances with a lost commit, with the newest engine generation that lost one and
-    /// why: commits of that generation or older are refused (see `StoreHandle::commit`).
-    lost: HashMap<Arc<str>, (u64, Arc<str>)>,
+    /// Refuses commits made on top of a lost one.
+    fence: Fence,
     /// The file's page size: `max_page_count` counts pages, the size cap counts bytes.
     page_size: u64,
     /// SQLite's own page limit, which lifting the size cap restores.
     unlimited_pages: u64,
-}
-
-fn storage_error(context: &str, e: rusqlite::Error) -> StorageError {
-    StorageError::with_source(context.to_string(), e)
 }
 
 /// A pragma whose value is a count (a page size, a number of pages).
@@ -169,7 +130,7 @@ impl Db {
         let unlimited_pages = query_u64(&conn, "max_page_count").map_err(fail)?;
         let db = Db {
             conn,
-            lost: HashMap::new(),
+            fence: Fence::default(),
             page_size: page_size.max(1),
             unlimited_pages,
         };
@@ -206,129 +167,74 @@ impl Db {
     ///
     /// Commits are acknowledged when their group's transaction commits: once the queue is
     /// empty or the group is full, so one sync covers many commits. Reads run on the same
-    /// connection, inside that transaction, so they see the group's writes.
-    pub fn run(mut self, mut rx: mpsc::Receiver<StoreOp>) {
+    /// connection, inside that transaction, so they see the group's writes; a read that
+    /// arrives while a group is being written is answered between two commits, not after
+    /// the whole group, so that an instance reading its queue's next rows does not wait
+    /// for thousands of other instances' writes.
+    pub fn run(mut self, rx: mpsc::Receiver<StoreOp>) {
+        let mut inbox = Inbox {
+            rx,
+            deferred: VecDeque::new(),
+        };
         let mut group = Group::default();
-        while let Some(first) = rx.blocking_recv() {
+        while let Some(first) = inbox.next_blocking() {
             let mut next = Some(first);
             while let Some(op) = next.take() {
-                self.serve(op, &mut group);
+                self.serve(op, &mut group, &mut inbox);
                 if group.len() < GROUP {
-                    next = rx.try_recv().ok();
+                    next = inbox.try_next();
                 }
             }
-            self.flush(&mut group);
+            self.flush(&mut group, &mut inbox);
         }
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(error = %e, "checkpoint at close failed");
         }
     }
 
-    fn serve(&mut self, op: StoreOp, group: &mut Group) {
-        match op {
-            StoreOp::Commit {
-                instance,
-                generation,
-                batch,
-                reply,
-            } => {
-                let commit = PendingCommit {
-                    instance,
-                    generation,
-                    batch,
-                    reply,
-                };
-                if let Some(commit) = self.admit(commit) {
-                    group.queued.push(commit);
-                }
+    fn serve(&mut self, op: StoreOp, group: &mut Group, inbox: &mut Inbox) {
+        let op = match receive(&mut self.fence, group, op) {
+            Some(op) => op,
+            None => return,
+        };
+        if let Some(instance) = reads::instance_of(&op) {
+            if group.touches(instance) {
+                self.write_pending(group, inbox);
             }
-            StoreOp::ConsumeAlarm { instance, at } => group.consumed.push((instance, at)),
-            // The alarm driver trusts what it reads to be durable, and a new size cap
-            // applies to the commits queued after it: both wait for the group.
-            other @ (StoreOp::Alarms { .. } | StoreOp::MaxSize { .. }) => {
-                self.flush(group);
-                self.answer(other);
-            }
-            other => {
-                let instance = match &other {
-                    StoreOp::Load { instance, .. }
-                    | StoreOp::Read { instance, .. }
-                    | StoreOp::List { instance, .. } => Some(instance.clone()),
-                    _ => None,
-                };
-                if instance.is_some_and(|id| group.touches(&id)) {
-                    self.write_queued(group);
-                }
-                self.answer(other);
-            }
-        }
-    }
-
-    /// Writes the queued commits into the open transaction; a failure loses the group.
-    fn write_queued(&mut self, group: &mut Group) {
-        if group.queued.is_empty() && group.consumed.is_empty() {
+            reads::answer(&self.conn, op);
             return;
         }
-        let result = self.begin(group).and_then(|()| self.write_all(group));
-        group.written.append(&mut group.queued);
-        group.consumed.clear();
-        if let Err(e) = result {
-            self.abort(group, &e.to_string());
-        }
-    }
-
-    fn begin(&self, group: &mut Group) -> rusqlite::Result<()> {
-        if !group.open {
-            self.conn.execute_batch("BEGIN")?;
-            group.open = true;
-        }
-        Ok(())
-    }
-
-    /// Writes the queued commits and removes the fired alarms, with each statement
-    /// prepared once.
-    fn write_all(&self, group: &Group) -> rusqlite::Result<()> {
-        let conn = &self.conn;
-        let mut put = conn.prepare_cached(
-            "INSERT OR REPLACE INTO kv (instance, key, value) VALUES (?1, ?2, ?3)",
-        )?;
-        let mut delete = conn.prepare_cached("DELETE FROM kv WHERE instance = ?1 AND key = ?2")?;
-        let mut delete_all = conn.prepare_cached("DELETE FROM kv WHERE instance = ?1")?;
-        let mut set_alarm =
-            conn.prepare_cached("INSERT OR REPLACE INTO alarms (instance, at) VALUES (?1, ?2)")?;
-        let mut clear_alarm = conn.prepare_cached("DELETE FROM alarms WHERE instance = ?1")?;
-        let mut consume =
-            conn.prepare_cached("DELETE FROM alarms WHERE instance = ?1 AND at = ?2")?;
-        for (instance, at) in &group.consumed {
-            consume.execute(params![instance.as_ref(), at])?;
-        }
-        for PendingCommit {
-            instance, batch, ..
-        } in &group.queued
-        {
-            let id = instance.as_ref();
-            if batch.deletes_all() {
-                delete_all.execute([id])?;
-                clear_alarm.execute([id])?;
+        // The alarm driver trusts what it reads to be durable, and a new size cap applies
+        // to the commits received after it: both wait for the group.
+        self.flush(group, inbox);
+        match op {
+            StoreOp::MaxSize { bytes, reply } => {
+                let _ = reply.send(
+                    self.cap(bytes)
+                        .map_err(|e| StorageError::with_source("cannot change the size cap", e)),
+                );
             }
-            for op in batch.ops() {
-                match op {
-                    WriteOp::Put(k, v) => put.execute(params![id, k, v])?,
-                    WriteOp::Delete(k) => delete.execute(params![id, k])?,
-                };
+            other => {
+                reads::answer(&self.conn, other);
             }
-            match batch.alarm() {
-                Some(AlarmWrite::Set(at)) => set_alarm.execute(params![id, at])?,
-                Some(AlarmWrite::Clear) => clear_alarm.execute([id])?,
-                None => 0,
-            };
         }
-        Ok(())
     }
 
-    /// Writes what is queued, commits the group's transaction and answers its commits.
-    fn flush(&mut self, group: &mut Group) {
-        self.write_queued(group);
+    /// Writes what the group received and has not written; a failure loses the group.
+    fn write_pending(&mut self, group: &mut Group, inbox: &mut Inbox) {
+        while group.has_unwritten() {
+            let Db { conn, fence, .. } = self;
+            let result = begin(conn, group).and_then(|()| write_pass(conn, fence, group, inbox));
+            if let Err(e) = result {
+                self.abort(group, &e.to_string());
+                return;
+            }
+        }
+    }
+
+    /// Writes what is pending, commits the group's transaction and answers its commits.
+    fn flush(&mut self, group: &mut Group, inbox: &mut Inbox) {
+        self.write_pending(group, inbox);
         if !group.open {
             return;
         }
@@ -336,10 +242,7 @@ impl Db {
             self.abort(group, &e.to_string());
             return;
         }
-        for commit in group.written.drain(..) {
-            let _ = commit.reply.send(Ok(()));
-        }
-        *group = Group::default();
+        group.answer(|| Ok(()));
     }
 
     /// Rolls the group back, fences its instances and fails its commits.
@@ -350,191 +253,143 @@ impl Db {
                 tracing::error!(error = %e, "rollback failed");
             }
         }
-        group.written.append(&mut group.queued);
-        self.fence(&group.written, cause);
-        for commit in group.written.drain(..) {
-            let _ = commit.reply.send(Err(StorageError::new(format!(
+        self.fence.close(group, cause);
+        group.answer(|| {
+            Err(StorageError::new(format!(
                 "the group commit was rolled back: {cause}"
-            ))));
-        }
-        *group = Group::default();
-    }
-
-    /// Takes a commit into the group, or refuses it at once if it follows a lost commit
-    /// of its instance from the same engine generation (or an older one).
-    fn admit(&mut self, commit: PendingCommit) -> Option<PendingCommit> {
-        let Some((lost, cause)) = self.lost.get(&commit.instance) else {
-            return Some(commit);
-        };
-        if commit.generation > *lost {
-            // An engine loaded after the loss: the fence has done its work.
-            self.lost.remove(&commit.instance);
-            return Some(commit);
-        }
-        let _ = commit.reply.send(Err(StorageError::new(format!(
-            "refused, as it was made on top of an earlier commit of this instance that was \
-             lost ({cause})"
-        ))));
-        None
-    }
-
-    /// Remembers the instances of a failed group with their generations, so that commits
-    /// their engines made on top of the lost writes are refused.
-    fn fence(&mut self, group: &[PendingCommit], cause: &str) {
-        let cause: Arc<str> = Arc::from(cause);
-        for commit in group {
-            let lost = self
-                .lost
-                .entry(commit.instance.clone())
-                .or_insert((0, cause.clone()));
-            *lost = (lost.0.max(commit.generation), cause.clone());
-        }
-    }
-
-    /// Answers an op that is not a write: a read, or a change of the size cap.
-    fn answer(&mut self, op: StoreOp) {
-        match op {
-            StoreOp::Load {
-                instance,
-                rows,
-                reply,
-            } => {
-                let _ = reply.send(
-                    self.load(&instance, rows)
-                        .map_err(|e| storage_error("load failed", e)),
-                );
-            }
-            StoreOp::Read {
-                instance,
-                keys,
-                reply,
-            } => {
-                let _ = reply.send(
-                    self.read(&instance, &keys)
-                        .map_err(|e| storage_error("read failed", e)),
-                );
-            }
-            StoreOp::List {
-                instance,
-                range,
-                reply,
-            } => {
-                let _ = reply.send(
-                    self.list(&instance, &range)
-                        .map_err(|e| storage_error("range read failed", e)),
-                );
-            }
-            StoreOp::Alarms {
-                after,
-                before,
-                limit,
-                reply,
-            } => {
-                let _ = reply.send(
-                    self.alarms(after, before, limit)
-                        .map_err(|e| storage_error("alarm index read failed", e)),
-                );
-            }
-            StoreOp::MaxSize { bytes, reply } => {
-                let _ = reply.send(
-                    self.cap(bytes)
-                        .map_err(|e| storage_error("cannot change the size cap", e)),
-                );
-            }
-            StoreOp::Commit { .. } | StoreOp::ConsumeAlarm { .. } => {}
-        }
-    }
-
-    fn load(&self, instance: &str, rows: usize) -> rusqlite::Result<LoadedInstance> {
-        let mut first = self.list(
-            instance,
-            &RowRange {
-                start: String::new(),
-                end: None,
-                limit: Some(rows.saturating_add(1)),
-            },
-        )?;
-        let complete = first.len() <= rows;
-        first.truncate(rows);
-        let alarm = self
-            .conn
-            .prepare_cached("SELECT at FROM alarms WHERE instance = ?1")?
-            .query_row([instance], |r| r.get(0))
-            .optional()?;
-        Ok(LoadedInstance {
-            rows: first,
-            complete,
-            alarm,
-        })
-    }
-
-    fn read(&self, instance: &str, keys: &[String]) -> rusqlite::Result<Vec<Option<Vec<u8>>>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT value FROM kv WHERE instance = ?1 AND key = ?2")?;
-        keys.iter()
-            .map(|key| {
-                stmt.query_row(params![instance, key], |r| r.get(0))
-                    .optional()
-            })
-            .collect()
-    }
-
-    fn list(&self, instance: &str, range: &RowRange) -> rusqlite::Result<Rows> {
-        // SQLite reads a negative limit as none.
-        let limit = range
-            .limit
-            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        let map = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?));
-        match &range.end {
-            Some(end) => self
-                .conn
-                .prepare_cached(
-                    "SELECT key, value FROM kv WHERE instance = ?1 AND key >= ?2 AND key < ?3 \
-                     ORDER BY key LIMIT ?4",
-                )?
-                .query_map(params![instance, range.start, end, limit], map)?
-                .collect(),
-            None => self
-                .conn
-                .prepare_cached(
-                    "SELECT key, value FROM kv WHERE instance = ?1 AND key >= ?2 \
-                     ORDER BY key LIMIT ?3",
-                )?
-                .query_map(params![instance, range.start, limit], map)?
-                .collect(),
-        }
-    }
-
-    fn alarms(
-        &self,
-        after: Option<(i64, Arc<str>)>,
-        before: i64,
-        limit: usize,
-    ) -> rusqlite::Result<AlarmPage> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let map = |r: &rusqlite::Row<'_>| {
-            Ok((
-                Arc::<str>::from(r.get::<_, String>(0)?),
-                r.get::<_, i64>(1)?,
-            ))
-        };
-        match after {
-            None => self
-                .conn
-                .prepare_cached(
-                    "SELECT instance, at FROM alarms WHERE at < ?1 ORDER BY at, instance LIMIT ?2",
-                )?
-                .query_map(params![before, limit], map)?
-                .collect(),
-            Some((at, instance)) => self
-                .conn
-                .prepare_cached(
-                    "SELECT instance, at FROM alarms WHERE at < ?1 AND (at, instance) > (?2, ?3) \
-                     ORDER BY at, instance LIMIT ?4",
-                )?
-                .query_map(params![before, at, instance.as_ref(), limit], map)?
-                .collect(),
-        }
+            )))
+        });
     }
 }
+
+/// Where ops come from: the channel, and ops set aside while a group was being written.
+struct Inbox {
+    rx: mpsc::Receiver<StoreOp>,
+    /// Ops that must wait for the group being written (an alarm index read, a size cap).
+    deferred: VecDeque<StoreOp>,
+}
+
+impl Inbox {
+    fn next_blocking(&mut self) -> Option<StoreOp> {
+        self.deferred
+            .pop_front()
+            .or_else(|| self.rx.blocking_recv())
+    }
+
+    fn try_next(&mut self) -> Option<StoreOp> {
+        self.deferred
+            .pop_front()
+            .or_else(|| self.rx.try_recv().ok())
+    }
+}
+
+/// Takes a write op into the group (admitted past the fence); gives any other op back.
+fn receive(fence: &mut Fence, group: &mut Group, op: StoreOp) -> Option<StoreOp> {
+    match op {
+        StoreOp::Commit {
+            instance,
+            generation,
+            batch,
+            reply,
+        } => {
+            let commit = PendingCommit {
+                instance,
+                generation,
+                batch,
+                reply,
+                written: false,
+            };
+            if let Some(commit) = fence.admit(commit) {
+                group.push(commit);
+            }
+            None
+        }
+        StoreOp::ConsumeAlarm { instance, at } => {
+            group.consumed.push((instance, at));
+            None
+        }
+        other => Some(other),
+    }
+}
+
+fn begin(conn: &Connection, group: &mut Group) -> rusqlite::Result<()> {
+    if !group.open {
+        conn.execute_batch("BEGIN")?;
+        group.open = true;
+    }
+    Ok(())
+}
+
+/// One pass over the group: writes its unwritten commits in order, with statements
+/// prepared once, and every few commits answers the reads that arrived meanwhile.
+fn write_pass(
+    conn: &Connection,
+    fence: &mut Fence,
+    group: &mut Group,
+    inbox: &mut Inbox,
+) -> rusqlite::Result<()> {
+    let mut writer = Writer::prepare(conn)?;
+    for (instance, at) in std::mem::take(&mut group.consumed) {
+        writer.consume(&instance, at)?;
+    }
+    let mut i = 0;
+    while i < group.commits.len() {
+        write_commit(&mut writer, group, i)?;
+        i += 1;
+        if i % READS_EVERY == 0 {
+            answer_reads(conn, &mut writer, fence, group, inbox)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_commit(writer: &mut Writer<'_>, group: &mut Group, i: usize) -> rusqlite::Result<()> {
+    let commit = &mut group.commits[i];
+    if !commit.written {
+        writer.write(&commit.instance, &commit.batch)?;
+        commit.written = true;
+        group.unwritten -= 1;
+    }
+    Ok(())
+}
+
+/// Answers the reads waiting in the channel, each after writing its instance's pending
+/// commits; takes the commits that arrived with them into the group, and sets aside the
+/// ops that must wait for the group.
+fn answer_reads(
+    conn: &Connection,
+    writer: &mut Writer<'_>,
+    fence: &mut Fence,
+    group: &mut Group,
+    inbox: &mut Inbox,
+) -> rusqlite::Result<()> {
+    for _ in 0..READS_EVERY {
+        let Ok(op) = inbox.rx.try_recv() else {
+            break;
+        };
+        let Some(op) = receive(fence, group, op) else {
+            continue;
+        };
+        let Some(instance) = reads::instance_of(&op).cloned() else {
+            inbox.deferred.push_back(op);
+            continue;
+        };
+        for i in 0..group.commits.len() {
+            if group.commits[i].instance == instance {
+                write_commit(writer, group, i)?;
+            }
+        }
+        for (id, at) in std::mem::take(&mut group.consumed) {
+            writer.consume(&id, at)?;
+        }
+        reads::answer(conn, op);
+        #[cfg(test)]
+        READS_DURING_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Reads answered while a group was being written, so a test can tell it covered them.
+#[cfg(test)]
+pub(super) static READS_DURING_WRITES: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
