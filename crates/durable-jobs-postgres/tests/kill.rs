@@ -342,6 +342,8 @@ async fn killed_at_random_moments_loses_nothing_and_runs_nothing_twice() {
     create_log_tables(&sql, &log_schema).await;
     let dir = std::env::temp_dir().join(unique_name("durable-jobs-kill"));
     std::fs::create_dir_all(&dir).expect("a directory for the children's files");
+    // Kept if the test fails: each child's acknowledged calls and stderr.
+    println!("children's files in {}", dir.display());
     let setup = Setup {
         url: server.url(),
         schema: &schema,

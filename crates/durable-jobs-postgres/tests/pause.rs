@@ -188,6 +188,8 @@ async fn a_process_paused_past_its_lease_cannot_complete_late() {
     create_log_tables(&sql, &log_schema).await;
     let dir = std::env::temp_dir().join(unique_name("durable-jobs-pause"));
     std::fs::create_dir_all(&dir).expect("a directory for the children's files");
+    // Kept if the test fails: each child's acknowledged calls and stderr.
+    println!("children's files in {}", dir.display());
     let setup = Setup {
         server,
         schema: unique_name("pause"),

@@ -10,9 +10,10 @@
 //! connection that is not the runtime's: a row is on the server as soon as its insert
 //! returns, so what a child recorded before it was killed survives it, and nothing the
 //! runtime does (or fails to do) decides what is recorded. Each execution writes a
-//! `start` row before its user code and an `end` row after the user code returned; a
-//! tracker writes a `completions` row for each lifecycle event that reports a committed
-//! outcome (events are reported only once their step committed).
+//! `start` row before its user code and an `end` row after the user code returned, each
+//! with the process (its label and pid), the instance, the event ids, the attempt and the
+//! time; a tracker writes a `completions` row for each lifecycle event that reports a
+//! committed outcome (events are reported only once their step committed).
 
 #![allow(dead_code)]
 
@@ -94,7 +95,8 @@ pub async fn create_log_tables(client: &Client, log_schema: &str) {
         .batch_execute(&format!(
             "CREATE SCHEMA \"{log_schema}\";
              CREATE TABLE \"{log_schema}\".executions (
-                 process text NOT NULL, exec bigint NOT NULL, phase text NOT NULL,
+                 process text NOT NULL, pid bigint NOT NULL, exec bigint NOT NULL,
+                 phase text NOT NULL,
                  kind text NOT NULL, instance text NOT NULL, ids text[] NOT NULL,
                  attempt int NOT NULL, ok boolean, torn boolean, at_us bigint NOT NULL);
              CREATE TABLE \"{log_schema}\".completions (
@@ -550,8 +552,8 @@ impl Recorder {
         let insert_execution = client
             .prepare(&format!(
                 "INSERT INTO \"{log}\".executions \
-                 (process, exec, phase, kind, instance, ids, attempt, ok, torn, at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                 (process, pid, exec, phase, kind, instance, ids, attempt, ok, torn, at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ))
             .await
             .expect("prepare the execution insert");
@@ -616,6 +618,7 @@ impl Recorder {
                 &self.insert_execution,
                 &[
                     &&*self.process,
+                    &i64::from(std::process::id()),
                     &recording.exec,
                     &"start",
                     &recording.kind,
@@ -641,6 +644,7 @@ impl Recorder {
                 &self.insert_execution,
                 &[
                     &&*self.process,
+                    &i64::from(std::process::id()),
                     &recording.exec,
                     &"end",
                     &recording.kind,
