@@ -2,15 +2,20 @@
 //!
 //! Run with `cargo run --release --example quickstart`. It runs for about 12 seconds; run
 //! it again and it picks up the state the first run left in `quickstart.db`.
+//!
+//! `-- --postgres URL` runs the same jobs on the PostgreSQL runtime instead, in the
+//! schema `quickstart` of the database at `URL` (created if missing): start it in two
+//! terminals at once and the two processes share the work.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use durable_jobs::{
-    Continuous, ContinuousContext, Debounce, DebounceContext, EnqueueRequest, Registry, Rejected,
-    RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
+    Continuous, ContinuousContext, Debounce, DebounceContext, EnqueueRequest, JobsClient, Registry,
+    Rejected, RetryPolicy, Schedule, Transport, WorkerPool, WorkerPoolContext,
 };
 use durable_jobs_local::LocalRuntime;
+use durable_jobs_postgres::PostgresRuntime;
 use serde::{Deserialize, Serialize};
 
 fn elapsed() -> String {
@@ -146,6 +151,9 @@ impl WorkerPool for EmailSender {
     }
 }
 
+/// The schema the PostgreSQL runs keep their tables in, apart from any other jobs.
+const SCHEMA: &str = "quickstart";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     elapsed();
@@ -154,9 +162,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .debounce("webhookBatcher", WebhookBatcher)
         .worker_pool("emailSender", EmailSender)
         .build()?;
-    let runtime = LocalRuntime::open("quickstart.db", registry)?;
-    let client = runtime.client();
+    match postgres_url()? {
+        None => {
+            let runtime = LocalRuntime::open("quickstart.db", registry)?;
+            run(&runtime.client(), "quickstart.db").await?;
+            runtime.shutdown().await;
+        }
+        Some(url) => {
+            let runtime = PostgresRuntime::builder(url, registry)
+                .schema(SCHEMA)
+                .connect()
+                .await?;
+            let place = format!("the schema {SCHEMA} of that database");
+            run(&runtime.client(), &place).await?;
+            runtime.shutdown().await;
+        }
+    }
+    Ok(())
+}
 
+/// The URL given with `--postgres URL` (or `--postgres=URL`), if any.
+fn postgres_url() -> Result<Option<String>, String> {
+    let mut args = std::env::args().skip(1);
+    let mut url = None;
+    while let Some(arg) = args.next() {
+        if arg == "--postgres" {
+            url = Some(args.next().ok_or("--postgres needs a URL")?);
+        } else if let Some(value) = arg.strip_prefix("--postgres=") {
+            url = Some(value.to_owned());
+        } else {
+            return Err(format!(
+                "unknown argument {arg:?}; usage: quickstart [--postgres URL]"
+            ));
+        }
+    }
+    Ok(url)
+}
+
+/// The same calls whichever runtime answers them; `place` says where the state is kept.
+async fn run<T: Transport>(
+    client: &JobsClient<T>,
+    place: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let refresher = client.continuous::<TokenRefresher>();
     let fresh = Tokens {
         access: "tok-0000".into(),
@@ -240,7 +287,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  webhooks: {contact} has {} pending", s.event_count);
         }
     }
-    println!("  state is kept in quickstart.db: run again to continue from here");
-    runtime.shutdown().await;
+    println!("  state is kept in {place}: run again to continue from here");
     Ok(())
 }
