@@ -36,6 +36,8 @@
 //! time per job too. With `BENCH_PG_STATEMENTS=1`, a
 //! local server loads pg_stat_statements and the statements per event are listed too (a
 //! `DATABASE_URL` server is used for this when it loads the extension itself).
+//! `BENCH_PG_SETTINGS="name=value;name=value"` adds settings to a local server's
+//! configuration, to price them.
 //!
 //! The last lines are a table of every figure beside its baseline, the ratio of the two,
 //! and the goal for that figure, then the machine's load average at the start and the end.
@@ -414,9 +416,22 @@ fn bench_server(statements: bool) -> TestServer {
         if statements {
             options = options.setting("shared_preload_libraries", "pg_stat_statements");
         }
+        for (name, value) in extra_settings() {
+            options = options.setting(name, value);
+        }
         TestServer::local_with(options)
     };
     server.expect("a PostgreSQL server for the benchmark")
+}
+
+/// `BENCH_PG_SETTINGS`: `name=value` pairs separated by `;`, added to a local server's
+/// configuration, to price a setting.
+fn extra_settings() -> Vec<(String, String)> {
+    let text = std::env::var("BENCH_PG_SETTINGS").unwrap_or_default();
+    text.split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect()
 }
 
 async fn connect(url: &str) -> Client {
@@ -453,12 +468,18 @@ async fn describe_server(admin: &Client) {
         "max_wal_size",
         "max_connections",
         "shared_preload_libraries",
+        "plan_cache_mode",
     ];
+    let extra: Vec<String> = extra_settings().into_iter().map(|(name, _)| name).collect();
+    let names: Vec<&str> = names
+        .into_iter()
+        .chain(extra.iter().map(String::as_str))
+        .collect();
     let rows = admin
         .query(
             "SELECT name, setting, COALESCE(unit, '') FROM pg_settings \
              WHERE name = ANY($1) ORDER BY name",
-            &[&&names[..]],
+            &[&names],
         )
         .await
         .expect("settings");
