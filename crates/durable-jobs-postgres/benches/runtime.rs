@@ -40,7 +40,9 @@
 //! configuration, to price them.
 //!
 //! The last lines are a table of every figure beside its baseline, the ratio of the two,
-//! and the goal for that figure, then the machine's load average at the start and the end.
+//! and the goal for that figure, then how busy the machine's CPUs were during the run and
+//! how much of that was the benchmark itself (the rest was other processes, which make
+//! the figures lower), and the load average at the start and the end.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -154,6 +156,50 @@ fn server_cpu_us(postmaster: Option<u32>) -> Option<i64> {
         }
     }
     Some(total)
+}
+
+/// The whole machine's CPU time so far (µs), from the first line of `/proc/stat`: busy
+/// (everything but idle, I/O wait and steal), and stolen by the hypervisor.
+fn machine_cpu_us() -> Option<(i64, i64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<i64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+    Some((busy * 10_000, at(7) * 10_000))
+}
+
+/// CPU time (µs) used so far by this process, the workers it waited for, and the local
+/// server.
+fn own_cpu_us(postmaster: Option<u32>) -> i64 {
+    cpu_us("self", true).unwrap_or(0) + server_cpu_us(postmaster).unwrap_or(0)
+}
+
+/// How busy the machine was between two readings, and how much of it was this benchmark:
+/// what says whether the figures were taken on a quiet machine.
+fn machine_line(
+    before: (Option<(i64, i64)>, i64),
+    after: (Option<(i64, i64)>, i64),
+    elapsed: Duration,
+) -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let (Some((busy0, steal0)), Some((busy1, steal1))) = (before.0, after.0) else {
+        return "machine CPU: unknown".into();
+    };
+    let capacity = elapsed.as_micros() as f64 * cpus / 100.0;
+    let busy = (busy1 - busy0) as f64 / capacity;
+    let own = (after.1 - before.1) as f64 / capacity;
+    format!(
+        "machine CPU over the run ({cpus} CPUs): {busy:.0}% busy, of which this benchmark and its server {own:.0}% and other processes {:.0}%; {:.0}% stolen by the hypervisor",
+        (busy - own).max(0.0),
+        (steal1 - steal0) as f64 / capacity
+    )
 }
 
 // ---- jobs ---------------------------------------------------------------------------
@@ -1314,6 +1360,8 @@ fn main() {
         "runtime: defaults (shards = {} CPUs, poll interval 1 s, lease 30 s), pool of {CONNECTIONS} connections per process; {CALLERS} concurrent callers; load average {load_before}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    let started = Instant::now();
+    let machine_before = (machine_cpu_us(), own_cpu_us(server.pid()));
     let mut bench = Bench {
         tokio,
         url,
@@ -1336,6 +1384,11 @@ fn main() {
         bench.lateness();
     }
     bench.table();
+    let machine_after = (machine_cpu_us(), own_cpu_us(bench.stats.postmaster));
+    println!(
+        "{}",
+        machine_line(machine_before, machine_after, started.elapsed())
+    );
     println!(
         "load average (1, 5, 15 min): {load_before} at the start, {} at the end",
         load_average()
