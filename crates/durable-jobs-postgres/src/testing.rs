@@ -18,6 +18,10 @@
 //! (the watchdog's part with `psql`, where there is one); one left behind all the same is
 //! dropped by a later `TestServer` on that server once it is a day old.
 //!
+//! A local server syncs nothing to disk (`fsync = off`): its data need not survive the
+//! machine going down. [`TestServer::local_durable`] starts one with PostgreSQL's default
+//! durability instead, for benchmarks, and [`TestServer::local_with`] takes other settings.
+//!
 //! initdb's output is kept as a template under the temporary directory
 //! (`durable-jobs-pg-template-*`, one per PostgreSQL build and user) and copied for each
 //! new server, which takes a fraction of initdb's time.
@@ -159,6 +163,73 @@ pub enum TestServerError {
     /// Only a server started by the tests can be stopped and started.
     #[error("the server given by DATABASE_URL cannot be stopped or started by tests")]
     NotLocal,
+    /// A setting asked for in [`LocalOptions`] has a name postgresql.conf cannot hold.
+    #[error("{name:?} is not a PostgreSQL setting name")]
+    InvalidSetting {
+        /// The name given.
+        name: String,
+    },
+}
+
+/// How a local server is set up: see [`TestServer::local_with`].
+///
+/// ```no_run
+/// use durable_jobs_postgres::testing::{LocalOptions, TestServer};
+///
+/// let options = LocalOptions::default()
+///     .durable()
+///     .setting("shared_preload_libraries", "pg_stat_statements");
+/// let server = TestServer::local_with(options).unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    durable: bool,
+    settings: Vec<(String, String)>,
+}
+
+impl LocalOptions {
+    /// Keeps PostgreSQL's default durability: every commit is synced to disk before it is
+    /// acknowledged. Without it, nothing is synced (`fsync = off`), which makes tests
+    /// faster and loses nothing unless the machine itself goes down.
+    pub fn durable(mut self) -> Self {
+        self.durable = true;
+        self
+    }
+
+    /// Adds `name = 'value'` to the server's configuration, after the settings of its own
+    /// (so it overrides them). The value is quoted, as postgresql.conf accepts for every
+    /// kind of setting; names are letters, digits, `_` and `.`.
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// The lines these options add to postgresql.conf.
+    fn conf_lines(&self) -> Result<String, TestServerError> {
+        let mut lines = String::new();
+        if self.durable {
+            // The defaults, written out so that a configuration file with other defaults
+            // cannot change what a benchmark measures.
+            lines.push_str("fsync = on\nfull_page_writes = on\nsynchronous_commit = on\n");
+        } else {
+            // Durability against power loss is not needed, so nothing is synced; against
+            // a crash of the server it is kept, since a commit still writes its WAL to the
+            // OS before it returns (`synchronous_commit` stays on), which tests that kill
+            // the server rely on.
+            lines.push_str("fsync = off\nfull_page_writes = off\n");
+        }
+        for (name, value) in &self.settings {
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if !valid {
+                return Err(TestServerError::InvalidSetting { name: name.clone() });
+            }
+            let _ = writeln!(lines, "{name} = '{}'", conf_quote(value));
+        }
+        Ok(lines)
+    }
 }
 
 impl TestServer {
@@ -177,7 +248,19 @@ impl TestServer {
     /// A new local server, whether `DATABASE_URL` is set or not: for tests that stop and
     /// start the server.
     pub fn local() -> Result<TestServer, TestServerError> {
-        let server = LocalServer::create()?;
+        TestServer::local_with(LocalOptions::default())
+    }
+
+    /// A new local server with PostgreSQL's default durability (`fsync`,
+    /// `full_page_writes` and `synchronous_commit` on), as a production server runs: for
+    /// benchmarks, whose figures would otherwise leave out the cost of syncing each commit.
+    pub fn local_durable() -> Result<TestServer, TestServerError> {
+        TestServer::local_with(LocalOptions::default().durable())
+    }
+
+    /// A new local server set up as `options` say.
+    pub fn local_with(options: LocalOptions) -> Result<TestServer, TestServerError> {
+        let server = LocalServer::create(&options)?;
         Ok(TestServer {
             url: server.url(),
             kind: Kind::Local(server),
@@ -348,7 +431,8 @@ struct LocalServer {
 }
 
 impl LocalServer {
-    fn create() -> Result<LocalServer, TestServerError> {
+    fn create(options: &LocalOptions) -> Result<LocalServer, TestServerError> {
+        let extra = options.conf_lines()?;
         let bin = find_binaries()?;
         let runner = Runner::for_current_user()?;
         let dir = make_private_dir()?;
@@ -373,16 +457,12 @@ impl LocalServer {
         init_data_dir(&server.runner, &bin, &server.data)?;
 
         // Settings go into the configuration file, so a restart reuses them, the port
-        // included. Durability against power loss is not needed, so nothing is synced;
-        // against a crash of the server it is kept, since a commit still writes its WAL to
-        // the OS before it returns (`synchronous_commit` stays on), which tests that kill
-        // the server rely on.
+        // included.
         let settings = format!(
             "\n# durable-jobs TestServer\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\n\
-             fsync = off\n\
-             full_page_writes = off\n",
+             {extra}",
             conf_quote(&sockets.to_string_lossy()),
         );
         server.append_conf(&settings)?;
@@ -1103,5 +1183,29 @@ mod tests {
     #[test]
     fn conf_values_are_quoted() {
         assert_eq!(conf_quote("/tmp/it's"), "/tmp/it''s");
+    }
+
+    #[test]
+    fn a_durable_server_syncs_and_settings_come_last() {
+        let fast = LocalOptions::default().conf_lines().unwrap();
+        assert!(fast.contains("fsync = off"), "{fast}");
+        let durable = LocalOptions::default()
+            .durable()
+            .setting("shared_preload_libraries", "pg_stat_statements")
+            .setting("work_mem", "8MB")
+            .conf_lines()
+            .unwrap();
+        assert_eq!(
+            durable,
+            "fsync = on\nfull_page_writes = on\nsynchronous_commit = on\n\
+             shared_preload_libraries = 'pg_stat_statements'\nwork_mem = '8MB'\n"
+        );
+        for bad in ["", "a b", "x\nfsync", "a=b"] {
+            let refused = LocalOptions::default().setting(bad, "1").conf_lines();
+            assert!(
+                matches!(refused, Err(TestServerError::InvalidSetting { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -285,3 +285,44 @@ async fn a_failing_alarm_pass_is_retried_with_backoff() {
     assert_eq!(held_until().await, None, "released");
     runtime.shutdown().await;
 }
+
+/// A pass hands back after 64 executions with its alarm due again: the process takes it
+/// again at once, not at its next poll, so one busy instance drains without pauses. Six
+/// hand-backs: a poller woken by the pass's last commit may look just after the lease is
+/// given back and find the alarm, so a single one would not always show a pause.
+#[tokio::test]
+async fn a_busy_instance_goes_on_after_its_pass_hands_back() {
+    const EVENTS: usize = 400;
+    let log = Log::default();
+    let registry = common::registry(
+        Recorder::new("p", &log, 1),
+        Batcher {
+            label: "p",
+            log: log.clone(),
+        },
+    );
+    // Polling alone would leave a minute between passes.
+    let poll = Duration::from_secs(60);
+    let runtime = common::start(
+        server().url(),
+        &unique_name("busy"),
+        registry,
+        poll,
+        Duration::from_secs(30),
+    )
+    .await;
+    let pool = runtime.client();
+    let pool = pool.worker_pool::<Recorder>();
+    pool.pause_all().await.unwrap();
+    for i in 0..EVENTS {
+        pool.enqueue(&Task::named(&i.to_string())).await.unwrap();
+    }
+    pool.resume_all().await.unwrap();
+    common::eventually(
+        "every event ran, over seven passes",
+        Duration::from_secs(20),
+        || async { log.lines().len() == EVENTS },
+    )
+    .await;
+    runtime.shutdown().await;
+}

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use durable_jobs_postgres::testing::{unique_name, TestServer, TestServerError};
+use durable_jobs_postgres::testing::{unique_name, LocalOptions, TestServer, TestServerError};
 use durable_jobs_postgres::tokio_postgres::Client;
 use durable_jobs_postgres::{migrate, SUPPORTED_VERSION};
 
@@ -122,6 +122,29 @@ async fn a_restarted_server_keeps_its_data_and_port() {
     let pid = server.pid();
     server.start().unwrap();
     assert_eq!(server.pid(), pid);
+}
+
+async fn setting(client: &Client, name: &str) -> String {
+    let row = client
+        .query_one("SELECT current_setting($1)", &[&name])
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+#[tokio::test]
+async fn a_durable_server_syncs_its_commits_and_takes_extra_settings() {
+    let fast = TestServer::local().unwrap();
+    let client = fast.connect().await.unwrap();
+    assert_eq!(setting(&client, "fsync").await, "off");
+
+    let options = LocalOptions::default().durable().setting("work_mem", "5MB");
+    let durable = TestServer::local_with(options).unwrap();
+    let client = durable.connect().await.unwrap();
+    for name in ["fsync", "full_page_writes", "synchronous_commit"] {
+        assert_eq!(setting(&client, name).await, "on", "{name}");
+    }
+    assert_eq!(setting(&client, "work_mem").await, "5MB");
 }
 
 #[test]

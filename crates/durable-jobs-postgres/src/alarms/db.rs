@@ -98,11 +98,20 @@ pub(crate) async fn renew(
 }
 
 /// Gives back the lease `claim` of `id` after its pass succeeded, and removes the alarm
-/// that fired unless the alarm was written since the claim.
-pub(crate) async fn release(store: &Store, id: &str, claim: Claim) -> Result<(), StorageError> {
+/// that fired unless the alarm was written since the claim. Returns the alarm left set
+/// (`None` also when the lease had been taken over).
+pub(crate) async fn release(
+    store: &Store,
+    id: &str,
+    claim: Claim,
+) -> Result<Option<i64>, StorageError> {
     let stored = encode(id);
     let params: [&(dyn ToSql + Sync); 4] = [&stored, &claim.token, &claim.seq, &claim.at];
-    run(store, &store.sql.release, &params).await.map(drop)
+    let rows = run(store, &store.sql.release, &params).await?;
+    match rows.first() {
+        Some(row) => read(row, 0),
+        None => Ok(None),
+    }
 }
 
 /// Gives back the lease with `token` of `id` after its pass failed: the alarm stays, and

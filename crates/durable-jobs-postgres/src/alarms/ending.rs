@@ -36,11 +36,17 @@ impl PendingReleases {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Releases the lease of `id` as `ending` says, or keeps it for later.
-    pub async fn release(&self, store: &Store, id: Arc<str>, ending: Ending) {
-        if let Err(error) = apply(store, &id, ending).await {
-            tracing::warn!(instance = %id, %error, "cannot release an alarm lease; will try again");
-            self.pending().push((id, ending));
+    /// Releases the lease of `id` as `ending` says, or keeps it for later. Returns the
+    /// alarm a successful pass left set (it wrote the alarm again during the pass), which
+    /// any process may take from now on.
+    pub async fn release(&self, store: &Store, id: Arc<str>, ending: Ending) -> Option<i64> {
+        match apply(store, &id, ending).await {
+            Ok(left) => left,
+            Err(error) => {
+                tracing::warn!(instance = %id, %error, "cannot release an alarm lease; will try again");
+                self.pending().push((id, ending));
+                None
+            }
         }
     }
 
@@ -55,9 +61,15 @@ impl PendingReleases {
     }
 }
 
-async fn apply(store: &Store, id: &str, ending: Ending) -> Result<(), durable_jobs::StorageError> {
+/// Releases as `ending` says; returns the alarm left claimable, for a pass that succeeded.
+async fn apply(
+    store: &Store,
+    id: &str,
+    ending: Ending,
+) -> Result<Option<i64>, durable_jobs::StorageError> {
     match ending {
         Ending::Done(claim) => db::release(store, id, claim).await,
-        Ending::Retry { token, at } => db::hold_back(store, id, token, at).await,
+        // Held back until its retry time, which polling finds.
+        Ending::Retry { token, at } => db::hold_back(store, id, token, at).await.map(|()| None),
     }
 }

@@ -65,7 +65,15 @@ impl Shard {
                 }
             }
         };
-        shared.releases.release(&shared.store, id, ending).await;
+        let left = shared.releases.release(&shared.store, id, ending).await;
+        // An alarm the pass wrote again (work came meanwhile, or the pass handed back after
+        // its quota of executions) was announced while this lease still held it, so no
+        // poller took it then, and nothing announces it now that it is free: without a
+        // wake, it would wait for the next poll, up to a poll interval.
+        let soon = shared.now().saturating_add(shared.poll_interval_ms());
+        if left.is_some_and(|at| at < soon) {
+            shared.wake_poller.notify_one();
+        }
     }
 
     /// When the failed pass of `id` runs again, after a delay growing with its failures in

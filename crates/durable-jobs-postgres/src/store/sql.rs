@@ -36,7 +36,8 @@ pub(crate) struct Statements {
     /// `$1` ids, `$2` tokens, `$3` lease end: extends the leases still held.
     pub renew: String,
     /// `$1` id, `$2` token, `$3` alarm seq at the claim, `$4` alarm time that fired:
-    /// gives the lease back, and removes the alarm if nobody set it since the claim.
+    /// gives the lease back, and removes the alarm if nobody set it since the claim;
+    /// returns the alarm left.
     pub release: String,
     /// `$1` id, `$2` token, `$3` time: gives the lease back, but keeps the alarm from being
     /// taken again until that time (a failed pass's backoff).
@@ -119,7 +120,7 @@ impl Statements {
                 "UPDATE {s}.instances SET alarm_owner = NULL, alarm_lease_until = NULL, \
                  alarm_at = CASE WHEN alarm_seq = $3 AND alarm_at = $4 THEN NULL \
                    ELSE alarm_at END \
-                 WHERE id = $1 AND alarm_token = $2"
+                 WHERE id = $1 AND alarm_token = $2 RETURNING alarm_at"
             ),
             hold_back: format!(
                 "UPDATE {s}.instances SET alarm_owner = NULL, alarm_lease_until = $3 \
