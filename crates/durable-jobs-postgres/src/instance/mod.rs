@@ -115,11 +115,20 @@ impl InstanceStorage {
     /// Writes `batch` in `tx` and commits; wakes this process's alarm poller when the
     /// batch set an alarm due soon (the other processes hear of it from the notification
     /// sent with the commit).
+    ///
+    /// While this process runs a pass of the instance, no commit notifies: the alarm is
+    /// leased here, so no other process could take it, and the pass's release wakes this
+    /// process's poller when it leaves the alarm due. Notifying each step would wake every
+    /// process's poller for nothing, several transactions per event.
     async fn write_and_commit(&self, tx: TxConn, batch: WriteBatch) -> Result<(), StorageError> {
         let now = adapters::Clock::now(&self.shared.clock);
+        let before = match self.pass.get() {
+            Some(_) => i64::MIN,
+            None => now.saturating_add(self.shared.poll_interval_ms()),
+        };
         let notify = Notify {
             channel: &self.shared.store.channel,
-            before: now.saturating_add(self.shared.poll_interval_ms()),
+            before,
         };
         let soon = rows::write(
             tx.client()?,

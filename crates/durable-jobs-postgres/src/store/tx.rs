@@ -41,10 +41,13 @@ impl TxConn {
     /// hold up the instance's steps in other processes for longer than a lease.
     pub async fn begin(&self, lock: i64, idle_limit_ms: i64) -> Result<(), StorageError> {
         // Numbers only, so they can go into the text of a simple query, which may hold
-        // several statements.
+        // several statements. The steps' statements are the same few, each on one
+        // instance's rows, so a generic plan serves every execution: planning each one
+        // afresh cost the server more than running it.
         let begin = format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; \
              SET LOCAL idle_in_transaction_session_timeout = {idle_limit_ms}; \
+             SET LOCAL plan_cache_mode = force_generic_plan; \
              SELECT pg_advisory_xact_lock({lock})"
         );
         self.client()?
