@@ -52,12 +52,15 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod activity;
 mod alarms;
+mod clock;
 mod database;
 mod instance;
 mod runtime;
 pub mod schema;
 mod shard;
+mod shared;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 /// Delay before the first reconnection...
 const FIRST_RETRY: Duration = Duration::from_millis(100);

@@ -14,8 +14,8 @@ use durable_jobs::StorageError;
 use tokio::sync::{mpsc, watch, Mutex};
 
 use super::db;
-use crate::runtime::Shared;
 use crate::shard::{shard_of, ShardMsg};
+use crate::shared::Shared;
 
 /// Alarms taken at most per statement.
 const CLAIM_BATCH: usize = 256;
@@ -155,7 +155,7 @@ async fn changed(rx: &mut Option<watch::Receiver<i64>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::shared::millis;
+    use crate::shared::millis;
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {

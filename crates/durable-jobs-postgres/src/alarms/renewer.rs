@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::db;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 /// Renews the leases held until `stop` changes.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {

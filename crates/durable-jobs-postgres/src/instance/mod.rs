@@ -19,7 +19,7 @@ use std::sync::Arc;
 use durable_jobs::adapters::{self, ListOptions, StepKind, Storage, WriteBatch};
 use durable_jobs::StorageError;
 
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use crate::store::keys::{encode, instance_lock_key, StoredRange};
 use crate::store::rows::{self, Notify};
 use crate::store::tx::TxConn;

@@ -9,13 +9,13 @@ use durable_jobs::services::tracker::{EventTracker, NoopTracker};
 use durable_jobs::Registry;
 use tokio::sync::{mpsc, Notify};
 
-use super::activity::Activity;
-use super::clock::Clock;
 use super::io::IoRuntime;
 use super::{Background, PostgresRuntime, PostgresTransport, Shared};
+use crate::activity::Activity;
 use crate::alarms::ending::PendingReleases;
 use crate::alarms::leases::Leases;
 use crate::alarms::poller::Poller;
+use crate::clock::Clock;
 use crate::shard::{self, ShardConfig, ShardMsg};
 use crate::store::Store;
 use crate::{ConnectError, Database, PostgresConfig, DEFAULT_SCHEMA};

@@ -1,11 +1,8 @@
 //! The PostgreSQL runtime: shards hosting engines, an I/O executor for the connections,
 //! and the background tasks that share alarms with the other processes.
 
-pub(crate) mod activity;
 mod builder;
-pub(crate) mod clock;
 mod io;
-pub(crate) mod shared;
 mod transport;
 
 use std::sync::Arc;
@@ -17,13 +14,13 @@ use durable_jobs::{JobError, JobsClient, Registry, StorageError};
 use tokio::sync::{oneshot, watch};
 
 pub use builder::Builder;
-pub(crate) use shared::Shared;
 pub use transport::PostgresTransport;
 
 use self::io::IoRuntime;
 use crate::alarms::poller::Poller;
 use crate::alarms::{db, listener, renewer};
 use crate::shard::ShardMsg;
+use crate::shared::Shared;
 use crate::{ConnectError, SchemaName};
 
 /// How long `advance` waits before looking again at an alarm that is due but was not

@@ -14,7 +14,7 @@ use durable_jobs::services::tracker::EventTracker;
 use durable_jobs::{Engine, Registry};
 
 use crate::instance::InstanceStorage;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 /// An instance's engine, shared by the requests and passes running on it.
 pub(crate) type LiveEngine = Rc<Engine<InstanceStorage>>;

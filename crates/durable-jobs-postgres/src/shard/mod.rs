@@ -22,9 +22,9 @@ use durable_jobs::{JobError, Registry};
 use tokio::sync::{mpsc, oneshot};
 
 use self::cache::EngineCache;
+use crate::activity::Running;
 use crate::alarms::leases::Claim;
-use crate::runtime::activity::Running;
-use crate::runtime::Shared;
+use crate::shared::Shared;
 
 /// How often a shard drops idle engines.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);

@@ -9,7 +9,7 @@ use durable_jobs::{Backoff, RetryPolicy};
 use super::Shard;
 use crate::alarms::ending::Ending;
 use crate::alarms::leases::Claim;
-use crate::runtime::shared::millis;
+use crate::shared::millis;
 
 /// Delays before a failed pass runs again: 1 s after the first failure, doubling up to
 /// 5 min, as on the embedded runtime. Only the delays are used: an alarm is never given up.

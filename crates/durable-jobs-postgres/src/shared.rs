@@ -6,10 +6,10 @@ use std::time::Duration;
 use durable_jobs::adapters::Clock as _;
 use tokio::sync::Notify;
 
-use super::activity::Activity;
-use super::clock::Clock;
+use crate::activity::Activity;
 use crate::alarms::ending::PendingReleases;
 use crate::alarms::leases::Leases;
+use crate::clock::Clock;
 use crate::store::Store;
 
 /// The state of one runtime (one process's view of the database).
