@@ -33,6 +33,9 @@ pub(super) struct Group {
     pub unwritten: usize,
     /// Fired alarms to remove, with their times, not written yet.
     pub consumed: Vec<(Arc<str>, i64)>,
+    /// Where each instance's commits are in `commits`: a read finds its instance's
+    /// without scanning a group of thousands.
+    by_instance: HashMap<Arc<str>, Vec<usize>>,
 }
 
 impl Group {
@@ -42,7 +45,21 @@ impl Group {
 
     pub fn push(&mut self, commit: PendingCommit) {
         self.unwritten += 1;
+        self.by_instance
+            .entry(commit.instance.clone())
+            .or_default()
+            .push(self.commits.len());
         self.commits.push(commit);
+    }
+
+    /// Where `instance`'s unwritten commits are in `commits`, in order.
+    pub fn unwritten_of(&self, instance: &str) -> Vec<usize> {
+        self.by_instance.get(instance).map_or_else(Vec::new, |at| {
+            at.iter()
+                .copied()
+                .filter(|&i| !self.commits[i].written)
+                .collect()
+        })
     }
 
     /// Whether anything received is not written yet.
@@ -52,9 +69,7 @@ impl Group {
 
     /// Whether an unwritten write touches `instance`, so a read of it must wait for it.
     pub fn touches(&self, instance: &str) -> bool {
-        self.commits
-            .iter()
-            .any(|c| !c.written && c.instance.as_ref() == instance)
+        !self.unwritten_of(instance).is_empty()
             || self.consumed.iter().any(|(id, _)| id.as_ref() == instance)
     }
 

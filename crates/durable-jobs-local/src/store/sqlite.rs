@@ -364,6 +364,11 @@ fn answer_reads(
     inbox: &mut Inbox,
 ) -> rusqlite::Result<()> {
     for _ in 0..READS_EVERY {
+        // A full group stops taking ops: its commits wait for its sync, and growing it
+        // would make every one of them wait longer.
+        if group.len() >= GROUP {
+            break;
+        }
         let Ok(op) = inbox.rx.try_recv() else {
             break;
         };
@@ -374,10 +379,8 @@ fn answer_reads(
             inbox.deferred.push_back(op);
             continue;
         };
-        for i in 0..group.commits.len() {
-            if group.commits[i].instance == instance {
-                write_commit(writer, group, i)?;
-            }
+        for i in group.unwritten_of(&instance) {
+            write_commit(writer, group, i)?;
         }
         for (id, at) in std::mem::take(&mut group.consumed) {
             writer.consume(&id, at)?;
