@@ -27,23 +27,6 @@ pub(crate) fn successor(key: &str) -> String {
     next
 }
 
-/// The first key that no longer starts with `prefix` (`None` when every key after it
-/// does, which only the empty prefix and prefixes of `char::MAX` reach).
-pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(c as u32 + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 /// The later of two range ends (`None` is unbounded).
 fn later<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Option<&'a str> {
     match (a, b) {
@@ -217,13 +200,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn prefix_end_is_the_first_key_past_the_prefix() {
-        assert_eq!(prefix_end("q:").as_deref(), Some("q;"));
-        assert_eq!(prefix_end("").as_deref(), None);
-        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
     }
 }

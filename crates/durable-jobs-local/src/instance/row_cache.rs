@@ -18,7 +18,9 @@ use std::ops::Bound;
 
 use durable_jobs::adapters::{ListOptions, WriteBatch, WriteOp};
 
-use super::known_ranges::{before, prefix_end, successor, KnownRanges};
+use durable_jobs::adapters::prefix_end;
+
+use super::known_ranges::{before, successor, KnownRanges};
 
 /// Rows of one key family kept when the cache is trimmed.
 pub(crate) const KEPT_PER_FAMILY: usize = 2 * 128;

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use durable_jobs::adapters::ListOptions;
+use durable_jobs::adapters::{prefix_end, ListOptions};
 use durable_jobs::StorageError;
 
 /// The escape character; what follows it says which character was escaped.
@@ -63,23 +63,6 @@ pub(crate) fn decode(stored: &str) -> Result<Cow<'_, str>, StorageError> {
         }
     }
     Ok(Cow::Owned(key))
-}
-
-/// The first key that no longer starts with `prefix` (`None` when every key after it
-/// does, which only the empty prefix and prefixes of `char::MAX` reach).
-pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(c as u32 + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 /// A range read in stored form: `start <= key < end`, at most `limit` rows.

@@ -18,7 +18,7 @@ use std::future::Future;
 
 pub use batch::{AlarmWrite, WriteBatch, WriteOp};
 pub use clock::{Clock, VirtualClock};
-pub use range::{list_sorted, ListOptions};
+pub use range::{list_sorted, prefix_end, ListOptions};
 pub use runner::{UserCodeRunner, UserTask};
 
 use crate::errors::StorageError;

@@ -53,6 +53,25 @@ impl<'a> ListOptions<'a> {
     }
 }
 
+/// The first key that no longer starts with `prefix` (`None` when every key after it
+/// does, which only the empty prefix and prefixes of `char::MAX` reach): the end of a
+/// prefix's range, for runtimes that turn a [`ListOptions`] into a range scan.
+pub fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next character, stepping over the surrogates, which are no characters.
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// Answers a [`ListOptions`] range read from rows held in a sorted map (for runtimes that
 /// keep an instance's rows in memory): a seek to the range's start, then a walk that stops
 /// at its end, so the cost follows the rows returned, not the rows stored.
@@ -71,4 +90,17 @@ pub fn list_sorted(
         .take(options.limit.unwrap_or(usize::MAX))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end("q:").as_deref(), Some("q;"));
+        assert_eq!(prefix_end("").as_deref(), None);
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
+    }
 }
