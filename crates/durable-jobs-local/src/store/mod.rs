@@ -175,16 +175,22 @@ impl StoreHandle {
         generation: u64,
         batch: WriteBatch,
     ) -> Result<oneshot::Receiver<Result<(), StorageError>>, StorageError> {
+        self.send(|reply| StoreOp::Commit {
+            instance,
+            generation,
+            batch,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends an op built around a reply channel; the receiver answers it later.
+    async fn send<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> StoreOp,
+    ) -> Result<oneshot::Receiver<Result<T, StorageError>>, StorageError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(StoreOp::Commit {
-                instance,
-                generation,
-                batch,
-                reply,
-            })
-            .await
-            .map_err(|_| closed())?;
+        self.tx.send(op(reply)).await.map_err(|_| closed())?;
         Ok(rx)
     }
 
@@ -193,9 +199,7 @@ impl StoreHandle {
         &self,
         op: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> StoreOp,
     ) -> Result<T, StorageError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(op(reply)).await.map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.send(op).await?.await.map_err(|_| closed())?
     }
 
     /// An instance's alarm and first `rows` rows, with whether those are all of them.
@@ -233,24 +237,20 @@ impl StoreHandle {
         instance: Arc<str>,
         range: RowRange,
     ) -> Result<oneshot::Receiver<Result<Rows, StorageError>>, StorageError> {
-        let (reply, rx) = oneshot::channel();
-        let op = StoreOp::List {
-            instance,
-            range,
-            reply,
-        };
-        self.tx.send(op).await.map_err(|_| closed())?;
-        Ok(rx)
-    }
-
-    /// A range of an instance's rows, as of every commit queued so far.
-    pub async fn list(&self, instance: Arc<str>, range: RowRange) -> Result<Rows, StorageError> {
-        self.ask(|reply| StoreOp::List {
+        self.send(|reply| StoreOp::List {
             instance,
             range,
             reply,
         })
         .await
+    }
+
+    /// A range of an instance's rows, as of every commit queued so far.
+    pub async fn list(&self, instance: Arc<str>, range: RowRange) -> Result<Rows, StorageError> {
+        self.list_later(instance, range)
+            .await?
+            .await
+            .map_err(|_| closed())?
     }
 
     /// Alarms due before `before`, after the cursor, in order.
