@@ -18,7 +18,7 @@ use crate::commit_tracker::CommitTracker;
 use crate::shard::alarm_queue::AlarmQueue;
 use crate::store::{LoadedInstance, RowRange, Rows, StoreHandle};
 
-use row_cache::{KeyRange, RowCache};
+use row_cache::{range_of, RowCache};
 
 /// Rows read at least by a range read that misses the cache, so that walking a queue
 /// costs one read of the store per this many steps, not one per step.
@@ -60,7 +60,7 @@ pub(crate) struct InstanceStorage {
 /// A range read sent before the rows are needed, and the writes made to its range since:
 /// the read does not hold them, so they are replayed on what it returns.
 struct ReadAhead {
-    range: KeyRange,
+    range: RowRange,
     reply: oneshot::Receiver<Result<Rows, StorageError>>,
     writes: Vec<WriteOp>,
 }
@@ -144,13 +144,12 @@ impl InstanceStorage {
 /// Range reads of the store: on a miss, and ahead of a walk along a queue.
 impl InstanceStorage {
     /// Reads `range` (at least `PREFETCH` rows of it) from the store and learns it.
-    async fn fetch(&self, range: KeyRange) -> Result<Rows, StorageError> {
+    async fn fetch(&self, range: RowRange) -> Result<Rows, StorageError> {
         let version = self.rows.borrow().version();
         let fetch_limit = range.limit.map(|l| l.max(PREFETCH));
         let request = RowRange {
-            start: range.start.clone(),
-            end: range.end.clone(),
             limit: fetch_limit,
+            ..range.clone()
         };
         let fetched = self.store.list(self.id.clone(), request).await?;
         self.rows
@@ -162,25 +161,20 @@ impl InstanceStorage {
     }
 
     /// Sends a read of the rows after the cached ones along `range`, when few are left.
-    async fn read_ahead(&self, range: &KeyRange) {
+    async fn read_ahead(&self, range: &RowRange) {
         if self.ahead.borrow().is_some() {
             return;
         }
         let Some(start) = self.rows.borrow().read_ahead_start(range, READ_AHEAD_BELOW) else {
             return;
         };
-        let ahead = KeyRange {
+        let ahead = RowRange {
             start,
             end: range.end.clone(),
             limit: Some(PREFETCH),
         };
-        let request = RowRange {
-            start: ahead.start.clone(),
-            end: ahead.end.clone(),
-            limit: ahead.limit,
-        };
         // A read that cannot be sent is simply not made: the walk reads on its next miss.
-        if let Ok(reply) = self.store.list_later(self.id.clone(), request).await {
+        if let Ok(reply) = self.store.list_later(self.id.clone(), ahead.clone()).await {
             *self.ahead.borrow_mut() = Some(ReadAhead {
                 range: ahead,
                 reply,
@@ -265,7 +259,7 @@ impl Storage for InstanceStorage {
     }
 
     async fn list(&self, options: ListOptions<'_>) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let range = KeyRange::of(&options);
+        let range = range_of(&options);
         self.learn_ahead(false).await;
         let cached = self.rows.borrow().list(&range);
         if let Some(found) = cached {

@@ -21,6 +21,7 @@ use durable_jobs::adapters::{ListOptions, WriteBatch, WriteOp};
 use durable_jobs::adapters::prefix_end;
 
 use super::known_ranges::{before, successor, KnownRanges};
+use crate::store::RowRange;
 
 /// Rows of one key family kept when the cache is trimmed.
 pub(crate) const KEPT_PER_FAMILY: usize = 2 * 128;
@@ -33,33 +34,20 @@ const MAX_KNOWN_RANGES: usize = 4 * MIN_TRIM_MARK;
 /// headers), for the byte count.
 const ROW_OVERHEAD: usize = 64;
 
-/// A range read, as the half-open key range it covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyRange {
-    /// The first key (inclusive).
-    pub start: String,
-    /// The key to stop before; `None`: the end of the key space.
-    pub end: Option<String>,
-    /// At most this many rows.
-    pub limit: Option<usize>,
-}
-
-impl KeyRange {
-    /// The range a [`ListOptions`] selects.
-    pub fn of(options: &ListOptions<'_>) -> Self {
-        let start = match options.start {
-            Some(s) if s > options.prefix => s,
-            _ => options.prefix,
-        };
-        let end = match (prefix_end(options.prefix), options.end) {
-            (Some(p), Some(e)) => Some(p.min(e.to_string())),
-            (p, e) => p.or(e.map(str::to_string)),
-        };
-        KeyRange {
-            start: start.to_string(),
-            end,
-            limit: options.limit,
-        }
+/// The range a [`ListOptions`] selects.
+pub(crate) fn range_of(options: &ListOptions<'_>) -> RowRange {
+    let start = match options.start {
+        Some(s) if s > options.prefix => s,
+        _ => options.prefix,
+    };
+    let end = match (prefix_end(options.prefix), options.end) {
+        (Some(p), Some(e)) => Some(p.min(e.to_string())),
+        (p, e) => p.or(e.map(str::to_string)),
+    };
+    RowRange {
+        start: start.to_string(),
+        end,
+        limit: options.limit,
     }
 }
 
@@ -139,7 +127,7 @@ impl RowCache {
     }
 
     /// A range read, if the cache can answer it whole.
-    pub fn list(&self, range: &KeyRange) -> Option<Vec<(String, Vec<u8>)>> {
+    pub fn list(&self, range: &RowRange) -> Option<Vec<(String, Vec<u8>)>> {
         let end = range.end.as_deref();
         if !before(&range.start, end) {
             return Some(Vec::new());
@@ -185,7 +173,7 @@ impl RowCache {
     pub fn learn_range(
         &mut self,
         version: u64,
-        range: &KeyRange,
+        range: &RowRange,
         fetch_limit: Option<usize>,
         rows: &[(String, Vec<u8>)],
     ) {
@@ -216,7 +204,7 @@ impl RowCache {
     /// Where to read ahead of a walk along `range`, just answered from the cache: the end
     /// of the known range it starts in, when fewer than `low` cached rows remain before
     /// that end and the range goes on past it.
-    pub fn read_ahead_start(&self, range: &KeyRange, low: usize) -> Option<String> {
+    pub fn read_ahead_start(&self, range: &RowRange, low: usize) -> Option<String> {
         let known_end = self.known.end_of(&range.start)??;
         if !before(known_end, range.end.as_deref()) {
             return None;
@@ -236,7 +224,7 @@ impl RowCache {
     /// `writes` made to that range since it was sent (the read does not hold them).
     pub fn learn_ahead(
         &mut self,
-        range: &KeyRange,
+        range: &RowRange,
         fetch_limit: usize,
         rows: Vec<(String, Vec<u8>)>,
         writes: &[WriteOp],
@@ -431,7 +419,7 @@ mod tests {
     /// A read ahead under way, as the instance storage keeps it: what the store returned
     /// when it was sent, and the writes made to its range since.
     struct Ahead {
-        range: KeyRange,
+        range: RowRange,
         rows: Vec<(String, Vec<u8>)>,
         writes: Vec<WriteOp>,
     }
@@ -464,14 +452,14 @@ mod tests {
         ahead: &mut Option<Ahead>,
         settle: bool,
     ) -> Vec<(String, Vec<u8>)> {
-        let range = KeyRange::of(&options);
+        let range = range_of(&options);
         if settle {
             learn(cache, ahead);
         }
         if let Some(rows) = cache.list(&range) {
             if ahead.is_none() {
                 if let Some(start) = cache.read_ahead_start(&range, AHEAD_ROWS / 2) {
-                    let a = KeyRange {
+                    let a = RowRange {
                         start,
                         end: range.end.clone(),
                         limit: Some(AHEAD_ROWS),
@@ -594,7 +582,7 @@ mod tests {
             cache.apply(&batch);
         }
         assert!(cache.len() <= MIN_TRIM_MARK, "{} rows cached", cache.len());
-        let head = cache.list(&KeyRange::of(&ListOptions::prefix("q:").limit(1)));
+        let head = cache.list(&range_of(&ListOptions::prefix("q:").limit(1)));
         assert_eq!(head.map(|r| r[0].0.clone()).as_deref(), Some("q:000000"));
         // The tail is unknown, so it is read from the file rather than answered wrongly.
         assert_eq!(cache.get("q:009999"), None);

@@ -40,7 +40,8 @@ pub(crate) struct LoadedInstance {
     pub alarm: Option<i64>,
 }
 
-/// A range of one instance's rows to read.
+/// A range of one instance's rows to read: half-open, in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RowRange {
     /// The first key (inclusive).
     pub start: String,
