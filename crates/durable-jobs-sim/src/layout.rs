@@ -524,11 +524,19 @@ pub fn check_work_pending(rows: &Records, work: &Work, attempt: u32) -> Result<(
     }
 }
 
+/// Whether the queued event `seq` is the first of its queue.
+pub fn is_queue_head(rows: &Records, seq: u64) -> bool {
+    with_prefix(rows, "q:")
+        .next()
+        .is_some_and(|(_, row)| num(row, "seq") == seq)
+}
+
 /// Checks, when a WorkerPool event starts, that it is the head of its queue: the event
 /// waiting for its retry if there is one, else the first by priority then enqueue order.
 /// Events enqueued since its claim have a later sequence number, so an earlier one still
-/// queued ahead of it was passed over.
-pub fn check_queue_order(rows: &Records, work: &Work) -> Result<(), Violation> {
+/// queued ahead of it was passed over. `ran`: events of the same claim that already ran
+/// successfully, whose outcomes are not recorded yet; they are not ahead any more.
+pub fn check_queue_order(rows: &Records, work: &Work, ran: &[u64]) -> Result<(), Violation> {
     let Work::Event { serial, seq } = work else {
         return Ok(());
     };
@@ -545,7 +553,7 @@ pub fn check_queue_order(rows: &Records, work: &Work) -> Result<(), Violation> {
     }
     let ahead = with_prefix(rows, "q:")
         .take_while(|(k, _)| *k < key)
-        .find(|(_, row)| num(row, "seq") < *seq);
+        .find(|(_, row)| num(row, "seq") < *seq && !ran.contains(&num(row, "seq")));
     match ahead {
         Some((other, _)) => out_of_order(format!(
             "event #{serial} (`{key}`) starts while `{other}`, queued before it, is ahead of it"

@@ -126,6 +126,8 @@ pub struct Runtime {
     /// Engines record each attempt before its user code runs (as on hosts where user code
     /// can take the process down).
     attempts_recorded_at_start: bool,
+    /// How many queued events one WorkerPool claim takes.
+    claim_size: usize,
 }
 
 impl Runtime {
@@ -144,6 +146,7 @@ impl Runtime {
             slots: Vec::new(),
             by_name: HashMap::new(),
             attempts_recorded_at_start: false,
+            claim_size: 1,
             tasks: BTreeMap::new(),
         }
     }
@@ -196,6 +199,7 @@ impl Runtime {
         if self.attempts_recorded_at_start {
             engine = engine.with_attempts_recorded_at_start();
         }
+        engine = engine.with_claim_size(self.claim_size);
         let engine = Rc::new(engine);
         s.engine = Some(engine.clone());
         engine
@@ -205,6 +209,11 @@ impl Runtime {
     /// made.
     pub fn record_attempts_at_start(&mut self, record: bool) {
         self.attempts_recorded_at_start = record;
+    }
+
+    /// Makes WorkerPool claims take up to `size` queued events, from the next engine made.
+    pub fn claim_events(&mut self, size: usize) {
+        self.claim_size = size;
     }
 
     /// Sends a request; it runs as the scheduler polls it.

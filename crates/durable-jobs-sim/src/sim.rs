@@ -117,6 +117,11 @@ impl Sim {
         let mut rt = Runtime::new(registry, clock, latency, world.clone());
         // Half the seeds run engines that record each attempt at its start.
         rt.record_attempts_at_start(seed % 2 == 1);
+        // Claims of one event, or of several recorded as one (each with or without the
+        // attempts recorded at their start).
+        let claim_size = [1, 1, 3, 8][(seed / 2 % 4) as usize];
+        rt.claim_events(claim_size);
+        world.set_claims_of_several(claim_size > 1);
         for instance in ops::instances(&cfg) {
             rt.slot_of(&instance);
         }

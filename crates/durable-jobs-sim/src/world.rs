@@ -198,6 +198,12 @@ struct Inner {
     deadlines: BTreeMap<u64, i64>,
     next_id: u64,
     failure_scale: u32,
+    /// Whether WorkerPool claims may take several events.
+    claims_of_several: bool,
+    /// Per pool instance, the events (by seq) that ran successfully in a row since the
+    /// last one started at the head of the queue: with claims of several, their outcomes
+    /// are recorded together later, so they are still stored, yet no longer ahead.
+    claim_ran: HashMap<String, Vec<u64>>,
 }
 
 /// What the simulated jobs share with the simulator.
@@ -233,6 +239,11 @@ impl World {
     /// Lets the checks made when user code starts read `instance`'s durable storage.
     pub fn register(&self, instance: &str, storage: MemoryStorage) {
         self.lock().storages.insert(instance.to_string(), storage);
+    }
+
+    /// Says whether WorkerPool claims may take several events (see the queue order check).
+    pub fn set_claims_of_several(&self, several: bool) {
+        self.lock().claims_of_several = several;
     }
 
     /// Says whether the future polled now is a request (user code must not run there).
@@ -289,8 +300,18 @@ impl World {
         if let Some(storage) = inner.storages.get(&id) {
             let durable = layout::decode_all(&storage.durable_snapshot());
             let live = layout::decode_all(&storage.snapshot());
+            let ran = match (inner.claims_of_several, &work) {
+                (true, Work::Event { seq, .. }) => {
+                    let ran = inner.claim_ran.entry(id.clone()).or_default();
+                    if layout::is_queue_head(&live, *seq) {
+                        ran.clear();
+                    }
+                    ran.clone()
+                }
+                _ => Vec::new(),
+            };
             let checks = layout::check_work_pending(&durable, &work, attempt)
-                .and_then(|()| layout::check_queue_order(&live, &work));
+                .and_then(|()| layout::check_queue_order(&live, &work, &ran));
             if let Err(v) = checks {
                 inner
                     .violations
@@ -366,6 +387,13 @@ impl World {
             *n = n.saturating_sub(1);
         }
         if let Some(log) = log {
+            if let Work::Event { seq, .. } = &log.work {
+                let ran = inner.claim_ran.entry(log.instance.clone()).or_default();
+                match log.outcome {
+                    Outcome::Succeeded => ran.push(*seq),
+                    _ => ran.clear(),
+                }
+            }
             inner.finished.push(log);
         }
     }

@@ -63,7 +63,7 @@ pub mod testing;
 pub mod wire;
 
 pub use client::{JobsClient, Transport};
-pub use engine::Engine;
+pub use engine::{Engine, CLAIM_RUN_MS};
 pub use errors::{JobError, RegistryError, StorageError};
 pub use events::{EventKind, FlushReason, JobEvent};
 pub use ids::{InstanceId, JobKind};

@@ -98,7 +98,7 @@ impl<B: Storage + Clock> Engine<B> {
         extra: &[&str],
     ) -> Result<Step<'a, B, R>, JobError> {
         let step = Step::open(self, instance, extra, true).await?;
-        self.running.borrow_mut().take();
+        self.running.borrow_mut().clear();
         Ok(step)
     }
 }
@@ -321,11 +321,17 @@ impl<'a, B: Storage + Clock, R: KindRecord> Step<'a, B, R> {
         self.events.push(event);
     }
 
-    /// Marks `key` as what the coming execution works on, so that requests leave it alone
-    /// from this claim until the step that records the outcome. Set under the lock: a
-    /// request between the claim and the user code must already see it.
-    pub fn mark_running(&mut self, key: String) {
-        *self.engine.running.borrow_mut() = Some(key);
+    /// Reports `event`, built earlier, once the step is durable, in order with the step's
+    /// other events.
+    pub fn report(&mut self, event: JobEvent) {
+        self.events.push(event);
+    }
+
+    /// Marks `keys` as what the coming executions work on, so that requests leave them
+    /// alone from this claim until the step that records the outcomes. Set under the lock:
+    /// a request between the claim and the user code must already see them.
+    pub fn mark_running(&mut self, keys: Vec<String>) {
+        *self.engine.running.borrow_mut() = keys;
     }
 
     /// Leaves the alarm as stored, even on an alarm step: a claim whose execution follows

@@ -1,28 +1,39 @@
-//! WorkerPool alarms: process the head of the queue, one event at a time, without holding
-//! the lock while user code runs.
+//! WorkerPool alarms: process the head of the queue, in order, without holding the lock
+//! while user code runs. A claim takes one event, or several where the engine allows it
+//! (see `Engine::with_claim_size`), and one step records their outcomes.
 
 use std::sync::Arc;
 
 use super::erased::{ErasedWorkerPool, ProcessInput};
 use super::handler::mark_done;
-use super::{dead_key, DeadLetter, IdRecord, Pending, PoolRecord, StartedAttempt, QUEUE_PREFIX};
+use super::{
+    dead_key, ClaimedEvents, DeadLetter, IdRecord, Pending, PoolRecord, StartedAttempt,
+    QUEUE_PREFIX,
+};
 use crate::adapters::{Clock, ListOptions, Storage};
-use crate::engine::{Engine, Step, UserRun, EXECUTIONS_PER_ALARM};
+use crate::engine::{Engine, Step, UserRun, CLAIM_RUN_MS, EXECUTIONS_PER_ALARM};
 use crate::errors::JobError;
-use crate::events::EventKind;
+use crate::events::{EventKind, JobEvent};
 use crate::ids::InstanceId;
 use crate::jobs::lifecycle;
 use crate::services::idempotency;
 
 type PoolStep<'a, B> = Step<'a, B, PoolRecord>;
 
+/// A queued event a claim took, with the attempt it runs as.
+struct Claimed {
+    key: String,
+    pending: Pending,
+    attempt: u32,
+}
+
 /// What the claim found to do.
 enum Work {
-    /// Process the queued event under `key`, as attempt `attempt`.
-    Event {
-        key: String,
-        pending: Pending,
-        attempt: u32,
+    /// Process these queued events, in order; `several` if the claim was one of several
+    /// (which its outcomes end).
+    Events {
+        claimed: Vec<Claimed>,
+        several: bool,
     },
     /// The event under `key` used up its attempts without reporting back: dead-letter it.
     Abandoned {
@@ -34,28 +45,44 @@ enum Work {
     Empty { processed: u64 },
 }
 
+/// A claimed event that ran, with its outcome.
+struct Ran {
+    claimed: Claimed,
+    /// Its `processing` event, when it is reported with the outcome: every event of a
+    /// claim but the first, so that each one's events keep their order.
+    processing: Option<JobEvent>,
+    /// When its user code started.
+    started: i64,
+    result: Result<(), String>,
+}
+
 /// Handles one alarm of a pool instance. The caller holds the execution guard.
 pub(crate) async fn alarm<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &Arc<dyn ErasedWorkerPool>,
     instance: &InstanceId,
 ) -> Result<(), JobError> {
-    for _ in 0..EXECUTIONS_PER_ALARM {
+    let mut executions = 0;
+    while executions < EXECUTIONS_PER_ALARM {
         match claim(engine, job.as_ref(), instance).await? {
             None => return Ok(()),
-            Some(Work::Event {
-                key,
-                pending,
-                attempt,
-            }) => process(engine, job, instance, key, pending, attempt).await?,
+            Some(Work::Events { claimed, several }) => {
+                let ran = run_claimed(engine, job, instance, claimed).await?;
+                executions += ran.len();
+                record_outcomes(engine, job.as_ref(), instance, ran, several).await?;
+            }
             Some(Work::Abandoned {
                 key,
                 pending,
                 attempts,
-            }) => abandon(engine, job, instance, &key, pending, attempts).await?,
+            }) => {
+                abandon(engine, job, instance, &key, pending, attempts).await?;
+                executions += 1;
+            }
             Some(Work::Empty { processed }) => {
                 run_on_empty(engine, job, instance, processed).await?;
                 record_drained(engine, instance).await?;
+                executions += 1;
             }
         }
     }
@@ -71,6 +98,7 @@ async fn claim<B: Storage + Clock>(
     instance: &InstanceId,
 ) -> Result<Option<Work>, JobError> {
     let mut step: PoolStep<'_, B> = engine.alarm_step(instance, &[]).await?;
+    engine.take_claim_interrupt();
     if step.meta().is_none() || step.record().paused {
         step.finish().await?;
         return Ok(None);
@@ -84,9 +112,15 @@ async fn claim<B: Storage + Clock>(
                 step.finish().await?;
                 return Ok(None);
             }
+            if let Some(claimed) = claim_several(&mut step, job, &key).await? {
+                return start_several(step, claimed).await.map(Some);
+            }
             start(step, job, key, pending).await.map(Some)
         }
         None => {
+            if step.record().claimed.is_some() {
+                step.record_mut().claimed = None;
+            }
             if step.record().pending != 0 || step.record().current.is_some() {
                 // The counters disagree with the queue (it is empty): trust the queue.
                 let pool = step.record_mut();
@@ -126,17 +160,84 @@ async fn start<B: Storage + Clock>(
             attempts: attempt - 1,
         });
     }
-    step.mark_running(key.clone());
+    step.mark_running(vec![key.clone()]);
     if step.engine().records_attempts_at_start() {
         let key = key.clone();
         step.record_mut().started = Some(StartedAttempt { key, attempt });
         step.leave_alarm();
         step.finish().await?;
     }
-    Ok(Work::Event {
-        key,
-        pending,
-        attempt,
+    Ok(Work::Events {
+        claimed: vec![Claimed {
+            key,
+            pending,
+            attempt,
+        }],
+        several: false,
+    })
+}
+
+/// The events a claim of several takes from the head `head` on, or `None` where it
+/// takes one: the engine allows one, the head waits for its retry, the head is an attempt
+/// recorded at its start, or an earlier claim of several ended without its outcomes and
+/// the queue is not past it yet. That last rule takes the events of a crashed claim one at
+/// a time, each attempt recorded, so one that kills its process uses up its attempts.
+async fn claim_several<B: Storage + Clock>(
+    step: &mut PoolStep<'_, B>,
+    job: &dyn ErasedWorkerPool,
+    head: &str,
+) -> Result<Option<Vec<Claimed>>, JobError> {
+    let pool = step.record();
+    if pool
+        .claimed
+        .as_ref()
+        .is_some_and(|c| head > c.last.as_str())
+    {
+        step.record_mut().claimed = None;
+    }
+    let pool = step.record();
+    let limit = step.engine().claim_size();
+    if limit < 2 || pool.current.is_some() || pool.started.is_some() || pool.claimed.is_some() {
+        return Ok(None);
+    }
+    let listed = step
+        .list::<Pending>(ListOptions::prefix(QUEUE_PREFIX).limit(limit))
+        .await?;
+    let claimed: Vec<Claimed> = listed
+        .into_iter()
+        .map(|(key, pending)| {
+            let attempt = lifecycle::next_attempt(pending.attempt, 0);
+            Claimed {
+                key,
+                pending,
+                attempt,
+            }
+        })
+        .take_while(|c| !lifecycle::is_beyond(&job.config().retry, c.attempt))
+        .collect();
+    Ok((claimed.len() > 1).then_some(claimed))
+}
+
+/// Marks the events of a claim of several as running, and records the claim first where
+/// attempts are recorded at their start.
+async fn start_several<B: Storage + Clock>(
+    mut step: PoolStep<'_, B>,
+    claimed: Vec<Claimed>,
+) -> Result<Work, JobError> {
+    step.mark_running(claimed.iter().map(|c| c.key.clone()).collect());
+    if step.engine().records_attempts_at_start() {
+        if let (Some(first), Some(last)) = (claimed.first(), claimed.last()) {
+            step.record_mut().claimed = Some(ClaimedEvents {
+                first: first.key.clone(),
+                last: last.key.clone(),
+            });
+        }
+        step.leave_alarm();
+        step.finish().await?;
+    }
+    Ok(Work::Events {
+        claimed,
+        several: true,
     })
 }
 
@@ -181,29 +282,63 @@ async fn record_drained<B: Storage + Clock>(
     step.finish().await
 }
 
-async fn process<B: Storage + Clock>(
+/// Runs the claimed events in order, until one fails, a pause interrupts the claim, or
+/// the claim has run for its time; the events not reached stay queued as they are.
+async fn run_claimed<B: Storage + Clock>(
+    engine: &Engine<B>,
+    job: &Arc<dyn ErasedWorkerPool>,
+    instance: &InstanceId,
+    claimed: Vec<Claimed>,
+) -> Result<Vec<Ran>, JobError> {
+    let began = engine.now();
+    let mut ran = Vec::with_capacity(claimed.len());
+    for event in claimed {
+        let out_of_time = engine.now().saturating_sub(began) >= CLAIM_RUN_MS;
+        if !ran.is_empty() && (out_of_time || engine.take_claim_interrupt()) {
+            break;
+        }
+        let report_now = ran.is_empty();
+        let one = run_one(engine, job, instance, event, report_now).await?;
+        let failed = one.result.is_err();
+        ran.push(one);
+        if failed {
+            break;
+        }
+    }
+    Ok(ran)
+}
+
+async fn run_one<B: Storage + Clock>(
     engine: &Engine<B>,
     shared_job: &Arc<dyn ErasedWorkerPool>,
     instance: &InstanceId,
-    key: String,
-    pending: Pending,
-    attempt: u32,
-) -> Result<(), JobError> {
+    claimed: Claimed,
+    report_now: bool,
+) -> Result<Ran, JobError> {
     let job = shared_job.as_ref();
-    let final_attempt = !job.config().retry.retries_after(attempt);
-    engine.report_when_durable(vec![engine.event(
+    let Claimed {
+        pending, attempt, ..
+    } = &claimed;
+    let final_attempt = !job.config().retry.retries_after(*attempt);
+    let processing = engine.event(
         instance,
         EventKind::WorkerPoolProcessing {
             event_id: pending.event_id.clone(),
-            attempt,
+            attempt: *attempt,
         },
-    )]);
+    );
+    let processing = if report_now {
+        engine.report_when_durable(vec![processing]);
+        None
+    } else {
+        Some(processing)
+    };
     let started = engine.now();
     let input = ProcessInput {
         event: pending.event.clone(),
         event_id: pending.event_id.clone(),
         sequence: pending.seq,
-        attempt,
+        attempt: *attempt,
         final_attempt,
         enqueued_at: pending.enqueued_at,
         priority: pending.priority,
@@ -214,15 +349,53 @@ async fn process<B: Storage + Clock>(
         .run_job(run, shared_job, move |job| job.process(input))
         .await?
         .and_then(|r| r);
+    Ok(Ran {
+        claimed,
+        processing,
+        started,
+        result,
+    })
+}
 
+/// Records the outcomes of a claim's events in one step. That ends a claim of `several`;
+/// the outcome of a single event leaves the mark of an earlier claim of several that
+/// crashed, so that the queue is taken one event at a time until past it.
+async fn record_outcomes<B: Storage + Clock>(
+    engine: &Engine<B>,
+    job: &dyn ErasedWorkerPool,
+    instance: &InstanceId,
+    ran: Vec<Ran>,
+    several: bool,
+) -> Result<(), JobError> {
     let mut step: PoolStep<'_, B> = engine.alarm_step(instance, &[]).await?;
-    step.record_mut().started = None;
-    match result {
-        Ok(()) => complete(&mut step, job, &key, &pending, started)?,
-        Err(error) => fail(&mut step, job, &key, pending, attempt, error)?,
+    let pool = step.record_mut();
+    pool.started = None;
+    if several {
+        pool.claimed = None;
     }
-    // One record per event becomes expirable here; sweeping a few keeps them bounded.
-    step.sweep_ids(idempotency::SWEEP_LIMIT).await?;
+    // Each event's record becomes expirable here; sweeping as many keeps them bounded.
+    let sweep_limit = idempotency::SWEEP_LIMIT + ran.len();
+    for Ran {
+        claimed,
+        processing,
+        started,
+        result,
+    } in ran
+    {
+        if let Some(event) = processing {
+            step.report(event);
+        }
+        let Claimed {
+            key,
+            pending,
+            attempt,
+        } = claimed;
+        match result {
+            Ok(()) => complete(&mut step, job, &key, &pending, started)?,
+            Err(error) => fail(&mut step, job, &key, pending, attempt, error)?,
+        }
+    }
+    step.sweep_ids(sweep_limit).await?;
     step.finish().await
 }
 

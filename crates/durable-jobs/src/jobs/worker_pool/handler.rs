@@ -164,6 +164,9 @@ async fn set_paused<B: Storage + Clock>(
             true
         });
         step.record_mut().paused = pausing;
+        if pausing {
+            step.engine().interrupt_claim();
+        }
         step.emit(event);
         step.finish().await?;
     }
@@ -186,7 +189,9 @@ async fn cancel<B: Storage + Clock>(
     };
     // Running here, or (where attempts are recorded at their start) in another process
     // sharing the storage, or in one that crashed before recording the outcome.
-    let started = step.record().started.as_ref().is_some_and(|s| s.key == key);
+    let pool = step.record();
+    let started = pool.started.as_ref().is_some_and(|s| s.key == key)
+        || pool.claimed.as_ref().is_some_and(|c| c.covers(&key));
     if step.engine().is_running(&key) || started {
         return Ok(Response::Cancelled { cancelled: false });
     }

@@ -58,6 +58,27 @@ pub(crate) struct PoolRecord {
     /// where attempts are recorded at their start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<StartedAttempt>,
+    /// The events a claim of several took, while their outcomes are not recorded (only
+    /// where attempts are recorded at their start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<ClaimedEvents>,
+}
+
+/// The queue keys a claim of several events took, first and last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ClaimedEvents {
+    /// The first claimed event's key.
+    pub first: String,
+    /// The last claimed event's key.
+    pub last: String,
+}
+
+impl ClaimedEvents {
+    /// Whether the event under `key` may be one the claim took.
+    pub fn covers(&self, key: &str) -> bool {
+        self.first.as_str() <= key && key <= self.last.as_str()
+    }
 }
 
 /// An attempt recorded at its start.
@@ -84,6 +105,7 @@ impl Default for PoolRecord {
             retry_at: None,
             drained: true,
             started: None,
+            claimed: None,
         }
     }
 }
