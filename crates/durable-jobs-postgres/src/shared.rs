@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub lease: Duration,
     /// How often the poller looks for due alarms when nothing wakes it.
     pub poll_interval: Duration,
+    /// How many queued events one claim of a WorkerPool instance takes at most.
+    pub claim_size: usize,
     /// Wakes the poller: a notification, or a commit of this process setting an alarm due
     /// soon.
     pub wake_poller: Notify,

@@ -8,27 +8,34 @@
 //! inside its transaction, after the advisory lock, and locks the row: the token cannot
 //! change before the step commits, and a step whose token is no longer current fails.
 
+use deadpool_postgres::Object;
 use durable_jobs::StorageError;
 
 use crate::store::db_error;
 use crate::store::sql::Statements;
 use crate::store::tx::TxConn;
 
-/// Fails unless the alarm of the instance stored as `stored_id` still carries `token`,
-/// the token of the pass this process runs (`None`: it runs none).
+/// Whether the alarm of the instance stored as `stored_id` still carries `token`, the
+/// token of the pass this process runs (`None`: it runs none), in `tx`.
 pub(super) async fn check(
     tx: &TxConn,
     sql: &Statements,
-    id: &str,
     stored_id: &str,
     token: Option<i64>,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
+    check_on(tx.client()?, sql, stored_id, token).await
+}
+
+/// [`check`] on the connection of an open transaction.
+pub(super) async fn check_on(
+    conn: &Object,
+    sql: &Statements,
+    stored_id: &str,
+    token: Option<i64>,
+) -> Result<bool, StorageError> {
     let Some(token) = token else {
-        return Err(StorageError::new(format!(
-            "an alarm step of {id} ran without a lease on its alarm; nothing was committed"
-        )));
+        return Ok(false);
     };
-    let conn = tx.client()?;
     let statement = conn
         .prepare_cached(&sql.fence)
         .await
@@ -44,11 +51,18 @@ pub(super) async fn check(
         ),
         None => None,
     };
-    if current == Some(token) {
-        return Ok(());
+    Ok(current == Some(token))
+}
+
+/// The error of an alarm step of `id` that failed its fence.
+pub(super) fn fenced_off(id: &str, token: Option<i64>) -> StorageError {
+    match token {
+        None => StorageError::new(format!(
+            "an alarm step of {id} ran without a lease on its alarm; nothing was committed"
+        )),
+        Some(token) => StorageError::new(format!(
+            "the alarm pass of {id} was fenced off: its lease (token {token}) was taken over \
+             by another process, so this step committed nothing"
+        )),
     }
-    Err(StorageError::new(format!(
-        "the alarm pass of {id} was fenced off: its lease (token {token}) was taken over by \
-         another process, so this step committed nothing"
-    )))
 }

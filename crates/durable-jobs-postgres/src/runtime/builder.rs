@@ -23,6 +23,11 @@ use crate::{ConnectError, Database, PostgresConfig, DEFAULT_SCHEMA};
 /// Requests queued per shard at most; callers wait beyond (backpressure).
 const SHARD_QUEUE: usize = 4096;
 
+/// How many queued events of a WorkerPool instance one claim takes unless set: enough
+/// that the two transactions of a claim cost little per event, few enough that a crash
+/// leaves little to run again.
+pub const DEFAULT_CLAIM_SIZE: usize = 32;
+
 /// The shortest lease accepted: it is renewed every third of it.
 const MIN_LEASE: Duration = Duration::from_millis(30);
 
@@ -37,6 +42,7 @@ pub struct Builder {
     max_connections: usize,
     lease: Duration,
     poll_interval: Duration,
+    claim_size: usize,
     shutdown_grace: Duration,
     shards: usize,
     tracker: Arc<dyn EventTracker>,
@@ -51,6 +57,7 @@ impl std::fmt::Debug for Builder {
             .field("max_connections", &self.max_connections)
             .field("lease", &self.lease)
             .field("poll_interval", &self.poll_interval)
+            .field("claim_size", &self.claim_size)
             .field("shards", &self.shards)
             .finish_non_exhaustive()
     }
@@ -65,6 +72,7 @@ impl Builder {
             max_connections: 16,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            claim_size: DEFAULT_CLAIM_SIZE,
             shutdown_grace: Duration::from_secs(5),
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tracker: Arc::new(NoopTracker),
@@ -102,6 +110,22 @@ impl Builder {
     /// announcements lost while the notification connection was down.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many queued events of a WorkerPool instance one claim takes at most
+    /// ([`DEFAULT_CLAIM_SIZE`] unless set, at least 1). The claimed events run in order and
+    /// one transaction records all their outcomes, so a larger claim costs fewer
+    /// transactions per event. A claim stops early at a failure, at a pause made in this
+    /// process, or after [`CLAIM_RUN_MS`](durable_jobs::CLAIM_RUN_MS) of user code.
+    ///
+    /// The price of a larger claim: `cancel` refuses a claimed event until the claim
+    /// records its outcomes, a pause made in another process takes effect after the claim,
+    /// and a process that dies mid-claim leaves every event of the claim to run again (one
+    /// at a time, each attempt recorded, so an event that kills its process still ends as
+    /// a dead letter). 1 gives one transaction per event and the narrowest windows.
+    pub fn claim_size(mut self, events: usize) -> Self {
+        self.claim_size = events.max(1);
         self
     }
 
@@ -165,6 +189,7 @@ impl Builder {
                 .collect(),
             lease: self.lease,
             poll_interval: self.poll_interval,
+            claim_size: self.claim_size,
             wake_poller: Notify::new(),
             activity: Arc::new(Activity::default()),
         });

@@ -13,7 +13,7 @@ use durable_jobs::adapters::Clock as _;
 use durable_jobs::{JobError, JobsClient, Registry, StorageError};
 use tokio::sync::{oneshot, watch};
 
-pub use builder::Builder;
+pub use builder::{Builder, DEFAULT_CLAIM_SIZE};
 pub use transport::PostgresTransport;
 
 use self::io::IoRuntime;

@@ -69,6 +69,7 @@ impl EngineCache {
         Engine::new(self.registry.clone(), storage)
             .with_tracker(self.tracker.clone())
             .with_attempts_recorded_at_start()
+            .with_claim_size(self.shared.claim_size)
     }
 
     /// Drops the engines idle for `evict_after` that nothing uses.

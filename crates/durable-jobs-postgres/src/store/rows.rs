@@ -98,18 +98,74 @@ fn key_value(row: &Row) -> Result<(String, Vec<u8>), StorageError> {
     Ok((key, value))
 }
 
-/// Where a batch that sets an alarm due soon tells the other processes.
-pub(crate) struct Notify<'a> {
-    /// The channel they listen on.
-    pub channel: &'a str,
-    /// Alarms due before this time are announced; later ones are found by polling.
-    pub before: i64,
+/// The writes of steps that share a transaction, not sent to the server yet: the final
+/// value of each key they wrote, and their last alarm. Sending them at the commit costs a
+/// round trip for the lot, and writes each row once however often the steps changed it (a
+/// pool's record changes at every enqueue).
+#[derive(Debug, Default)]
+pub(crate) struct UnsentWrites {
+    /// Everything of the instance is deleted before the rows below are written.
+    delete_all: bool,
+    /// Stored key → its value, or `None` for a delete.
+    rows: BTreeMap<String, Option<Vec<u8>>>,
+    /// The last alarm written.
+    alarm: Option<AlarmWrite>,
+    /// A step set an alarm due soon: announce it with the commit.
+    announce: bool,
 }
 
-/// Writes `batch` for the instance stored as `instance`, inside the caller's transaction:
-/// everything of the instance first if asked, then the puts and deletes (the last write
-/// of a key wins, as in order), then the alarm. Returns whether it set an alarm due soon
-/// (and announced it, delivered when the transaction commits).
+impl UnsentWrites {
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        !self.delete_all && self.rows.is_empty() && self.alarm.is_none()
+    }
+
+    /// Adds the writes of a step, after those added before. `announce_before`: an alarm
+    /// set before this time is announced to the other processes.
+    pub fn add(&mut self, batch: WriteBatch, announce_before: i64) {
+        let (delete_all, ops, alarm) = batch.into_parts();
+        if delete_all {
+            self.delete_all = true;
+            self.rows.clear();
+        }
+        for op in ops {
+            match op {
+                WriteOp::Put(key, value) => self.rows.insert(encode_owned(key), Some(value)),
+                WriteOp::Delete(key) => self.rows.insert(encode_owned(key), None),
+            };
+        }
+        if let Some(alarm) = alarm {
+            if matches!(alarm, AlarmWrite::Set(at) if at < announce_before) {
+                self.announce = true;
+            }
+            self.alarm = Some(alarm);
+        }
+    }
+
+    /// Records in `seen` what the rows hold once these writes are sent (a delete-all
+    /// forgets every row seen before).
+    pub fn remember_in(&self, seen: &mut std::collections::HashMap<String, Option<Vec<u8>>>) {
+        if self.delete_all {
+            seen.clear();
+        }
+        seen.extend(self.rows.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// What the unsent writes say of the row under `stored` (the key as stored): `None`
+    /// if they do not know it, `Some(None)` if they deleted it.
+    pub fn get(&self, stored: &str) -> Option<Option<&[u8]>> {
+        match self.rows.get(stored) {
+            Some(value) => Some(value.as_deref()),
+            None if self.delete_all => Some(None),
+            None => None,
+        }
+    }
+}
+
+/// Sends `writes` for the instance stored as `instance`, inside the caller's transaction:
+/// everything of the instance first if asked, then the puts and deletes, then the alarm.
+/// Returns whether it announced an alarm due soon (delivered when the transaction
+/// commits).
 ///
 /// The statements after the delete-all touch different rows, so they are sent together
 /// and their answers awaited together: one round trip instead of one each.
@@ -117,57 +173,55 @@ pub(crate) async fn write(
     conn: &Object,
     sql: &Statements,
     instance: &str,
-    batch: WriteBatch,
-    notify: Notify<'_>,
+    channel: &str,
+    writes: UnsentWrites,
 ) -> Result<bool, StorageError> {
-    let (delete_all, ops, alarm) = batch.into_parts();
+    let UnsentWrites {
+        delete_all,
+        rows,
+        alarm,
+        announce,
+    } = writes;
     if delete_all {
         query(conn, &sql.delete_all_rows, &[&instance]).await?;
         query(conn, &sql.delete_instance, &[&instance]).await?;
     }
-    let (put_keys, put_values, deletes) = last_writes(ops);
-    let mut writes: Vec<LocalBoxFuture<'_, Result<Vec<Row>, StorageError>>> = Vec::new();
+    let (put_keys, put_values, deletes) = split(rows);
+    let mut statements: Vec<LocalBoxFuture<'_, Result<Vec<Row>, StorageError>>> = Vec::new();
     if !put_keys.is_empty() {
         let params = vec![param(&instance), &put_keys, &put_values];
-        writes.push(Box::pin(query_with(conn, &sql.put_rows, params)));
+        statements.push(Box::pin(query_with(conn, &sql.put_rows, params)));
     }
     if !deletes.is_empty() {
         let params = vec![param(&instance), &deletes];
-        writes.push(Box::pin(query_with(conn, &sql.delete_rows, params)));
+        statements.push(Box::pin(query_with(conn, &sql.delete_rows, params)));
     }
-    let mut soon = false;
+    let mut announced = false;
     match &alarm {
         Some(AlarmWrite::Set(at)) => {
             let params = vec![param(&instance), at];
-            writes.push(Box::pin(query_with(conn, &sql.set_alarm, params)));
-            if *at < notify.before {
-                let params = vec![param(&notify.channel)];
-                writes.push(Box::pin(query_with(conn, sql.notify, params)));
-                soon = true;
+            statements.push(Box::pin(query_with(conn, &sql.set_alarm, params)));
+            if announce {
+                let params = vec![param(&channel)];
+                statements.push(Box::pin(query_with(conn, sql.notify, params)));
+                announced = true;
             }
         }
         // After a delete-all the alarm row is gone already.
         Some(AlarmWrite::Clear) if !delete_all => {
             let params = vec![param(&instance)];
-            writes.push(Box::pin(query_with(conn, &sql.clear_alarm, params)));
+            statements.push(Box::pin(query_with(conn, &sql.clear_alarm, params)));
         }
         _ => {}
     }
-    try_join_all(writes).await?;
-    Ok(soon)
+    try_join_all(statements).await?;
+    Ok(announced)
 }
 
-/// The final write of each key, stored form: puts (keys, values) and deletes.
-fn last_writes(ops: Vec<WriteOp>) -> (Vec<String>, Vec<Vec<u8>>, Vec<String>) {
-    let mut last: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
-    for op in ops {
-        match op {
-            WriteOp::Put(key, value) => last.insert(encode_owned(key), Some(value)),
-            WriteOp::Delete(key) => last.insert(encode_owned(key), None),
-        };
-    }
+/// Puts (keys, values) and deletes.
+fn split(rows: BTreeMap<String, Option<Vec<u8>>>) -> (Vec<String>, Vec<Vec<u8>>, Vec<String>) {
     let (mut put_keys, mut put_values, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
-    for (key, value) in last {
+    for (key, value) in rows {
         match value {
             Some(value) => {
                 put_keys.push(key);
@@ -183,19 +237,63 @@ fn last_writes(ops: Vec<WriteOp>) -> (Vec<String>, Vec<Vec<u8>>, Vec<String>) {
 mod tests {
     use super::*;
 
+    fn batch(ops: &[(&str, Option<&str>)]) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        for (key, value) in ops {
+            match value {
+                Some(v) => batch.put(*key, v.as_bytes().to_vec()),
+                None => batch.delete(*key),
+            };
+        }
+        batch
+    }
+
     #[test]
-    fn the_last_write_of_a_key_wins() {
-        let ops = vec![
-            WriteOp::Put("a".into(), b"1".to_vec()),
-            WriteOp::Delete("a".into()),
-            WriteOp::Delete("b".into()),
-            WriteOp::Put("b".into(), b"2".to_vec()),
-            WriteOp::Put("c\0".into(), b"3".to_vec()),
-            WriteOp::Put("c\0".into(), b"4".to_vec()),
-        ];
-        let (keys, values, deletes) = last_writes(ops);
+    fn the_last_write_of_a_key_wins_across_steps() {
+        let mut unsent = UnsentWrites::default();
+        unsent.add(batch(&[("a", Some("1")), ("a", None), ("b", None)]), 0);
+        unsent.add(batch(&[("b", Some("2")), ("c\0", Some("3"))]), 0);
+        unsent.add(batch(&[("c\0", Some("4"))]), 0);
+        assert_eq!(unsent.get("a"), Some(None));
+        assert_eq!(unsent.get("b"), Some(Some(&b"2"[..])));
+        assert_eq!(
+            unsent.get("x"),
+            None,
+            "unknown keys are read from the server"
+        );
+        let (keys, values, deletes) = split(unsent.rows);
         assert_eq!(keys, ["b", "c\u{1}\u{1}"]);
         assert_eq!(values, [b"2".to_vec(), b"4".to_vec()]);
         assert_eq!(deletes, ["a"]);
+    }
+
+    #[test]
+    fn a_delete_all_hides_every_row_written_before_it() {
+        let mut unsent = UnsentWrites::default();
+        unsent.add(batch(&[("a", Some("1"))]), 0);
+        let mut purge = WriteBatch::new();
+        purge.delete_all();
+        unsent.add(purge, 0);
+        unsent.add(batch(&[("b", Some("2"))]), 0);
+        assert_eq!(unsent.get("a"), Some(None));
+        assert_eq!(
+            unsent.get("z"),
+            Some(None),
+            "nothing is left on the server either"
+        );
+        assert_eq!(unsent.get("b"), Some(Some(&b"2"[..])));
+    }
+
+    #[test]
+    fn an_alarm_due_soon_in_any_step_is_announced() {
+        let mut unsent = UnsentWrites::default();
+        let mut soon = WriteBatch::new();
+        soon.set_alarm(Some(5));
+        unsent.add(soon, 10);
+        let mut later = WriteBatch::new();
+        later.set_alarm(Some(50));
+        unsent.add(later, 10);
+        assert!(unsent.announce);
+        assert_eq!(unsent.alarm, Some(AlarmWrite::Set(50)));
     }
 }
