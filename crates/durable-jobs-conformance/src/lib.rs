@@ -13,6 +13,7 @@
 pub mod continuous;
 pub mod debounce;
 pub mod input;
+pub mod inspect;
 pub mod jobs;
 pub mod tracking;
 pub mod worker_pool;

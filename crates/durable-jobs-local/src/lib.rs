@@ -41,8 +41,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use durable_jobs::inspect::{self, InstancePage, InstanceQuery, StatusCounts};
 use durable_jobs::services::tracker::{EventTracker, NoopTracker};
-use durable_jobs::{JobError, JobsClient, Registry};
+use durable_jobs::{JobError, JobKind, JobsClient, Registry};
 use tokio::sync::{mpsc, oneshot};
 
 pub use durable_jobs::services::tracker::HttpTrackerConfig;
@@ -395,6 +396,31 @@ impl LocalRuntime {
     pub async fn set_max_file_size(&self, bytes: Option<u64>) -> Result<u64, JobError> {
         let store = self.store.as_ref().ok_or(JobError::ShutDown)?;
         Ok(store.set_max_size(bytes).await?)
+    }
+
+    /// A page of a job's instances, filtered as `query` says, in id order. It reads the
+    /// file (after writing out what is queued), not the shards' memory, so it works for
+    /// instances of any age and never slows their requests more than a read of the file.
+    pub async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
+        self.registry.check_job(query.kind, &query.job)?;
+        let store = self.store.as_ref().ok_or(JobError::ShutDown)?;
+        let keys: Vec<String> = inspect::summary_keys(query.kind).map(String::from).into();
+        inspect::page(query, |prefix, after, limit| {
+            store.instances(prefix, after, keys.clone(), limit)
+        })
+        .await
+    }
+
+    /// How many instances of the job `kind`/`name` are in each status. It reads every
+    /// instance of the job.
+    pub async fn counts(&self, kind: JobKind, name: &str) -> Result<StatusCounts, JobError> {
+        self.registry.check_job(kind, name)?;
+        let store = self.store.as_ref().ok_or(JobError::ShutDown)?;
+        let keys: Vec<String> = inspect::summary_keys(kind).map(String::from).into();
+        inspect::counts(kind, name, |prefix, after, limit| {
+            store.instances(prefix, after, keys.clone(), limit)
+        })
+        .await
     }
 
     /// What the shards hold now.

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use durable_jobs::inspect::{InstancePage, InstanceQuery, StatusCounts};
 use durable_jobs::services::tracker::MemoryTracker;
 use durable_jobs::testing::DEFAULT_START;
-use durable_jobs::{JobsClient, Registry};
+use durable_jobs::{JobError, JobKind, JobsClient, Registry};
+use durable_jobs_conformance::inspect::Inspect;
 use durable_jobs_conformance::TestRuntime;
 use durable_jobs_local::{LocalRuntime, LocalTransport};
 
@@ -45,4 +47,15 @@ impl TestRuntime for Local {
     }
 }
 
+impl Inspect for Local {
+    async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
+        self.runtime.instances(query).await
+    }
+
+    async fn counts(&self, kind: JobKind, job: &str) -> Result<StatusCounts, JobError> {
+        self.runtime.counts(kind, job).await
+    }
+}
+
 durable_jobs_conformance::conformance_tests!(Local, |fut| futures::executor::block_on(fut));
+durable_jobs_conformance::inspect_tests!(Local, |fut| futures::executor::block_on(fut));

@@ -5,9 +5,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use durable_jobs::inspect::{InstancePage, InstanceQuery, StatusCounts};
 use durable_jobs::services::tracker::MemoryTracker;
 use durable_jobs::testing::DEFAULT_START;
-use durable_jobs::{JobsClient, Registry};
+use durable_jobs::{JobError, JobKind, JobsClient, Registry};
+use durable_jobs_conformance::inspect::Inspect;
 use durable_jobs_conformance::TestRuntime;
 use durable_jobs_postgres::testing::{unique_name, TestServer};
 use durable_jobs_postgres::{PostgresRuntime, PostgresTransport};
@@ -59,4 +61,15 @@ impl TestRuntime for Postgres {
     }
 }
 
+impl Inspect for Postgres {
+    async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
+        self.runtime.instances(query).await
+    }
+
+    async fn counts(&self, kind: JobKind, job: &str) -> Result<StatusCounts, JobError> {
+        self.runtime.counts(kind, job).await
+    }
+}
+
 durable_jobs_conformance::conformance_tests!(Postgres, |fut| futures::executor::block_on(fut));
+durable_jobs_conformance::inspect_tests!(Postgres, |fut| futures::executor::block_on(fut));

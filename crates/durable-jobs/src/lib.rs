@@ -55,6 +55,7 @@ pub mod engine;
 pub mod errors;
 pub mod events;
 pub mod ids;
+pub mod inspect;
 pub mod jobs;
 pub mod registry;
 pub mod retry;

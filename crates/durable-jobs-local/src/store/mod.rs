@@ -57,6 +57,9 @@ pub(crate) type Rows = Vec<(String, Vec<u8>)>;
 /// A page of the alarm index.
 pub(crate) type AlarmPage = Vec<(Arc<str>, i64)>;
 
+/// Stored instances, each with the values of the keys asked for.
+pub(crate) type InstanceRows = Vec<(String, Vec<Option<Vec<u8>>>)>;
+
 pub(crate) enum StoreOp {
     Commit {
         instance: Arc<str>,
@@ -93,6 +96,15 @@ pub(crate) enum StoreOp {
         before: i64,
         limit: usize,
         reply: oneshot::Sender<Result<AlarmPage, StorageError>>,
+    },
+    /// Up to `limit` stored instances whose id starts with `prefix`, after `after`, in id
+    /// order, each with its values under `keys`.
+    Instances {
+        prefix: String,
+        after: Option<String>,
+        keys: Vec<String>,
+        limit: usize,
+        reply: oneshot::Sender<Result<InstanceRows, StorageError>>,
     },
     /// Removes an alarm that fired and was not set again, if it still has that time.
     ConsumeAlarm { instance: Arc<str>, at: i64 },
@@ -264,6 +276,25 @@ impl StoreHandle {
         self.ask(|reply| StoreOp::Alarms {
             after,
             before,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Up to `limit` stored instances whose id starts with `prefix`, after `after`, in id
+    /// order, with their values under `keys`.
+    pub async fn instances(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<InstanceRows, StorageError> {
+        self.ask(|reply| StoreOp::Instances {
+            prefix,
+            after,
+            keys,
             limit,
             reply,
         })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use durable_jobs::StorageError;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{AlarmPage, LoadedInstance, RowRange, Rows, StoreOp};
+use super::{AlarmPage, InstanceRows, LoadedInstance, RowRange, Rows, StoreOp};
 
 fn storage_error(context: &str, e: rusqlite::Error) -> StorageError {
     StorageError::with_source(context.to_string(), e)
@@ -51,9 +51,48 @@ pub(super) fn answer(conn: &Connection, op: StoreOp) -> Option<StoreOp> {
                     .map_err(|e| storage_error("alarm index read failed", e)),
             );
         }
+        StoreOp::Instances {
+            prefix,
+            after,
+            keys,
+            limit,
+            reply,
+        } => {
+            let found = instances(conn, &prefix, after, &keys, limit)
+                .map_err(|e| storage_error("instance scan failed", e));
+            let _ = reply.send(found);
+        }
         other => return Some(other),
     }
     None
+}
+
+/// Walks the stored instances under `prefix` after `after`, one index seek each (an
+/// instance's rows are never scanned, however many it holds).
+fn instances(
+    conn: &Connection,
+    prefix: &str,
+    after: Option<String>,
+    keys: &[String],
+    limit: usize,
+) -> rusqlite::Result<InstanceRows> {
+    let mut next = conn.prepare_cached(
+        "SELECT instance FROM kv WHERE instance > ?1 AND instance >= ?2 ORDER BY instance LIMIT 1",
+    )?;
+    let mut found = Vec::new();
+    let mut cursor = after.unwrap_or_default();
+    while found.len() < limit {
+        let id: Option<String> = next
+            .query_row(params![cursor, prefix], |r| r.get(0))
+            .optional()?;
+        let Some(id) = id.filter(|id| id.starts_with(prefix)) else {
+            break;
+        };
+        let values = read(conn, &id, keys)?;
+        cursor.clone_from(&id);
+        found.push((id, values));
+    }
+    Ok(found)
 }
 
 /// The instance a read of rows is for (`None` for other ops).

@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use durable_jobs::adapters::Clock as _;
-use durable_jobs::{JobError, JobsClient, Registry, StorageError};
+use durable_jobs::inspect::{self, InstancePage, InstanceQuery, RawInstances, StatusCounts};
+use durable_jobs::{JobError, JobKind, JobsClient, Registry, StorageError};
 use tokio::sync::{oneshot, watch};
 
 pub use builder::{Builder, DEFAULT_CLAIM_SIZE};
@@ -21,6 +22,7 @@ use crate::alarms::poller::Poller;
 use crate::alarms::{db, listener, renewer};
 use crate::shard::ShardMsg;
 use crate::shared::Shared;
+use crate::store::rows;
 use crate::{ConnectError, SchemaName};
 
 /// How long `advance` waits before looking again at an alarm that is due but was not
@@ -75,6 +77,41 @@ impl PostgresRuntime {
     /// The runtime's time (ms since the epoch).
     pub fn now(&self) -> i64 {
         self.shared.clock.now()
+    }
+
+    /// A page of a job's instances, filtered as `query` says, in id order, as committed in
+    /// the database (by any process).
+    pub async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
+        self.registry.check_job(query.kind, &query.job)?;
+        let keys = inspect::summary_keys(query.kind);
+        inspect::page(query, |prefix, after, limit| {
+            self.fetch(prefix, after, keys, limit)
+        })
+        .await
+    }
+
+    /// How many instances of the job `kind`/`name` are in each status. It reads every
+    /// instance of the job.
+    pub async fn counts(&self, kind: JobKind, name: &str) -> Result<StatusCounts, JobError> {
+        self.registry.check_job(kind, name)?;
+        let keys = inspect::summary_keys(kind);
+        inspect::counts(kind, name, |prefix, after, limit| {
+            self.fetch(prefix, after, keys, limit)
+        })
+        .await
+    }
+
+    /// Stored instances for `inspect`, read on a pooled connection.
+    async fn fetch(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        keys: [&'static str; 2],
+        limit: usize,
+    ) -> Result<RawInstances, StorageError> {
+        let store = &self.shared.store;
+        let conn = store.connection().await?;
+        rows::instances(&conn, &store.sql, &prefix, after.as_deref(), &keys, limit).await
     }
 
     /// The schema the runtime's tables live in.

@@ -88,6 +88,49 @@ pub(crate) async fn list(
         .collect()
 }
 
+/// Up to `limit` stored instances whose id starts with `prefix`, after `after`, in id
+/// order, each with its values under `keys` (ids and keys decoded).
+pub(crate) async fn instances(
+    conn: &Object,
+    sql: &Statements,
+    prefix: &str,
+    after: Option<&str>,
+    keys: &[&str],
+    limit: usize,
+) -> Result<durable_jobs::inspect::RawInstances, StorageError> {
+    let prefix = encode(prefix).into_owned();
+    let stored_keys: Vec<String> = keys.iter().map(|k| encode(k).into_owned()).collect();
+    let mut cursor = after.map(|a| encode(a).into_owned()).unwrap_or_default();
+    let mut found = Vec::new();
+    while found.len() < limit {
+        let rows = query(conn, &sql.next_instance, &[&cursor, &prefix, &stored_keys]).await?;
+        let Some(first) = rows.first() else {
+            break;
+        };
+        let id: String = first
+            .try_get(0)
+            .map_err(|e| db_error("a stored instance id does not read", &e))?;
+        if !id.starts_with(&prefix) {
+            break;
+        }
+        let mut values = vec![None; keys.len()];
+        for row in &rows {
+            let key: Option<String> = row
+                .try_get(1)
+                .map_err(|e| db_error("a stored key does not read", &e))?;
+            let value: Option<Vec<u8>> = row
+                .try_get(2)
+                .map_err(|e| db_error("a stored value does not read", &e))?;
+            if let Some(i) = key.and_then(|k| stored_keys.iter().position(|s| *s == k)) {
+                values[i] = value;
+            }
+        }
+        found.push((decode(&id)?.into_owned(), values));
+        cursor = id;
+    }
+    Ok(found)
+}
+
 fn key_value(row: &Row) -> Result<(String, Vec<u8>), StorageError> {
     let key: String = row
         .try_get(0)

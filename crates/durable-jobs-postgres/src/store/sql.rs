@@ -14,6 +14,9 @@ pub(crate) struct Statements {
     pub list_between: String,
     /// `$1` instance, `$2` start, `$3` limit: a range to the instance's last key.
     pub list_from: String,
+    /// `$1` after, `$2` prefix, `$3` keys: the first instance after `$1` from `$2` on,
+    /// with its rows among those keys (no row when it holds none of them).
+    pub next_instance: String,
     /// `$1` instance, `$2` keys, `$3` values: stores every pair.
     pub put_rows: String,
     /// `$1` instance, `$2` keys: removes those rows.
@@ -68,6 +71,13 @@ impl Statements {
         Statements {
             get_many: format!(
                 "SELECT key, value FROM {s}.rows WHERE instance = $1 AND key = ANY($2::text[])"
+            ),
+            // The subquery is one index seek, however many rows an instance holds.
+            next_instance: format!(
+                "WITH next AS (SELECT instance FROM {s}.rows WHERE instance > $1 \
+                   AND instance >= $2 ORDER BY instance LIMIT 1) \
+                 SELECT next.instance, r.key, r.value FROM next \
+                 LEFT JOIN {s}.rows r ON r.instance = next.instance AND r.key = ANY($3::text[])"
             ),
             list_between: format!(
                 "SELECT key, value FROM {s}.rows WHERE instance = $1 AND key >= $2 AND key < $3 \

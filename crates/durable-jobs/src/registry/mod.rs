@@ -77,6 +77,11 @@ impl Registry {
             })
     }
 
+    /// Fails with [`JobError::JobNotFound`] unless a job `name` of `kind` is registered.
+    pub fn check_job(&self, kind: JobKind, name: &str) -> Result<(), JobError> {
+        self.entry(kind, name).map(|_| ())
+    }
+
     /// Every registered job, as kind and name.
     pub fn jobs(&self) -> impl Iterator<Item = (JobKind, &str)> {
         self.inner
