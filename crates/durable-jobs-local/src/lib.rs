@@ -57,7 +57,7 @@ pub use transport::LocalTransport;
 use clock::Clock;
 use durable_jobs::adapters::{Clock as _, UserCodeRunner};
 use shard::{ShardConfig, ShardMsg};
-use store::StoreHandle;
+use store::{StoreHandle, WeakStoreHandle};
 use tracking::Flusher;
 use user_code::UserCodePool;
 
@@ -398,29 +398,25 @@ impl LocalRuntime {
         Ok(store.set_max_size(bytes).await?)
     }
 
-    /// A page of a job's instances, filtered as `query` says, in id order. It reads the
-    /// file (after writing out what is queued), not the shards' memory, so it works for
-    /// instances of any age and never slows their requests more than a read of the file.
+    /// A page of a job's instances, filtered as `query` says, in id order: see
+    /// [`LocalInspector::instances`].
     pub async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
-        self.registry.check_job(query.kind, &query.job)?;
-        let store = self.store.as_ref().ok_or(JobError::ShutDown)?;
-        let keys: Vec<String> = inspect::summary_keys(query.kind).map(String::from).into();
-        inspect::page(query, |prefix, after, limit| {
-            store.instances(prefix, after, keys.clone(), limit)
-        })
-        .await
+        self.inspector().instances(query).await
     }
 
-    /// How many instances of the job `kind`/`name` are in each status. It reads every
-    /// instance of the job.
+    /// How many instances of the job `kind`/`name` are in each status: see
+    /// [`LocalInspector::counts`].
     pub async fn counts(&self, kind: JobKind, name: &str) -> Result<StatusCounts, JobError> {
-        self.registry.check_job(kind, name)?;
-        let store = self.store.as_ref().ok_or(JobError::ShutDown)?;
-        let keys: Vec<String> = inspect::summary_keys(kind).map(String::from).into();
-        inspect::counts(kind, name, |prefix, after, limit| {
-            store.instances(prefix, after, keys.clone(), limit)
-        })
-        .await
+        self.inspector().counts(kind, name).await
+    }
+
+    /// A handle that lists and counts instances, for an admin API: cheap to clone, and it
+    /// does not keep the runtime open (after shutdown it answers [`JobError::ShutDown`]).
+    pub fn inspector(&self) -> LocalInspector {
+        LocalInspector {
+            registry: self.registry.clone(),
+            store: self.store.as_ref().map(StoreHandle::downgrade),
+        }
     }
 
     /// What the shards hold now.
@@ -491,5 +487,52 @@ impl Drop for LocalRuntime {
         if let Some(user_code) = &self.user_code {
             user_code.close();
         }
+    }
+}
+
+/// Lists and counts a runtime's instances; see [`LocalRuntime::inspector`].
+#[derive(Clone)]
+pub struct LocalInspector {
+    registry: Registry,
+    store: Option<WeakStoreHandle>,
+}
+
+impl std::fmt::Debug for LocalInspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalInspector").finish_non_exhaustive()
+    }
+}
+
+impl LocalInspector {
+    fn store(&self) -> Result<StoreHandle, JobError> {
+        self.store
+            .as_ref()
+            .and_then(WeakStoreHandle::upgrade)
+            .ok_or(JobError::ShutDown)
+    }
+
+    /// A page of a job's instances, filtered as `query` says, in id order. It reads the
+    /// file (after writing out what is queued), not the shards' memory, so it sees
+    /// instances of any age and costs their requests no more than a read of the file.
+    pub async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
+        self.registry.check_job(query.kind, &query.job)?;
+        let store = self.store()?;
+        let keys: Vec<String> = inspect::summary_keys(query.kind).map(String::from).into();
+        inspect::page(query, |prefix, after, limit| {
+            store.instances(prefix, after, keys.clone(), limit)
+        })
+        .await
+    }
+
+    /// How many instances of the job `kind`/`name` are in each status. It reads every
+    /// instance of the job.
+    pub async fn counts(&self, kind: JobKind, name: &str) -> Result<StatusCounts, JobError> {
+        self.registry.check_job(kind, name)?;
+        let store = self.store()?;
+        let keys: Vec<String> = inspect::summary_keys(kind).map(String::from).into();
+        inspect::counts(kind, name, |prefix, after, limit| {
+            store.instances(prefix, after, keys.clone(), limit)
+        })
+        .await
     }
 }

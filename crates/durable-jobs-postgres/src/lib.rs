@@ -66,7 +66,9 @@ mod store;
 pub mod testing;
 
 pub use database::{ConnectError, Database, PostgresConfig};
-pub use runtime::{Builder, PostgresRuntime, PostgresTransport, DEFAULT_CLAIM_SIZE};
+pub use runtime::{
+    Builder, PostgresInspector, PostgresRuntime, PostgresTransport, DEFAULT_CLAIM_SIZE,
+};
 pub use schema::{migrate, SchemaError, SchemaName, DEFAULT_SCHEMA, SUPPORTED_VERSION};
 
 /// A driver error with its causes, `error connecting to server: Connection refused (os

@@ -131,6 +131,20 @@ pub(crate) struct StoreHandle {
     tx: mpsc::Sender<StoreOp>,
 }
 
+/// Reaches the store without keeping it open: the store thread ends once every
+/// [`StoreHandle`] is gone, whatever weak ones remain.
+#[derive(Clone)]
+pub(crate) struct WeakStoreHandle {
+    tx: mpsc::WeakSender<StoreOp>,
+}
+
+impl WeakStoreHandle {
+    /// The store, unless it is shut down.
+    pub fn upgrade(&self) -> Option<StoreHandle> {
+        self.tx.upgrade().map(|tx| StoreHandle { tx })
+    }
+}
+
 /// Ops queued for the store thread at most (backpressure beyond).
 const QUEUE: usize = 65_536;
 
@@ -139,6 +153,13 @@ fn closed() -> StorageError {
 }
 
 impl StoreHandle {
+    /// A handle that does not keep the store open.
+    pub fn downgrade(&self) -> WeakStoreHandle {
+        WeakStoreHandle {
+            tx: self.tx.downgrade(),
+        }
+    }
+
     /// Opens the database, capped at `max_size` bytes if given, and starts its thread.
     pub fn open(
         location: Location,

@@ -79,39 +79,25 @@ impl PostgresRuntime {
         self.shared.clock.now()
     }
 
-    /// A page of a job's instances, filtered as `query` says, in id order, as committed in
-    /// the database (by any process).
+    /// A page of a job's instances, filtered as `query` says, in id order: see
+    /// [`PostgresInspector::instances`].
     pub async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
-        self.registry.check_job(query.kind, &query.job)?;
-        let keys = inspect::summary_keys(query.kind);
-        inspect::page(query, |prefix, after, limit| {
-            self.fetch(prefix, after, keys, limit)
-        })
-        .await
+        self.inspector().instances(query).await
     }
 
-    /// How many instances of the job `kind`/`name` are in each status. It reads every
-    /// instance of the job.
+    /// How many instances of the job `kind`/`name` are in each status: see
+    /// [`PostgresInspector::counts`].
     pub async fn counts(&self, kind: JobKind, name: &str) -> Result<StatusCounts, JobError> {
-        self.registry.check_job(kind, name)?;
-        let keys = inspect::summary_keys(kind);
-        inspect::counts(kind, name, |prefix, after, limit| {
-            self.fetch(prefix, after, keys, limit)
-        })
-        .await
+        self.inspector().counts(kind, name).await
     }
 
-    /// Stored instances for `inspect`, read on a pooled connection.
-    async fn fetch(
-        &self,
-        prefix: String,
-        after: Option<String>,
-        keys: [&'static str; 2],
-        limit: usize,
-    ) -> Result<RawInstances, StorageError> {
-        let store = &self.shared.store;
-        let conn = store.connection().await?;
-        rows::instances(&conn, &store.sql, &prefix, after.as_deref(), &keys, limit).await
+    /// A handle that lists and counts instances, for an admin API: cheap to clone, and it
+    /// does not keep the runtime open (after shutdown it answers [`JobError::ShutDown`]).
+    pub fn inspector(&self) -> PostgresInspector {
+        PostgresInspector {
+            registry: self.registry.clone(),
+            shared: Arc::downgrade(&self.shared),
+        }
     }
 
     /// The schema the runtime's tables live in.
@@ -285,5 +271,59 @@ impl Background {
     fn signal(&self) {
         let _ = self.claims.send(true);
         let _ = self.renewal.send(true);
+    }
+}
+
+/// Lists and counts instances; see [`PostgresRuntime::inspector`].
+#[derive(Clone)]
+pub struct PostgresInspector {
+    registry: Registry,
+    shared: std::sync::Weak<Shared>,
+}
+
+impl std::fmt::Debug for PostgresInspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresInspector").finish_non_exhaustive()
+    }
+}
+
+impl PostgresInspector {
+    /// A page of a job's instances, filtered as `query` says, in id order, as committed in
+    /// the database (by any process).
+    pub async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
+        self.registry.check_job(query.kind, &query.job)?;
+        let keys = inspect::summary_keys(query.kind);
+        inspect::page(query, |prefix, after, limit| {
+            self.fetch(prefix, after, keys, limit)
+        })
+        .await
+    }
+
+    /// How many instances of the job `kind`/`name` are in each status. It reads every
+    /// instance of the job.
+    pub async fn counts(&self, kind: JobKind, name: &str) -> Result<StatusCounts, JobError> {
+        self.registry.check_job(kind, name)?;
+        let keys = inspect::summary_keys(kind);
+        inspect::counts(kind, name, |prefix, after, limit| {
+            self.fetch(prefix, after, keys, limit)
+        })
+        .await
+    }
+
+    /// Stored instances for `inspect`, read on a pooled connection.
+    async fn fetch(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        keys: [&'static str; 2],
+        limit: usize,
+    ) -> Result<RawInstances, StorageError> {
+        let shared = self
+            .shared
+            .upgrade()
+            .ok_or_else(|| StorageError::new("the PostgreSQL runtime is shut down"))?;
+        let store = &shared.store;
+        let conn = store.connection().await?;
+        rows::instances(&conn, &store.sql, &prefix, after.as_deref(), &keys, limit).await
     }
 }

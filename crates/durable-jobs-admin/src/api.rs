@@ -1,0 +1,232 @@
+//! The JSON routes: the jobs, their instances, one instance's views, and the operator's
+//! actions on it.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use durable_jobs::inspect::{InstancePage, InstanceQuery, StatusCounts, DEFAULT_PAGE};
+use durable_jobs::wire::{Operation, Request, Response};
+use durable_jobs::{InstanceId, JobKind, StatusName};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::backend::Backend;
+use crate::error::ApiError;
+
+/// Dead letters one page holds at most.
+const MAX_DEAD_LETTERS: u32 = 500;
+
+pub(crate) type Shared = Arc<dyn Backend>;
+
+/// The API's routes, relative to where they are mounted.
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/jobs", get(jobs))
+        .route("/api/jobs/{kind}/{name}/instances", get(instances))
+        .route("/api/jobs/{kind}/{name}/counts", get(counts))
+        .route("/api/instances/{id}", get(instance))
+        .route("/api/instances/{id}/dead-letters", get(dead_letters))
+        .route("/api/instances/{id}/failed-batches", get(failed_batches))
+        .route("/api/instances/{id}/actions", post(action))
+}
+
+/// Any path the API does not have.
+pub(crate) async fn no_route() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// A registered job.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobInfo {
+    kind: JobKind,
+    name: String,
+}
+
+async fn jobs(State(backend): State<Shared>) -> Json<Vec<JobInfo>> {
+    let mut jobs: Vec<JobInfo> = backend
+        .registry()
+        .jobs()
+        .map(|(kind, name)| JobInfo {
+            kind,
+            name: name.to_string(),
+        })
+        .collect();
+    jobs.sort_by(|a, b| (a.kind.to_string(), &a.name).cmp(&(b.kind.to_string(), &b.name)));
+    Json(jobs)
+}
+
+/// The query string of an instance list.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListParams {
+    status: Option<StatusName>,
+    #[serde(default)]
+    dead_letters: bool,
+    #[serde(default)]
+    failed_batches: bool,
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+fn job_kind(kind: &str) -> Result<JobKind, ApiError> {
+    kind.parse()
+        .map_err(|_| ApiError::bad_request(format!("`{kind}` is not a job kind")))
+}
+
+fn query_error(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+}
+
+async fn instances(
+    State(backend): State<Shared>,
+    Path((kind, name)): Path<(String, String)>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<InstancePage>, ApiError> {
+    let Query(params) = params.map_err(query_error)?;
+    let query = InstanceQuery {
+        kind: job_kind(&kind)?,
+        job: name,
+        status: params.status,
+        has_dead_letters: params.dead_letters,
+        has_failed_batches: params.failed_batches,
+        key_prefix: params.prefix,
+        after: params.after,
+        limit: params.limit.unwrap_or(DEFAULT_PAGE),
+    };
+    Ok(Json(backend.instances(&query).await?))
+}
+
+async fn counts(
+    State(backend): State<Shared>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Result<Json<StatusCounts>, ApiError> {
+    let kind = job_kind(&kind)?;
+    Ok(Json(backend.counts(kind, &name).await?))
+}
+
+/// Parses an instance id of a registered job.
+fn instance_id(backend: &Shared, id: &str) -> Result<InstanceId, ApiError> {
+    let id: InstanceId = id.parse()?;
+    backend.registry().check_job(id.kind, &id.name)?;
+    Ok(id)
+}
+
+async fn send(
+    backend: &Shared,
+    instance: &InstanceId,
+    op: Operation,
+) -> Result<Response, ApiError> {
+    let request = Request {
+        instance: instance.clone(),
+        op,
+    };
+    Ok(backend.send(request).await?)
+}
+
+/// One instance: its status and, where it has one, its state.
+async fn instance(
+    State(backend): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = instance_id(&backend, &id)?;
+    let (status_op, state_op) = match id.kind {
+        JobKind::Continuous => (
+            Operation::ContinuousStatus,
+            Some(Operation::ContinuousGetState),
+        ),
+        JobKind::Debounce => (Operation::DebounceStatus, Some(Operation::DebounceGetState)),
+        JobKind::WorkerPool => (Operation::WorkerPoolStatus, None),
+    };
+    let status = send(&backend, &id, status_op).await?;
+    let state = match state_op {
+        Some(op) => match send(&backend, &id, op).await? {
+            Response::State { state } => state,
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(Json(json!({ "id": id, "status": status, "state": state })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PageParams {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn dead_letters(
+    State(backend): State<Shared>,
+    Path(id): Path<String>,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<Response>, ApiError> {
+    let Query(params) = params.map_err(query_error)?;
+    let id = instance_id(&backend, &id)?;
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_DEAD_LETTERS {
+        return Err(ApiError::bad_request(format!(
+            "a page holds 1 to {MAX_DEAD_LETTERS} dead letters, not {limit}"
+        )));
+    }
+    let op = Operation::WorkerPoolDeadLetters {
+        after: params.after,
+        limit,
+    };
+    Ok(Json(send(&backend, &id, op).await?))
+}
+
+async fn failed_batches(
+    State(backend): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Response>, ApiError> {
+    let id = instance_id(&backend, &id)?;
+    Ok(Json(
+        send(&backend, &id, Operation::DebounceFailedBatches).await?,
+    ))
+}
+
+/// Whether an operator may send `op` through the admin API: actions on existing work and
+/// reads. Creating work (start, add, enqueue) is the application's.
+fn is_operator_action(op: &Operation) -> bool {
+    matches!(
+        op,
+        Operation::ContinuousStop { .. }
+            | Operation::ContinuousTrigger
+            | Operation::DebounceFlush
+            | Operation::DebounceClear
+            | Operation::WorkerPoolPause
+            | Operation::WorkerPoolResume
+            | Operation::WorkerPoolCancel { .. }
+            | Operation::WorkerPoolReplay { .. }
+            | Operation::WorkerPoolDiscard { .. }
+    )
+}
+
+/// An operator's action on one instance: the body is the operation, as on the wire
+/// (`{"op": "workerPoolReplay", "eventIds": ["a"]}`); the answer is the wire response.
+async fn action(
+    State(backend): State<Shared>,
+    Path(id): Path<String>,
+    body: Result<Json<Operation>, JsonRejection>,
+) -> Result<Json<Response>, ApiError> {
+    let id = instance_id(&backend, &id)?;
+    let Json(op) = body.map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!("bad action: {}", rejection.body_text()),
+        )
+    })?;
+    if !is_operator_action(&op) {
+        return Err(ApiError::bad_request(
+            "not an operator action: stop, trigger, flush, clear, pause, resume, cancel, \
+             replay or discard",
+        ));
+    }
+    Ok(Json(send(&backend, &id, op).await?))
+}
