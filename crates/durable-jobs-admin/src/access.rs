@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
@@ -111,10 +112,12 @@ pub(crate) async fn check(
             }
         }
         Access::LoopbackWithoutToken => {
-            let peer = request
-                .extensions()
+            // `MockConnectInfo` stands in for the connection in tests, as axum allows.
+            let extensions = request.extensions();
+            let peer = extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0);
+                .map(|c| c.0)
+                .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0));
             match peer {
                 Some(addr) if addr.ip().is_loopback() => {}
                 Some(_) => {
