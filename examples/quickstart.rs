@@ -6,6 +6,9 @@
 //! `-- --postgres URL` runs the same jobs on the PostgreSQL runtime instead, in the
 //! schema `quickstart` of the database at `URL` (created if missing): start it in two
 //! terminals at once and the two processes share the work.
+//!
+//! `-- --admin` also serves the admin API and dashboard on 127.0.0.1:8321 with a fresh
+//! token (printed, with the URL), and keeps serving after the run until Ctrl-C.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -14,6 +17,7 @@ use durable_jobs::{
     Continuous, ContinuousContext, Debounce, DebounceContext, EnqueueRequest, JobsClient, Registry,
     Rejected, RetryPolicy, Schedule, Transport, WorkerPool, WorkerPoolContext,
 };
+use durable_jobs_admin::{serve, Access, Admin, Token};
 use durable_jobs_local::LocalRuntime;
 use durable_jobs_postgres::PostgresRuntime;
 use serde::{Deserialize, Serialize};
@@ -162,10 +166,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .debounce("webhookBatcher", WebhookBatcher)
         .worker_pool("emailSender", EmailSender)
         .build()?;
-    match postgres_url()? {
+    let options = Options::from_args()?;
+    match options.postgres.clone() {
         None => {
             let runtime = LocalRuntime::open("quickstart.db", registry)?;
+            let admin = admin_token(&options)
+                .map(|t| (Admin::local(&runtime, Access::Token(t.clone())), t));
+            let served = serve_admin(admin).await?;
             run(&runtime.client(), "quickstart.db").await?;
+            wait_for_ctrl_c(served).await;
             runtime.shutdown().await;
         }
         Some(url) => {
@@ -173,30 +182,93 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .schema(SCHEMA)
                 .connect()
                 .await?;
+            let admin = admin_token(&options)
+                .map(|t| (Admin::postgres(&runtime, Access::Token(t.clone())), t));
+            let served = serve_admin(admin).await?;
             let place = format!("the schema {SCHEMA} of that database");
             run(&runtime.client(), &place).await?;
+            wait_for_ctrl_c(served).await;
             runtime.shutdown().await;
         }
     }
     Ok(())
 }
 
-/// The URL given with `--postgres URL` (or `--postgres=URL`), if any.
-fn postgres_url() -> Result<Option<String>, String> {
-    let mut args = std::env::args().skip(1);
-    let mut url = None;
-    while let Some(arg) = args.next() {
-        if arg == "--postgres" {
-            url = Some(args.next().ok_or("--postgres needs a URL")?);
-        } else if let Some(value) = arg.strip_prefix("--postgres=") {
-            url = Some(value.to_owned());
-        } else {
-            return Err(format!(
-                "unknown argument {arg:?}; usage: quickstart [--postgres URL]"
-            ));
+/// Where `--admin` serves.
+const ADMIN_ADDRESS: &str = "127.0.0.1:8321";
+
+/// A fresh admin token when `--admin` asks for the admin API.
+fn admin_token(options: &Options) -> Option<Token> {
+    if !options.admin {
+        return None;
+    }
+    match Token::generate() {
+        Ok(token) => Some(token),
+        Err(error) => {
+            eprintln!("cannot make an admin token: {error}");
+            std::process::exit(1);
         }
     }
-    Ok(url)
+}
+
+/// Serves `admin` in the background, if asked, and says where.
+async fn serve_admin(
+    admin: Option<(Admin, Token)>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Box<dyn std::error::Error>> {
+    let Some((admin, token)) = admin else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(ADMIN_ADDRESS).await?;
+    println!(
+        "admin:    http://{ADMIN_ADDRESS}/  token {}",
+        token.expose()
+    );
+    Ok(Some(tokio::spawn(async move {
+        if let Err(error) = serve(listener, admin).await {
+            eprintln!("the admin server stopped: {error}");
+        }
+    })))
+}
+
+/// With the admin API served, keeps it up until Ctrl-C.
+async fn wait_for_ctrl_c(served: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(server) = served {
+        println!("admin:    still serving on http://{ADMIN_ADDRESS}/; Ctrl-C to stop");
+        let _ = tokio::signal::ctrl_c().await;
+        server.abort();
+    }
+}
+
+/// The command line.
+struct Options {
+    /// `--postgres URL`.
+    postgres: Option<String>,
+    /// `--admin`.
+    admin: bool,
+}
+
+impl Options {
+    fn from_args() -> Result<Options, String> {
+        let mut args = std::env::args().skip(1);
+        let mut options = Options {
+            postgres: None,
+            admin: false,
+        };
+        while let Some(arg) = args.next() {
+            if arg == "--postgres" {
+                options.postgres = Some(args.next().ok_or("--postgres needs a URL")?);
+            } else if let Some(value) = arg.strip_prefix("--postgres=") {
+                options.postgres = Some(value.to_owned());
+            } else if arg == "--admin" {
+                options.admin = true;
+            } else {
+                return Err(format!(
+                    "unknown argument {arg:?}; usage: quickstart [--postgres URL] [--admin]"
+                ));
+            }
+        }
+        Ok(options)
+    }
 }
 
 /// The same calls whichever runtime answers them; `place` says where the state is kept.

@@ -12,11 +12,18 @@
 //! POST /emails/replay | /emails/discard  {"eventIds"?}
 //! GET  /log                                     GET /stats/{kind}:{name}:{key}
 //! ```
+//!
+//! Every route needs `Authorization: Bearer <token>`, the token being the Worker secret
+//! `ADMIN_TOKEN` (`wrangler secret put ADMIN_TOKEN`; at least 24 characters), compared in
+//! constant time. Without the secret the front refuses to serve, unless the variable
+//! `DURABLE_JOBS_LOCAL_DEV` is `"true"` (for `wrangler dev` on a laptop): instance states
+//! hold the example's access tokens, and every route can stop, clear or replay work.
 
 use durable_jobs::{EnqueueRequest, InstanceId, JobError, JobsClient};
 use durable_jobs_cloudflare::DoTransport;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 use worker::{Env, Method, Request, Response, Result};
 
 use crate::execution_log::LogClient;
@@ -25,8 +32,47 @@ use crate::Jobs;
 
 type Client = JobsClient<DoTransport>;
 
+/// The shortest admin token accepted.
+const MIN_TOKEN_LEN: usize = 24;
+
+/// Lets the request through (`None`), or answers why not.
+fn refusal(request: &Request, env: &Env) -> Result<Option<Response>> {
+    let token = env.secret("ADMIN_TOKEN").map(|s| s.to_string()).ok();
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        let local_dev = env
+            .var("DURABLE_JOBS_LOCAL_DEV")
+            .is_ok_and(|v| v.to_string() == "true");
+        if local_dev {
+            return Ok(None);
+        }
+        let why = "this worker has no ADMIN_TOKEN secret: set one with `wrangler secret put \
+                   ADMIN_TOKEN`, or set DURABLE_JOBS_LOCAL_DEV = \"true\" for local development";
+        return error_response(503, json!({ "error": why })).map(Some);
+    };
+    if token.len() < MIN_TOKEN_LEN {
+        let why = format!("the ADMIN_TOKEN secret needs at least {MIN_TOKEN_LEN} characters");
+        return error_response(503, json!({ "error": why })).map(Some);
+    }
+    let presented = request.headers().get("authorization")?;
+    let matches = presented
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes())));
+    if matches {
+        return Ok(None);
+    }
+    let why = match presented {
+        Some(_) => "wrong bearer token",
+        None => "send the admin token as `Authorization: Bearer <token>`",
+    };
+    error_response(401, json!({ "error": why })).map(Some)
+}
+
 /// Answers one request of the front.
 pub async fn route(mut request: Request, env: Env) -> Result<Response> {
+    if let Some(refused) = refusal(&request, &env)? {
+        return Ok(refused);
+    }
     let path = request.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = request.method();

@@ -16,13 +16,14 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const BUILD = process.env.WORKER_BUILD_DIR ?? path.resolve(here, "../build");
 const PERSIST = process.env.DO_PERSIST_DIR ?? path.resolve(here, ".persist");
 const COLLECTOR = "http://collector.test/events";
+const ADMIN_TOKEN = "test-admin-token-0123456789";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Lifecycle events POSTed by the engine's tracker (Miniflare's outbound fetches land here). */
 const collected = [];
 
-function options() {
+function options(bindings = { ADMIN_TOKEN }) {
   return {
     modules: true,
     scriptPath: path.join(BUILD, "worker/shim.mjs"),
@@ -42,6 +43,7 @@ function options() {
       DURABLE_JOBS_TRACKER_ENDPOINT: COLLECTOR,
       DURABLE_JOBS_TRACKER_ENV: "test",
       DURABLE_JOBS_TRACKER_SERVICE_KEY: "svc-test",
+      ...bindings,
     },
     outboundService: async (request) => {
       if (request.url === COLLECTOR) collected.push(...(await request.json()));
@@ -69,10 +71,12 @@ async function stop() {
   mf = undefined;
 }
 
-async function call(method, route, body) {
+async function call(method, route, body, token = ADMIN_TOKEN) {
+  const headers = body === undefined ? {} : { "content-type": "application/json" };
+  if (token !== null) headers.authorization = `Bearer ${token}`;
   const response = await fetch(`${base}${route}`, {
     method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
+    headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
@@ -360,6 +364,43 @@ test("worker pool: events without a partition or an id spread over the instances
   const byIndex = (a, b) => a - b;
   assert.deepEqual(sent.map((e) => e.instanceIndex).sort(byIndex), [...indexes].sort(byIndex),
     "each ran on the instance it was routed to");
+});
+
+test("access: every route needs the ADMIN_TOKEN secret as a bearer token", async () => {
+  for (const route of ["/log", "/emails/status", "/tokens/x/state", "/nowhere"]) {
+    const missing = await call("GET", route, undefined, null);
+    assert.equal(missing.status, 401, route);
+    assert.match(missing.json.error, /Authorization: Bearer/);
+    const wrong = await call("GET", route, undefined, "test-admin-token-0123456780");
+    assert.equal(wrong.status, 401, route);
+    assert.equal(wrong.json.error, "wrong bearer token");
+  }
+  const stop = await call("POST", "/tokens/x/stop", {}, "short");
+  assert.equal(stop.status, 401);
+});
+
+test("access: without the secret the front refuses to serve, unless in local development", async () => {
+  const serveWith = async (bindings) => {
+    const other = new Miniflare({
+      ...options(bindings),
+      durableObjectsPersist: path.join(PERSIST, "unsecured"),
+    });
+    try {
+      const url = (await other.ready).toString().replace(/\/$/, "");
+      const response = await fetch(`${url}/emails/status`);
+      return { status: response.status, json: await response.json() };
+    } finally {
+      await other.dispose();
+    }
+  };
+  const refused = await serveWith({});
+  assert.equal(refused.status, 503);
+  assert.match(refused.json.error, /no ADMIN_TOKEN secret/);
+  const weak = await serveWith({ ADMIN_TOKEN: "too-short" });
+  assert.equal(weak.status, 503);
+  assert.match(weak.json.error, /at least 24 characters/);
+  const localDev = await serveWith({ DURABLE_JOBS_LOCAL_DEV: "true" });
+  assert.equal(localDev.status, 200, JSON.stringify(localDev.json));
 });
 
 test("errors: bad requests are typed", async () => {
