@@ -19,6 +19,9 @@ use crate::error::ApiError;
 /// Dead letters one page holds at most.
 const MAX_DEAD_LETTERS: u32 = 500;
 
+/// Queued events one page holds at most.
+const MAX_PENDING: u32 = 500;
+
 pub(crate) type Shared = Arc<dyn Backend>;
 
 /// The API's routes, relative to where they are mounted.
@@ -30,6 +33,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/instances/{id}", get(instance))
         .route("/api/instances/{id}/dead-letters", get(dead_letters))
         .route("/api/instances/{id}/failed-batches", get(failed_batches))
+        .route("/api/instances/{id}/pending", get(pending))
         .route("/api/instances/{id}/actions", post(action))
 }
 
@@ -175,6 +179,34 @@ async fn dead_letters(
         )));
     }
     let op = Operation::WorkerPoolDeadLetters {
+        after: params.after,
+        limit,
+    };
+    Ok(Json(send(&backend, &id, op).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CursorParams {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// A pool instance's queued events, in queue order, a page at a time.
+async fn pending(
+    State(backend): State<Shared>,
+    Path(id): Path<String>,
+    params: Result<Query<CursorParams>, QueryRejection>,
+) -> Result<Json<Response>, ApiError> {
+    let Query(params) = params.map_err(query_error)?;
+    let id = instance_id(&backend, &id)?;
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PENDING {
+        return Err(ApiError::bad_request(format!(
+            "a page holds 1 to {MAX_PENDING} queued events, not {limit}"
+        )));
+    }
+    let op = Operation::WorkerPoolPending {
         after: params.after,
         limit,
     };

@@ -205,6 +205,11 @@ async fn bad_input_is_a_clear_4xx() {
             StatusCode::BAD_REQUEST,
             "1 to 500",
         ),
+        (
+            "/api/instances/workerPool:tasks:0/pending?limit=501",
+            StatusCode::BAD_REQUEST,
+            "1 to 500",
+        ),
     ];
     for (path, want, says) in cases {
         let (status, body) = call(&router, get(path, Some(TOKEN))).await;
@@ -257,6 +262,14 @@ async fn an_operator_finds_a_dead_letter_and_replays_it() {
     )
     .await;
     assert_eq!(letters["items"][0]["eventId"], bad.event_id, "{letters}");
+    let pending = format!("/api/instances/{id}/pending?limit=10");
+    let (status, queued) = call(&router, get(&pending, Some(TOKEN))).await;
+    assert_eq!(status, StatusCode::OK, "{queued}");
+    assert_eq!(
+        queued["items"],
+        json!([]),
+        "the dead letter is out of the queue: {queued}"
+    );
 
     tasks.failing.store(false, Ordering::SeqCst);
     let replay = json!({ "op": "workerPoolReplay", "eventIds": [bad.event_id] });

@@ -365,3 +365,42 @@ pub async fn replays_once_per_dead_letter_and_refuses_reserved_ids<R: TestRuntim
         .expect_err("a reserved id");
     assert!(matches!(error, JobError::BadRequest { .. }), "{error:?}");
 }
+
+/// `pending` lists an instance's queue in order (priority, then enqueue order), a page at
+/// a time, and refuses a cursor that is not one.
+pub async fn lists_pending_events_in_queue_order<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 1)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    pool.pause_all().await.unwrap();
+    for (name, priority) in [("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1)] {
+        let options = EnqueueRequest::new().priority(priority);
+        pool.enqueue_with(&Task::named(name), options)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (items, next) = pool.pending(0, after, 2).await.unwrap();
+        seen.extend(
+            items
+                .iter()
+                .map(|e| e.event["name"].as_str().unwrap_or("").to_string()),
+        );
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["b", "d", "a", "c", "e"]);
+    assert!(matches!(
+        pool.pending(0, Some("not-a-cursor".into()), 2).await,
+        Err(JobError::BadRequest { .. })
+    ));
+    pool.resume_all().await.unwrap();
+    rt.advance(secs(0)).await;
+    let (items, next) = pool.pending(0, None, 10).await.unwrap();
+    assert!(items.is_empty() && next.is_none());
+}

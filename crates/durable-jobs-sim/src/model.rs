@@ -567,6 +567,24 @@ impl Model {
                     None => Ok(()),
                 }
             }
+            (
+                Operation::WorkerPoolPending { limit, .. },
+                Response::PendingEvents { items, next },
+            ) => {
+                // Queue order: higher priority first, then enqueue order.
+                let ordered = items
+                    .windows(2)
+                    .all(|w| (-w[0].priority, w[0].seq) < (-w[1].priority, w[1].seq));
+                if !ordered {
+                    return a.bad(format!("pending events out of queue order: {items:?}"));
+                }
+                if items.len() > *limit as usize
+                    || (next.is_some() && items.len() < *limit as usize)
+                {
+                    return a.bad(format!("a page of {} for a limit of {limit}", items.len()));
+                }
+                Ok(())
+            }
             (Operation::DebounceFailedBatches, Response::FailedBatches { batches }) => {
                 let max = self.cfg.batch_retry.max_attempts;
                 match batches.iter().find(|b| b.attempts != max) {

@@ -546,8 +546,12 @@ impl Generator {
                 Operation::WorkerPoolCancel { event_id }
             }
             50..=61 => Operation::WorkerPoolStatus,
-            62..=73 => Operation::WorkerPoolDeadLetters {
+            62..=67 => Operation::WorkerPoolDeadLetters {
                 after: self.rng.chance(300).then(|| self.rng.below(3)),
+                limit: self.rng.between(1, 5) as u32,
+            },
+            68..=73 => Operation::WorkerPoolPending {
+                after: None,
                 limit: self.rng.between(1, 5) as u32,
             },
             74..=89 => Operation::WorkerPoolReplay {

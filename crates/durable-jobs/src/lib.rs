@@ -72,8 +72,8 @@ pub use jobs::continuous::{Continuous, ContinuousContext, ContinuousStatus, Sche
 pub use jobs::debounce::{Debounce, DebounceContext, DebounceStatus, FailedBatch, Rejected};
 pub use jobs::execution::Execution;
 pub use jobs::worker_pool::{
-    DeadLetter, EmptyContext, EnqueueRequest, PoolInstanceStatus, PoolStatus, WorkerPool,
-    WorkerPoolContext, GENERATED_ID_PREFIX,
+    DeadLetter, EmptyContext, EnqueueRequest, PoolInstanceStatus, PoolStatus, QueuedEvent,
+    WorkerPool, WorkerPoolContext, GENERATED_ID_PREFIX,
 };
 pub use registry::{Limits, Registry, RegistryBuilder};
 pub use retry::{Backoff, RetryPolicy};

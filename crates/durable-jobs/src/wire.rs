@@ -7,7 +7,7 @@ use crate::errors::JobError;
 use crate::ids::{InstanceId, JobKind};
 use crate::jobs::continuous::ContinuousStatus;
 use crate::jobs::debounce::{DebounceStatus, FailedBatch};
-use crate::jobs::worker_pool::{DeadLetter, PoolInstanceStatus};
+use crate::jobs::worker_pool::{DeadLetter, PoolInstanceStatus, QueuedEvent};
 
 /// A request to one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +100,13 @@ pub enum Operation {
         /// At most this many.
         limit: u32,
     },
+    /// List queued events in queue order (priority, then enqueue order).
+    WorkerPoolPending {
+        /// Start after this cursor (a page's `next`).
+        after: Option<String>,
+        /// At most this many.
+        limit: u32,
+    },
     /// Put dead letters back in the queue (all when `event_ids` is absent).
     #[serde(rename_all = "camelCase")]
     WorkerPoolReplay {
@@ -136,6 +143,7 @@ impl Operation {
             | WorkerPoolCancel { .. }
             | WorkerPoolStatus
             | WorkerPoolDeadLetters { .. }
+            | WorkerPoolPending { .. }
             | WorkerPoolReplay { .. }
             | WorkerPoolDiscard { .. } => JobKind::WorkerPool,
         }
@@ -231,6 +239,13 @@ pub enum Response {
     DeadLetters {
         /// Oldest first.
         items: Vec<DeadLetter>,
+    },
+    /// Answer to `workerPoolPending`.
+    PendingEvents {
+        /// In queue order.
+        items: Vec<QueuedEvent>,
+        /// The cursor of the next page, if there may be more.
+        next: Option<String>,
     },
     /// Answer to `workerPoolReplay` and `workerPoolDiscard`.
     DeadLettersChanged {

@@ -104,6 +104,8 @@ fn operation() -> impl Strategy<Value = Operation> {
         Just(WorkerPoolStatus),
         (any::<Option<u64>>(), any::<u32>())
             .prop_map(|(after, limit)| WorkerPoolDeadLetters { after, limit }),
+        (proptest::option::of(text()), any::<u32>())
+            .prop_map(|(after, limit)| WorkerPoolPending { after, limit }),
         ids().prop_map(|event_ids| WorkerPoolReplay { event_ids }),
         ids().prop_map(|event_ids| WorkerPoolDiscard { event_ids }),
     ]

@@ -185,6 +185,7 @@ fn op_name(op: &Operation) -> &'static str {
         WorkerPoolCancel { .. } => "workerPoolCancel",
         WorkerPoolStatus => "workerPoolStatus",
         WorkerPoolDeadLetters { .. } => "workerPoolDeadLetters",
+        WorkerPoolPending { .. } => "workerPoolPending",
         WorkerPoolReplay { .. } => "workerPoolReplay",
         WorkerPoolDiscard { .. } => "workerPoolDiscard",
     }

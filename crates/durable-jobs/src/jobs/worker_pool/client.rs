@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::routing::jump_hash;
-use super::{DeadLetter, PoolInstanceStatus, WorkerPool};
+use super::{DeadLetter, PoolInstanceStatus, QueuedEvent, WorkerPool};
 use crate::client::{expect_response, JobsClient, Transport};
 use crate::errors::JobError;
 use crate::ids::JobKind;
@@ -248,6 +248,19 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
         let op = Operation::WorkerPoolDeadLetters { after, limit };
         let response = self.send(self.check_index(index)?, op).await?;
         expect_response!(response, Response::DeadLetters { items } => items)
+    }
+
+    /// A page of an instance's queued events, in queue order, after `after` (a page's
+    /// cursor); returns the events and the next page's cursor.
+    pub async fn pending(
+        &self,
+        index: u32,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<(Vec<QueuedEvent>, Option<String>), JobError> {
+        let op = Operation::WorkerPoolPending { after, limit };
+        let response = self.send(self.check_index(index)?, op).await?;
+        expect_response!(response, Response::PendingEvents { items, next } => (items, next))
     }
 
     /// Every dead letter of the pool, with the instance index it is on.

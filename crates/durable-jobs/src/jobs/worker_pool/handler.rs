@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::erased::ErasedWorkerPool;
 use super::{
     dead_key, queue_key, DeadLetter, IdRecord, Pending, PoolInstanceStatus, PoolRecord,
-    DEAD_PREFIX, GENERATED_ID_PREFIX,
+    QueuedEvent, DEAD_PREFIX, GENERATED_ID_PREFIX, QUEUE_PREFIX,
 };
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step};
@@ -15,6 +15,9 @@ use crate::ids::{InstanceId, JobKind};
 use crate::services::idempotency;
 use crate::services::metadata::Status;
 use crate::wire::{Operation, Response};
+
+/// Queued events one `pending` page holds at most.
+const MAX_PENDING_PAGE: u32 = 1000;
 
 /// Dead letters replayed or discarded by one request at most.
 const DEAD_LETTERS_PER_REQUEST: usize = 1000;
@@ -50,6 +53,7 @@ pub(crate) async fn handle<B: Storage + Clock>(
         Operation::WorkerPoolDeadLetters { after, limit } => {
             dead_letters(&step, after, limit).await
         }
+        Operation::WorkerPoolPending { after, limit } => pending(&step, after, limit).await,
         Operation::WorkerPoolReplay { event_ids } => {
             change_dead_letters(step, job, event_ids, DeadLetterChange::Replay).await
         }
@@ -266,6 +270,36 @@ async fn dead_letters<B: Storage + Clock>(
     let found: Vec<(String, DeadLetter)> = step.list(options).await?;
     let items = found.into_iter().map(|(_, letter)| letter).collect();
     Ok(Response::DeadLetters { items })
+}
+
+/// Queued events after the cursor (a queue key), in queue order.
+async fn pending<B: Storage + Clock>(
+    step: &PoolStep<'_, B>,
+    after: Option<String>,
+    limit: u32,
+) -> Result<Response, JobError> {
+    let limit = limit.clamp(1, MAX_PENDING_PAGE) as usize;
+    let mut options = ListOptions::prefix(QUEUE_PREFIX).limit(limit);
+    // Just past the cursor: no key lies between a key and itself with a NUL appended.
+    let start = after.map(|key| format!("{key}\0"));
+    if let Some(start) = &start {
+        if !start.starts_with(QUEUE_PREFIX) {
+            return Err(JobError::bad_request(format!(
+                "`{}` is not a cursor of this queue",
+                start.trim_end_matches('\0')
+            )));
+        }
+        options = options.start(start);
+    }
+    let found: Vec<(String, Pending)> = step.list(options).await?;
+    let next = (found.len() == limit)
+        .then(|| found.last().map(|(key, _)| key.clone()))
+        .flatten();
+    let items = found
+        .into_iter()
+        .map(|(_, p)| QueuedEvent::from(p))
+        .collect();
+    Ok(Response::PendingEvents { items, next })
 }
 
 /// What to do with dead letters.

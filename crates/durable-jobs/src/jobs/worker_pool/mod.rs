@@ -202,6 +202,40 @@ pub struct DeadLetter {
     pub generated_id: bool,
 }
 
+/// A queued event, as `pending` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedEvent {
+    /// Its id.
+    pub event_id: String,
+    /// The event (JSON).
+    pub event: Value,
+    /// Its priority.
+    pub priority: i32,
+    /// Its enqueue order on the instance.
+    pub seq: u64,
+    /// When it was enqueued.
+    pub enqueued_at: i64,
+    /// Failed attempts so far.
+    pub failed_attempts: u32,
+    /// The last failure's text.
+    pub last_error: Option<String>,
+}
+
+impl From<Pending> for QueuedEvent {
+    fn from(p: Pending) -> Self {
+        QueuedEvent {
+            event_id: p.event_id,
+            event: p.event,
+            priority: p.priority,
+            seq: p.seq,
+            enqueued_at: p.enqueued_at,
+            failed_attempts: p.attempt,
+            last_error: p.last_error,
+        }
+    }
+}
+
 /// What `status` reports of one pool instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
