@@ -824,6 +824,13 @@ function instancePage(view, id) {
         if (document.activeElement === pause && pause.hidden) resume.focus();
         if (document.activeElement === resume && resume.hidden) pause.focus();
       }
+      // A stopped Continuous instance neither runs nor stops again.
+      for (const idAttr of ['action-trigger', 'action-stop']) {
+        const button = $(idAttr);
+        if (!button) continue;
+        button.hidden = statusName === 'stopped';
+        if (button.hidden && document.activeElement === button) $('instance-title').focus();
+      }
       const error = payload.lastError || (payload.status.status === 'error' ? payload.status : null);
       setText('last-error', error ? error.message || error.error || JSON.stringify(error) : 'none');
     }

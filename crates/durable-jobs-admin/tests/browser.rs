@@ -10,6 +10,9 @@
 //! Needs the Debian packages `chromium` and `chromium-driver`; without them the test fails
 //! and says so, unless `DJ_SKIP_BROWSER=1` is set.
 
+// The test runs over the embedded runtime.
+#![cfg(feature = "local")]
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -407,6 +410,68 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
     let status = pool.status().await.unwrap();
     assert_eq!((status.dead_letters, status.processed), (0, 3));
 
+    // A Continuous instance, found by key prefix: its state, its next run, and a stop
+    // that asks first.
+    c.goto(&format!("{base}#/jobs/continuous/ticks"))
+        .await
+        .unwrap();
+    let prefix = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("filter-prefix"))
+        .await
+        .unwrap();
+    prefix.send_keys("acct-").await.unwrap();
+    c.find(Locator::Id("filter-apply"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::LinkText("continuous:ticks:acct-1"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the instance's state and next run", || async move {
+        let state = text_of(c, "instance-state").await?;
+        let alarm = text_of(c, "next-alarm").await?;
+        (state == "1" && alarm.starts_with("next run at")).then_some(())
+    })
+    .await;
+    let stop = c.find(Locator::Id("action-stop")).await.unwrap();
+    stop.click().await.unwrap();
+    assert!(c
+        .get_alert_text()
+        .await
+        .unwrap()
+        .contains("Stop continuous:ticks:acct-1"));
+    c.dismiss_alert().await.unwrap();
+    assert_eq!(
+        text_of(c, "instance-status-name").await.as_deref(),
+        Some("active"),
+        "a dismissed confirmation stops nothing"
+    );
+    stop.click().await.unwrap();
+    c.accept_alert().await.unwrap();
+    eventually("the stopped status", || async move {
+        text_of(c, "instance-status-name")
+            .await
+            .filter(|t| t == "stopped")
+    })
+    .await;
+    assert!(!c
+        .find(Locator::Id("action-stop"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap());
+    let continuous_png = screenshot(c, "dashboard-continuous").await;
+
     // On a phone's width the overview still fits: nothing scrolls sideways.
     client.set_window_size(390, 844).await.unwrap();
     c.goto(&base).await.unwrap();
@@ -430,7 +495,13 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
     );
     let phone_png = screenshot(c, "dashboard-overview-phone").await;
 
-    for png in [overview_png, instance_png, replayed_png, phone_png] {
+    for png in [
+        overview_png,
+        instance_png,
+        replayed_png,
+        continuous_png,
+        phone_png,
+    ] {
         let bytes = std::fs::read(&png).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{}", png.display());
     }

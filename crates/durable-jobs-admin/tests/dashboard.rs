@@ -1,6 +1,9 @@
 //! The dashboard's files through the router, without a browser: served without the token,
 //! with the headers that keep data from running as code, while the API still needs it.
 
+// The test runs over the embedded runtime.
+#![cfg(feature = "local")]
+
 use axum::body::Body;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{Request, StatusCode};
