@@ -32,6 +32,10 @@ const COUNT_ROWS = [
 
 const $ = (id) => document.getElementById(id);
 
+// The API lives next to the dashboard's files: `<base>/assets/app.js` and `<base>/api/`.
+// Taken from this script's own URL, so it holds wherever the router is mounted.
+const API_BASE = new URL('../api/', document.currentScript.src);
+
 // Builds an element: `attrs` become attributes (`on…` become listeners), children become
 // nodes; strings are always text, never parsed as HTML.
 function h(tag, attrs, ...children) {
@@ -114,7 +118,7 @@ async function api(path, options = {}) {
   }
   let response;
   try {
-    response = await fetch('api/' + path, init);
+    response = await fetch(new URL(path, API_BASE), init);
   } catch (e) {
     throw new ApiError(0, `the server cannot be reached (${e.message})`);
   }

@@ -7,8 +7,13 @@
 //! so it dies with the tab and is never sent on its own the way a cookie would be.
 //!
 //! Every URL in the page is relative, so the dashboard also works when the router is nested
-//! under a prefix (open it with a trailing slash then: `/admin/`).
+//! under a prefix: `Router::nest("/admin", ...)` serves the page at `/admin`, where a URL
+//! relative to the page would lose the prefix, so the page names its files under the
+//! prefix's last segment (`admin/assets/app.js`), and the script finds the API next to
+//! its own URL.
 
+use axum::extract::rejection::NestedPathRejection;
+use axum::extract::NestedPath;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
@@ -29,10 +34,7 @@ pub(crate) const POLICY: &str = "default-src 'self'; base-uri 'none'; frame-ance
 /// The dashboard's routes: `/` and `/assets/...`.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
+        .route("/", get(index))
         .route(
             "/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
@@ -43,8 +45,33 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
+/// The page; under a prefix, with its files' URLs relative to the prefix's last segment
+/// (see the module's documentation).
+async fn index(nested: Result<NestedPath, NestedPathRejection>) -> Response {
+    const HTML: &str = "text/html; charset=utf-8";
+    let segment = nested
+        .ok()
+        .and_then(|path| last_segment(path.as_str()).map(str::to_string));
+    match segment {
+        Some(segment) => asset(
+            HTML,
+            INDEX_HTML.replace("=\"assets/", &format!("=\"{segment}/assets/")),
+        ),
+        None => asset(HTML, INDEX_HTML),
+    }
+}
+
+/// The last segment of a nesting prefix, if it can stand in a URL as it is.
+fn last_segment(prefix: &str) -> Option<&str> {
+    let segment = prefix.trim_end_matches('/').rsplit('/').next()?;
+    let plain = segment
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    (plain && !segment.is_empty() && segment != "." && segment != "..").then_some(segment)
+}
+
 /// One embedded file with the headers every asset carries.
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+fn asset(content_type: &'static str, body: impl IntoResponse) -> Response {
     (
         [
             (CONTENT_TYPE, HeaderValue::from_static(content_type)),

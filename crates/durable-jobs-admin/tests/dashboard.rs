@@ -113,3 +113,39 @@ fn the_page_has_no_inline_script() {
         assert!(!html.contains(handler), "an inline handler: {handler}");
     }
 }
+
+#[tokio::test]
+async fn the_dashboard_works_nested_under_a_prefix() {
+    let rt = runtime();
+    let token = Token::generate().unwrap();
+    let app = axum::Router::new().nest(
+        "/ops/admin",
+        Admin::local(&rt, Access::Token(token.clone())).router(),
+    );
+    let get = |path: &str| {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    // The page at `/ops/admin` names its files so that they resolve under the prefix.
+    let (status, html) = get("/ops/admin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("src=\"admin/assets/app.js\""), "{html}");
+    assert!(html.contains("href=\"admin/assets/style.css\""), "{html}");
+    let (status, _) = get("/ops/admin/assets/app.js").await;
+    assert_eq!(status, StatusCode::OK);
+    // Served alone, the page is unchanged.
+    let (_, html) = get_alone(&rt, &token).await;
+    assert!(html.contains("src=\"assets/app.js\""), "{html}");
+    rt.shutdown().await;
+}
+
+async fn get_alone(rt: &LocalRuntime, token: &Token) -> (StatusCode, String) {
+    let (status, _, body) = get(Admin::local(rt, Access::Token(token.clone())), "/", None).await;
+    (status, body)
+}
