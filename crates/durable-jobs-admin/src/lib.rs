@@ -1,6 +1,7 @@
 //! An admin HTTP API for durable-jobs runtimes: list a job's instances by status, look
 //! into one (status, state, dead letters, failed batches) and act on it (trigger, flush,
-//! clear, stop, pause, resume, cancel, replay, discard).
+//! clear, stop, pause, resume, cancel, replay, discard). A web dashboard over the same
+//! API is served at `/`: it works offline and asks for the token in the page.
 //!
 //! [`Admin`] gives an [`axum::Router`] to mount in your own service under a prefix, or to
 //! serve alone with [`serve`]. Every route needs a bearer token unless authentication is
@@ -22,6 +23,7 @@
 mod access;
 mod api;
 mod backend;
+mod dashboard;
 mod error;
 
 use std::net::SocketAddr;
@@ -65,8 +67,9 @@ impl Admin {
         Self::new(backend::Postgres::new(runtime), access)
     }
 
-    /// The routes, every one behind the access check, with bodies capped at
-    /// [`MAX_BODY_BYTES`].
+    /// The routes, with bodies capped at [`MAX_BODY_BYTES`]: the API under `/api`, every
+    /// route behind the access check, and the web dashboard at `/` and `/assets/`, whose
+    /// files hold no data and are served to anyone (the page asks for the token).
     pub fn router(self) -> Router {
         api::routes()
             .fallback(api::no_route)
@@ -74,6 +77,7 @@ impl Admin {
                 self.access,
                 access::check,
             ))
+            .merge(dashboard::routes())
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.backend)
     }
