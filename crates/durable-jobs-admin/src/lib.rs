@@ -23,6 +23,7 @@ mod access;
 mod api;
 mod backend;
 mod error;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,8 +32,14 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use self::metrics::{
+    set_instance_counts, set_live_instances, set_pending_events, Metrics, MetricsError,
+    MetricsTracker, MAX_TRACKED_WAITS, PROMETHEUS_CONTENT_TYPE,
+};
 pub use access::{Access, Token, TokenError, MIN_TOKEN_LEN};
 pub use backend::Backend;
+/// The Prometheus exporter, to build a recorder of one's own for [`Metrics::from_handle`].
+pub use metrics_exporter_prometheus;
 
 /// The largest request body accepted, in bytes: actions are small.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -41,6 +48,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Admin {
     backend: Arc<dyn Backend>,
     access: Access,
+    metrics: Option<Metrics>,
 }
 
 impl Admin {
@@ -49,6 +57,7 @@ impl Admin {
         Admin {
             backend: Arc::new(backend),
             access,
+            metrics: None,
         }
     }
 
@@ -65,10 +74,28 @@ impl Admin {
         Self::new(backend::Postgres::new(runtime), access)
     }
 
+    /// Also serves `GET /metrics`: `metrics` in the Prometheus text format
+    /// ([`PROMETHEUS_CONTENT_TYPE`]). Each scrape first sets, for every registered job, from
+    /// the runtime's counts (see [`set_instance_counts`]), the gauges
+    /// `durable_jobs_instances{kind,job,status}` (`active`, `paused`, `stopped`, `error`),
+    /// `durable_jobs_instances_with_dead_letters{kind,job}` (WorkerPool) and
+    /// `durable_jobs_instances_with_failed_batches{kind,job}` (Debounce); a failed count
+    /// fails the scrape. The route is behind the same access check as every other, so a
+    /// Prometheus scraper sends the bearer token (`authorization.credentials` in its scrape
+    /// config).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Admin {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The routes, every one behind the access check, with bodies capped at
     /// [`MAX_BODY_BYTES`].
     pub fn router(self) -> Router {
-        api::routes()
+        let mut routes = api::routes();
+        if let Some(metrics) = self.metrics {
+            routes = routes.route("/metrics", self::metrics::route(metrics));
+        }
+        routes
             .fallback(api::no_route)
             .layer(axum::middleware::from_fn_with_state(
                 self.access,
