@@ -18,6 +18,33 @@
 //! serve(listener, admin).await
 //! # }
 //! ```
+//!
+//! ## Metrics
+//!
+//! [`MetricsTracker`], given to a runtime as its event tracker, turns lifecycle events into
+//! Prometheus counters and histograms through the `metrics` facade, labelled by job kind and
+//! name (never by instance: their number is unbounded). [`Metrics::install`] installs a
+//! Prometheus recorder as the process's global one, without an HTTP listener of its own;
+//! [`Admin::with_metrics`] serves it as `GET /metrics`, behind the same access check as
+//! the other routes, setting the instance gauges from the runtime's counts on each scrape.
+//! [`MetricsTracker`] says which metrics there are and what the events cannot tell.
+//!
+//! ```no_run
+//! # fn run(registry: durable_jobs::Registry) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//!
+//! use durable_jobs_admin::{Access, Admin, Metrics, MetricsTracker, Token};
+//! use durable_jobs_local::LocalRuntime;
+//!
+//! let metrics = Metrics::install()?;
+//! let runtime = LocalRuntime::builder(registry)
+//!     .path("jobs.db")
+//!     .tracker(Arc::new(MetricsTracker::new()))
+//!     .open()?;
+//! let admin = Admin::local(&runtime, Access::Token(Token::generate()?)).with_metrics(metrics);
+//! # Ok(())
+//! # }
+//! ```
 
 mod access;
 mod api;
