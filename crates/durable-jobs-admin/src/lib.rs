@@ -19,12 +19,40 @@
 //! serve(listener, admin).await
 //! # }
 //! ```
+//!
+//! ## Metrics
+//!
+//! [`MetricsTracker`], given to a runtime as its event tracker, turns lifecycle events into
+//! Prometheus counters and histograms through the `metrics` facade, labelled by job kind and
+//! name (never by instance: their number is unbounded). [`Metrics::install`] installs a
+//! Prometheus recorder as the process's global one, without an HTTP listener of its own;
+//! [`Admin::with_metrics`] serves it as `GET /metrics`, behind the same access check as
+//! the other routes, setting the instance gauges from the runtime's counts on each scrape.
+//! [`MetricsTracker`] says which metrics there are and what the events cannot tell.
+//!
+//! ```no_run
+//! # fn run(registry: durable_jobs::Registry) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//!
+//! use durable_jobs_admin::{Access, Admin, Metrics, MetricsTracker, Token};
+//! use durable_jobs_local::LocalRuntime;
+//!
+//! let metrics = Metrics::install()?;
+//! let runtime = LocalRuntime::builder(registry)
+//!     .path("jobs.db")
+//!     .tracker(Arc::new(MetricsTracker::new()))
+//!     .open()?;
+//! let admin = Admin::local(&runtime, Access::Token(Token::generate()?)).with_metrics(metrics);
+//! # Ok(())
+//! # }
+//! ```
 
 mod access;
 mod api;
 mod backend;
 mod dashboard;
 mod error;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,8 +61,14 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use self::metrics::{
+    set_instance_counts, set_live_instances, set_pending_events, Metrics, MetricsError,
+    MetricsTracker, MAX_TRACKED_WAITS, PROMETHEUS_CONTENT_TYPE,
+};
 pub use access::{Access, Token, TokenError, MIN_TOKEN_LEN};
 pub use backend::Backend;
+/// The Prometheus exporter, to build a recorder of one's own for [`Metrics::from_handle`].
+pub use metrics_exporter_prometheus;
 
 /// The largest request body accepted, in bytes: actions are small.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -43,6 +77,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Admin {
     backend: Arc<dyn Backend>,
     access: Access,
+    metrics: Option<Metrics>,
 }
 
 impl Admin {
@@ -51,6 +86,7 @@ impl Admin {
         Admin {
             backend: Arc::new(backend),
             access,
+            metrics: None,
         }
     }
 
@@ -67,11 +103,30 @@ impl Admin {
         Self::new(backend::Postgres::new(runtime), access)
     }
 
-    /// The routes, with bodies capped at [`MAX_BODY_BYTES`]: the API under `/api`, every
-    /// route behind the access check, and the web dashboard at `/` and `/assets/`, whose
-    /// files hold no data and are served to anyone (the page asks for the token).
+    /// Also serves `GET /metrics`: `metrics` in the Prometheus text format
+    /// ([`PROMETHEUS_CONTENT_TYPE`]). Each scrape first sets, for every registered job, from
+    /// the runtime's counts (see [`set_instance_counts`]), the gauges
+    /// `durable_jobs_instances{kind,job,status}` (`active`, `paused`, `stopped`, `error`),
+    /// `durable_jobs_instances_with_dead_letters{kind,job}` (WorkerPool) and
+    /// `durable_jobs_instances_with_failed_batches{kind,job}` (Debounce); a failed count
+    /// fails the scrape. The route is behind the same access check as every other, so a
+    /// Prometheus scraper sends the bearer token (`authorization.credentials` in its scrape
+    /// config).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Admin {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The routes, with bodies capped at [`MAX_BODY_BYTES`]: the API under `/api` (and
+    /// `/metrics` if asked), every route behind the access check, and the web dashboard at
+    /// `/` and `/assets/`, whose files hold no data and are served to anyone (the page asks
+    /// for the token).
     pub fn router(self) -> Router {
-        api::routes()
+        let mut routes = api::routes();
+        if let Some(metrics) = self.metrics {
+            routes = routes.route("/metrics", self::metrics::route(metrics));
+        }
+        routes
             .fallback(api::no_route)
             .layer(axum::middleware::from_fn_with_state(
                 self.access,
