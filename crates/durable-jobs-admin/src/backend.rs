@@ -5,11 +5,11 @@ use futures::future::BoxFuture;
 
 use durable_jobs::inspect::{InstancePage, InstanceQuery, StatusCounts};
 use durable_jobs::wire::{Request, Response};
-use durable_jobs::{JobError, JobKind, Registry, Transport};
+use durable_jobs::{JobError, JobKind, Registry};
 
 /// A runtime as the admin API sees it. Implemented for the embedded runtime (feature
-/// `local`) and the PostgreSQL runtime (feature `postgres`); see [`crate::Admin::local`]
-/// and [`crate::Admin::postgres`].
+/// `local`) and the PostgreSQL runtime (feature `postgres`); see `Admin::local` and
+/// `Admin::postgres`.
 pub trait Backend: Send + Sync + 'static {
     /// The jobs the runtime runs.
     fn registry(&self) -> &Registry;
@@ -34,7 +34,7 @@ pub trait Backend: Send + Sync + 'static {
 #[cfg(feature = "local")]
 mod local {
     use super::*;
-    use durable_jobs::JobsClient;
+    use durable_jobs::{JobsClient, Transport};
     use durable_jobs_local::{LocalInspector, LocalRuntime, LocalTransport};
 
     /// The embedded runtime's client and inspector.
@@ -84,7 +84,7 @@ pub(crate) use local::Local;
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use durable_jobs::JobsClient;
+    use durable_jobs::{JobsClient, Transport};
     use durable_jobs_postgres::{PostgresInspector, PostgresRuntime, PostgresTransport};
 
     /// The PostgreSQL runtime's client and inspector.

@@ -8,15 +8,16 @@
 //! explicitly turned off, which only serves clients on the loopback interface.
 //!
 //! ```no_run
-//! # async fn run(runtime: durable_jobs_local::LocalRuntime) -> std::io::Result<()> {
+//! # async fn run(runtime: durable_jobs_local::LocalRuntime) -> Result<(), Box<dyn std::error::Error>> {
 //! use durable_jobs_admin::{serve, Access, Admin, Token};
 //!
-//! let token = Token::generate().expect("a random token");
+//! let token = Token::generate()?;
 //! println!("admin token: {}", token.expose());
 //! let admin = Admin::local(&runtime, Access::Token(token));
 //! // Mounted in an app: `app.nest("/admin", admin.router())`. Or alone:
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8321").await?;
-//! serve(listener, admin).await
+//! serve(listener, admin).await?;
+//! # Ok(())
 //! # }
 //! ```
 //!
