@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::backend::Backend;
+use crate::recent::RecentEvents;
+use futures::future::BoxFuture;
 use crate::error::ApiError;
 
 /// Dead letters one page holds at most.
@@ -190,6 +192,29 @@ async fn dead_letters(
 struct CursorParams {
     after: Option<String>,
     limit: Option<u32>,
+}
+
+/// The handler of an instance's recent events: those `recent` kept, or a 404 saying they
+/// are not kept.
+pub(crate) fn recent_events(
+    recent: Option<Arc<RecentEvents>>,
+) -> impl Fn(State<Shared>, Path<String>) -> BoxFuture<'static, Result<Json<Value>, ApiError>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |State(backend): State<Shared>, Path(id): Path<String>| {
+        let recent = recent.clone();
+        Box::pin(async move {
+            let id = instance_id(&backend, &id)?;
+            let Some(recent) = recent else {
+                return Err(ApiError::not_found(
+                    "recent events are not kept: see Admin::with_recent_events",
+                ));
+            };
+            Ok(Json(json!({ "events": recent.of(&id.to_string()) })))
+        })
+    }
 }
 
 /// A pool instance's queued events, in queue order, a page at a time.

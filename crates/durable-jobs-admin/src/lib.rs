@@ -54,6 +54,7 @@ mod backend;
 mod dashboard;
 mod error;
 mod metrics;
+mod recent;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub use self::metrics::{
 };
 pub use access::{Access, Token, TokenError, MIN_TOKEN_LEN};
 pub use backend::Backend;
+pub use recent::{RecentEvents, DEFAULT_EVENTS_PER_INSTANCE, DEFAULT_INSTANCES};
 /// The Prometheus exporter, to build a recorder of one's own for [`Metrics::from_handle`].
 pub use metrics_exporter_prometheus;
 
@@ -79,6 +81,7 @@ pub struct Admin {
     backend: Arc<dyn Backend>,
     access: Access,
     metrics: Option<Metrics>,
+    recent: Option<Arc<RecentEvents>>,
 }
 
 impl Admin {
@@ -88,6 +91,7 @@ impl Admin {
             backend: Arc::new(backend),
             access,
             metrics: None,
+            recent: None,
         }
     }
 
@@ -118,12 +122,22 @@ impl Admin {
         self
     }
 
+    /// Also serves `GET /api/instances/{id}/events`: the instance's latest lifecycle events
+    /// that `recent` kept (it must also be the runtime's tracker, or one of them).
+    pub fn with_recent_events(mut self, recent: Arc<RecentEvents>) -> Admin {
+        self.recent = Some(recent);
+        self
+    }
+
     /// The routes, with bodies capped at [`MAX_BODY_BYTES`]: the API under `/api` (and
     /// `/metrics` if asked), every route behind the access check, and the web dashboard at
     /// `/` and `/assets/`, whose files hold no data and are served to anyone (the page asks
     /// for the token).
     pub fn router(self) -> Router {
-        let mut routes = api::routes();
+        let mut routes = api::routes().route(
+            "/api/instances/{id}/events",
+            axum::routing::get(api::recent_events(self.recent)),
+        );
         if let Some(metrics) = self.metrics {
             routes = routes.route("/metrics", self::metrics::route(metrics));
         }

@@ -47,6 +47,62 @@ impl EventTracker for NoopTracker {
     }
 }
 
+/// Hands every event to several trackers (metrics, recent events, an HTTP collector...).
+/// Flushing flushes each in turn.
+#[derive(Default)]
+pub struct FanoutTracker {
+    trackers: Vec<std::sync::Arc<dyn EventTracker>>,
+}
+
+impl std::fmt::Debug for FanoutTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutTracker")
+            .field("trackers", &self.trackers.len())
+            .finish()
+    }
+}
+
+impl FanoutTracker {
+    /// No trackers yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `tracker`; events reach the trackers in the order they were added.
+    pub fn with(mut self, tracker: std::sync::Arc<dyn EventTracker>) -> Self {
+        self.trackers.push(tracker);
+        self
+    }
+}
+
+impl EventTracker for FanoutTracker {
+    fn emit(&self, event: JobEvent) {
+        let wanting: Vec<_> = self.trackers.iter().filter(|t| t.is_enabled()).collect();
+        if let Some((last, others)) = wanting.split_last() {
+            for tracker in others {
+                tracker.emit(event.clone());
+            }
+            last.emit(event);
+        }
+    }
+
+    fn flush(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(async move {
+            for tracker in &self.trackers {
+                tracker.flush().await;
+            }
+        })
+    }
+
+    fn pending(&self) -> usize {
+        self.trackers.iter().map(|t| t.pending()).sum()
+    }
+
+    fn is_enabled(&self) -> bool {
+        self.trackers.iter().any(|t| t.is_enabled())
+    }
+}
+
 /// Keeps every event in memory, for tests and debugging.
 #[derive(Debug, Default)]
 pub struct MemoryTracker {
