@@ -336,6 +336,15 @@ fn pause_resume_and_trigger_reach_the_instances() {
     assert_eq!(paused, "paused workerPool:tasks:1\n");
     assert!(matches!(status(1).status, Status::Paused { .. }));
     assert!(matches!(status(0).status, Status::Active));
+    let listed = service
+        .cli(&["instances", "workerPool", "tasks", "--status", "paused"])
+        .ok();
+    assert_eq!(
+        rows(&listed)[1][..2],
+        ["workerPool:tasks:1", "paused"],
+        "{listed}"
+    );
+    assert_eq!(rows(&listed).len(), 2, "{listed}");
     let answer = service
         .cli(&["resume", "workerPool:tasks:1", "--json"])
         .json();
@@ -351,6 +360,27 @@ fn pause_resume_and_trigger_reach_the_instances() {
     let shown = service.cli(&["show", "continuous:ticker:a"]).ok();
     assert!(shown.contains("run count"), "{shown}");
     assert!(shown.contains("\"runs\": 1"), "{shown}");
+}
+
+#[test]
+fn discard_with_yes_deletes_every_dead_letter() {
+    let service = Service::start();
+    let id = service.stuck_id();
+    let pool = service.runtime().client();
+    let pool = pool.worker_pool::<Tasks>();
+    let status = || {
+        service
+            .tokio
+            .block_on(pool.instance_status(service.stuck.0))
+            .unwrap()
+    };
+    let before = status();
+    let answer = service.cli(&["discard", &id, "--yes", "--json"]).json();
+    assert_eq!(answer, json!({ "type": "deadLettersChanged", "count": 1 }));
+    service.advance();
+    let after = status();
+    assert_eq!(after.dead_letters, 0, "{after:?}");
+    assert_eq!(after.processed, before.processed, "discarded, not run");
 }
 
 #[test]
