@@ -12,6 +12,8 @@
 //! of them is written; the instances involved reload from the file and the runtime goes
 //! on, with no restart and never two executions of one instance at once.
 //!
+//! A stopped runtime's file can be looked into with [`FileInspector`], which only reads it.
+//!
 //! ```no_run
 //! # use durable_jobs::Registry;
 //! # async fn run(registry: Registry) -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +31,7 @@
 mod clock;
 mod commit_tracker;
 mod error;
+mod file;
 mod instance;
 mod shard;
 mod store;
@@ -48,6 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use durable_jobs::services::tracker::HttpTrackerConfig;
 pub use error::OpenError;
+pub use file::{FileInspector, StoredInstance};
 pub use shard::ShardStats;
 pub use store::{Durability, Location};
 #[cfg(feature = "http-tracker")]

@@ -5,8 +5,8 @@
 //! acknowledged only after that transaction is durable.
 
 mod group;
-mod reads;
-mod sqlite;
+pub(crate) mod reads;
+pub(crate) mod sqlite;
 mod writer;
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! Reads of the store: an instance's rows and the alarm index. They run on the store's
-//! connection, inside the open transaction, so they see every commit written into it.
+//! connection, inside the open transaction, so they see every commit written into it;
+//! [`crate::FileInspector`] runs some of them on a read-only connection of its own.
 
 use std::sync::Arc;
 
@@ -69,7 +70,7 @@ pub(super) fn answer(conn: &Connection, op: StoreOp) -> Option<StoreOp> {
 
 /// Walks the stored instances under `prefix` after `after`, one index seek each (an
 /// instance's rows are never scanned, however many it holds).
-fn instances(
+pub(crate) fn instances(
     conn: &Connection,
     prefix: &str,
     after: Option<String>,
@@ -128,7 +129,7 @@ fn load(conn: &Connection, instance: &str, rows: usize) -> rusqlite::Result<Load
     })
 }
 
-fn read(
+pub(crate) fn read(
     conn: &Connection,
     instance: &str,
     keys: &[String],
@@ -142,7 +143,7 @@ fn read(
         .collect()
 }
 
-fn list(conn: &Connection, instance: &str, range: &RowRange) -> rusqlite::Result<Rows> {
+pub(crate) fn list(conn: &Connection, instance: &str, range: &RowRange) -> rusqlite::Result<Rows> {
     // SQLite reads a negative limit as none.
     let limit = range
         .limit

@@ -13,8 +13,8 @@ use super::{Durability, Location, StoreOp};
 use crate::error::OpenError;
 
 /// Marks our files (`PRAGMA application_id`), so a foreign SQLite file is refused.
-const APPLICATION_ID: i32 = 0x444a_4f42; // "DJOB"
-const SCHEMA_VERSION: i32 = 1;
+pub(crate) const APPLICATION_ID: i32 = 0x444a_4f42; // "DJOB"
+pub(crate) const SCHEMA_VERSION: i32 = 1;
 /// Commits grouped into one transaction at most.
 const GROUP: usize = 4096;
 /// Commits written between two looks for reads waiting in the channel.
