@@ -17,7 +17,10 @@ use durable_jobs::{
     Continuous, ContinuousContext, Debounce, DebounceContext, EnqueueRequest, JobsClient, Registry,
     Rejected, RetryPolicy, Schedule, Transport, WorkerPool, WorkerPoolContext,
 };
-use durable_jobs_admin::{serve, Access, Admin, Token};
+use std::sync::Arc;
+
+use durable_jobs::services::tracker::{EventTracker, FanoutTracker};
+use durable_jobs_admin::{serve, Access, Admin, Metrics, MetricsTracker, RecentEvents, Token};
 use durable_jobs_local::LocalRuntime;
 use durable_jobs_postgres::PostgresRuntime;
 use serde::{Deserialize, Serialize};
@@ -167,23 +170,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .worker_pool("emailSender", EmailSender)
         .build()?;
     let options = Options::from_args()?;
+    // With --admin, lifecycle events feed the metrics and each instance's recent events.
+    let operated = options.admin.then(Operated::new).transpose()?;
+    let tracker = || operated.as_ref().map(Operated::tracker);
     match options.postgres.clone() {
         None => {
-            let runtime = LocalRuntime::open("quickstart.db", registry)?;
-            let admin = admin_token(&options)
-                .map(|t| (Admin::local(&runtime, Access::Token(t.clone())), t));
+            let mut builder = LocalRuntime::builder(registry).path("quickstart.db");
+            if let Some(tracker) = tracker() {
+                builder = builder.tracker(tracker);
+            }
+            let runtime = builder.open()?;
+            let admin = operated.map(|o| {
+                let access = o.access();
+                o.admin(Admin::local(&runtime, access))
+            });
             let served = serve_admin(admin).await?;
             run(&runtime.client(), "quickstart.db").await?;
             wait_for_ctrl_c(served).await;
             runtime.shutdown().await;
         }
         Some(url) => {
-            let runtime = PostgresRuntime::builder(url, registry)
-                .schema(SCHEMA)
-                .connect()
-                .await?;
-            let admin = admin_token(&options)
-                .map(|t| (Admin::postgres(&runtime, Access::Token(t.clone())), t));
+            let mut builder = PostgresRuntime::builder(url, registry).schema(SCHEMA);
+            if let Some(tracker) = tracker() {
+                builder = builder.tracker(tracker);
+            }
+            let runtime = builder.connect().await?;
+            let admin = operated.map(|o| {
+                let access = o.access();
+                o.admin(Admin::postgres(&runtime, access))
+            });
             let served = serve_admin(admin).await?;
             let place = format!("the schema {SCHEMA} of that database");
             run(&runtime.client(), &place).await?;
@@ -197,17 +212,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Where `--admin` serves.
 const ADMIN_ADDRESS: &str = "127.0.0.1:8321";
 
-/// A fresh admin token when `--admin` asks for the admin API.
-fn admin_token(options: &Options) -> Option<Token> {
-    if !options.admin {
-        return None;
+/// What `--admin` adds: a token, Prometheus metrics and each instance's recent events.
+struct Operated {
+    token: Token,
+    metrics: Metrics,
+    recent: Arc<RecentEvents>,
+}
+
+impl Operated {
+    fn new() -> Result<Operated, Box<dyn std::error::Error>> {
+        Ok(Operated {
+            token: Token::generate()?,
+            metrics: Metrics::install()?,
+            recent: Arc::new(RecentEvents::default()),
+        })
     }
-    match Token::generate() {
-        Ok(token) => Some(token),
-        Err(error) => {
-            eprintln!("cannot make an admin token: {error}");
-            std::process::exit(1);
-        }
+
+    /// The runtime's tracker: metrics and recent events.
+    fn tracker(&self) -> Arc<dyn EventTracker> {
+        Arc::new(
+            FanoutTracker::new()
+                .with(Arc::new(MetricsTracker::new()))
+                .with(self.recent.clone()),
+        )
+    }
+
+    fn access(&self) -> Access {
+        Access::Token(self.token.clone())
+    }
+
+    /// `admin` with the metrics and recent events, and the token to print.
+    fn admin(self, admin: Admin) -> (Admin, Token) {
+        let admin = admin
+            .with_metrics(self.metrics)
+            .with_recent_events(self.recent);
+        (admin, self.token)
     }
 }
 

@@ -18,6 +18,8 @@ const TREND_MS = 5 * 60 * 1000;
 const POOL_SCAN = 20;
 // Dead letters one page of the instance view shows.
 const DEAD_LETTER_PAGE = 50;
+// Queued events shown on a pool instance's page (the head of its queue).
+const QUEUED_PAGE = 50;
 // Instances one page of the list shows.
 const LIST_PAGE = 50;
 
@@ -712,6 +714,54 @@ function instancePage(view, id) {
         )
       : null;
 
+  // Queued events (WorkerPool): the head of the queue, each cancellable.
+  const queuedBody = h('tbody', { id: 'queued-events-body' });
+  const noQueued = h('p', { id: 'no-queued-events', hidden: true }, 'Nothing queued.');
+  const moreQueued = h('p', { id: 'more-queued-events', class: 'hint', hidden: true });
+  const queuedTable = h(
+    'div',
+    { class: 'table-wrap' },
+    h(
+      'table',
+      { id: 'queued-events', class: 'list' },
+      h('caption', { class: 'sr-only' }, `Queued events of ${id}`),
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          ['Event id', 'Priority', 'Enqueued', 'Failed attempts', 'Event', 'Actions'].map((t) =>
+            h('th', { scope: 'col' }, t),
+          ),
+        ),
+      ),
+      queuedBody,
+    ),
+  );
+  const queuedSection =
+    kind === 'workerPool'
+      ? h(
+          'section',
+          { id: 'queued-events-section', 'aria-labelledby': 'queued-events-title' },
+          h('h2', { id: 'queued-events-title' }, 'Queued events'),
+          noQueued,
+          queuedTable,
+          moreQueued,
+        )
+      : null;
+
+  // Recent lifecycle events, where the server keeps them.
+  const eventsList = h('ol', { id: 'recent-events', class: 'events' });
+  const eventsSection = h(
+    'section',
+    { id: 'recent-events-section', 'aria-labelledby': 'recent-events-title', hidden: true },
+    h('h2', { id: 'recent-events-title' }, 'Recent events'),
+    h('p', { class: 'hint' }, 'The latest lifecycle events of this instance seen by this server, newest first.'),
+    eventsList,
+  );
+  let eventsKept = true;
+
   // Sections a kind does not have are null; `append` would show them as text.
   const sections = [
     h(
@@ -724,8 +774,10 @@ function instancePage(view, id) {
     heading('instance-title', h('span', { class: 'mono' }, id)),
     h('section', { id: 'summary-section', 'aria-label': 'Summary' }, summary),
     actions.length ? h('div', { id: 'instance-actions', class: 'actions' }, actions) : null,
+    queuedSection,
     deadSection,
     failedSection,
+    eventsSection,
     h(
       'section',
       { id: 'raw-section', 'aria-labelledby': 'raw-title' },
@@ -781,6 +833,50 @@ function instancePage(view, id) {
           h('td', { class: 'row-actions' }, replay, discard),
         );
       }),
+    );
+  };
+
+  const renderQueued = (items, more) => {
+    noQueued.hidden = items.length > 0;
+    queuedTable.hidden = items.length === 0;
+    moreQueued.hidden = !more;
+    moreQueued.textContent = more ? `The first ${items.length} queued events are shown.` : '';
+    queuedBody.replaceChildren(
+      ...items.map((q) => {
+        const cancel = actionButton(
+          null,
+          'Cancel',
+          { op: 'workerPoolCancel', eventId: q.eventId },
+          `Cancel queued event ${q.eventId}? It will not run.`,
+          (a) => (a.cancelled ? `Cancelled ${q.eventId}.` : `${q.eventId} is running or gone; not cancelled.`),
+        );
+        cancel.classList.add('cancel');
+        cancel.dataset.eventId = q.eventId;
+        cancel.setAttribute('aria-label', `Cancel event ${q.eventId}`);
+        return h(
+          'tr',
+          { class: 'queued-event', 'data-event-id': q.eventId },
+          h('td', { class: 'mono' }, q.eventId),
+          h('td', { class: 'num' }, q.priority),
+          h('td', {}, formatTime(q.enqueuedAt)),
+          h('td', { class: 'num' }, q.failedAttempts),
+          h('td', {}, h('pre', { class: 'inline' }, JSON.stringify(q.event, null, 2))),
+          h('td', { class: 'row-actions' }, cancel),
+        );
+      }),
+    );
+  };
+
+  const renderEvents = (events) => {
+    eventsList.replaceChildren(
+      ...events
+        .slice()
+        .reverse()
+        .map((e) => {
+          const { timestamp, jobName, instanceId, type, ...details } = e;
+          const rest = Object.keys(details).length ? ` ${JSON.stringify(details)}` : '';
+          return h('li', { class: 'event' }, h('span', { class: 'mono' }, type), ` at ${formatTime(timestamp)}${rest}`);
+        }),
     );
   };
 
@@ -862,6 +958,22 @@ function instancePage(view, id) {
       // Paging is shown only when there is more than one page.
       deadPager.hidden = deadNext.disabled && deadFirst.disabled;
       changed('dead', items, () => renderDead(items));
+    }
+    if (kind === 'workerPool') {
+      const answer = await api(`instances/${enc}/pending?limit=${QUEUED_PAGE}`);
+      const items = answer.items || [];
+      changed('queued', answer, () => renderQueued(items, answer.next != null));
+    }
+    if (eventsKept) {
+      try {
+        const answer = await api(`instances/${enc}/events`);
+        eventsSection.hidden = false;
+        changed('events', answer.events, () => renderEvents(answer.events || []));
+      } catch (e) {
+        // A server that keeps no recent events says so with a 404: show nothing.
+        if (!(e instanceof ApiError && e.status === 404)) throw e;
+        eventsKept = false;
+      }
     }
     if (kind === 'debounce') {
       const answer = await api(`instances/${enc}/failed-batches`);

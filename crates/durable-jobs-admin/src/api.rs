@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::backend::Backend;
+use crate::error::ApiError;
 use crate::recent::RecentEvents;
 use futures::future::BoxFuture;
-use crate::error::ApiError;
 
 /// Dead letters one page holds at most.
 const MAX_DEAD_LETTERS: u32 = 500;

@@ -69,9 +69,9 @@ pub use self::metrics::{
 };
 pub use access::{Access, Token, TokenError, MIN_TOKEN_LEN};
 pub use backend::Backend;
-pub use recent::{RecentEvents, DEFAULT_EVENTS_PER_INSTANCE, DEFAULT_INSTANCES};
 /// The Prometheus exporter, to build a recorder of one's own for [`Metrics::from_handle`].
 pub use metrics_exporter_prometheus;
+pub use recent::{RecentEvents, DEFAULT_EVENTS_PER_INSTANCE, DEFAULT_INSTANCES};
 
 /// The largest request body accepted, in bytes: actions are small.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

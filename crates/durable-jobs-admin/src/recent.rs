@@ -122,7 +122,13 @@ mod tests {
         assert_eq!(recent.of("b").len(), 1);
         recent.emit(event("b", 6));
         recent.emit(event("d", 7));
-        let times = |id| recent.of(id).iter().map(|e| e.timestamp).collect::<Vec<_>>();
+        let times = |id| {
+            recent
+                .of(id)
+                .iter()
+                .map(|e| e.timestamp)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(times("b"), [4, 6], "b was refreshed, so c left");
         assert!(times("c").is_empty());
         assert_eq!(times("d"), [7]);

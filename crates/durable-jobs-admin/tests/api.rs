@@ -307,3 +307,52 @@ async fn after_shutdown_the_api_answers_503() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn an_instance_shows_its_recent_events_when_they_are_kept() {
+    let recent = Arc::new(durable_jobs_admin::RecentEvents::default());
+    let registry = Registry::builder()
+        .worker_pool("tasks", Tasks::default())
+        .build()
+        .unwrap();
+    let rt = LocalRuntime::builder(registry)
+        .in_memory()
+        .virtual_clock(DEFAULT_START)
+        .tracker(recent.clone())
+        .open()
+        .unwrap();
+    let client = rt.client();
+    let done = client
+        .worker_pool::<Tasks>()
+        .enqueue(&"good".to_string())
+        .await
+        .unwrap();
+    rt.advance(Duration::from_secs(1)).await.unwrap();
+    let id = format!("workerPool:tasks:{}", done.instance_index);
+    let path = format!("/api/instances/{id}/events");
+
+    let (status, body) = call(&token_router(&rt), get(&path, Some(TOKEN))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(message(&body).contains("with_recent_events"), "{body}");
+
+    let admin = Admin::local(&rt, Access::Token(Token::new(TOKEN).unwrap()))
+        .with_recent_events(recent)
+        .router();
+    let (status, body) = call(&admin, get(&path, Some(TOKEN))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let types: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "workerPool.enqueued",
+            "workerPool.processing",
+            "workerPool.completed"
+        ]
+    );
+    rt.shutdown().await;
+}

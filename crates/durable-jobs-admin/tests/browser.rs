@@ -28,7 +28,7 @@ use durable_jobs::{
     Continuous, ContinuousContext, EnqueueRequest, Registry, RetryPolicy, Schedule, WorkerPool,
     WorkerPoolContext,
 };
-use durable_jobs_admin::{serve, Access, Admin, Token};
+use durable_jobs_admin::{serve, Access, Admin, RecentEvents, Token};
 use durable_jobs_local::LocalRuntime;
 use fantoccini::{Client, ClientBuilder, Locator};
 use http_body_util::{BodyExt, Empty};
@@ -206,9 +206,11 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
         .continuous("ticks", Ticks)
         .build()
         .unwrap();
+    let recent = Arc::new(RecentEvents::default());
     let rt = LocalRuntime::builder(registry)
         .in_memory()
         .shards(1)
+        .tracker(recent.clone())
         .open()
         .unwrap();
     let jobs = rt.client();
@@ -241,7 +243,7 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
     let base = format!("http://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(serve(
         listener,
-        Admin::local(&rt, Access::Token(token.clone())),
+        Admin::local(&rt, Access::Token(token.clone())).with_recent_events(recent),
     ));
 
     // The browser.
@@ -379,6 +381,15 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
     assert_eq!(processed_before, 2);
     let status_json = text_of(c, "instance-status").await.unwrap();
     assert!(status_json.contains("\"deadLetters\": 1"), "{status_json}");
+    // Its lifecycle, newest first, and an empty queue.
+    eventually("the recent events", || async move {
+        text_of(c, "recent-events")
+            .await
+            .filter(|t| t.contains("workerPool.deadLettered") && t.contains("workerPool.enqueued"))
+    })
+    .await;
+    let nothing_queued = c.find(Locator::Id("no-queued-events")).await.unwrap();
+    assert!(nothing_queued.is_displayed().await.unwrap());
     let instance_png = screenshot(c, "dashboard-instance").await;
 
     // Fix the job, then replay from the page.
