@@ -32,6 +32,8 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/jobs", get(jobs))
         .route("/api/jobs/{kind}/{name}/instances", get(instances))
         .route("/api/jobs/{kind}/{name}/counts", get(counts))
+        .route("/api/jobs/workerPool/{name}/pause", post(pause_pool))
+        .route("/api/jobs/workerPool/{name}/resume", post(resume_pool))
         .route("/api/instances/{id}", get(instance))
         .route("/api/instances/{id}/dead-letters", get(dead_letters))
         .route("/api/instances/{id}/failed-batches", get(failed_batches))
@@ -114,6 +116,46 @@ async fn counts(
 ) -> Result<Json<StatusCounts>, ApiError> {
     let kind = job_kind(&kind)?;
     Ok(Json(backend.counts(kind, &name).await?))
+}
+
+/// Pauses every instance of a pool.
+async fn pause_pool(
+    State(backend): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    on_every_pool_instance(&backend, &name, Operation::WorkerPoolPause).await
+}
+
+/// Resumes every instance of a pool.
+async fn resume_pool(
+    State(backend): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    on_every_pool_instance(&backend, &name, Operation::WorkerPoolResume).await
+}
+
+/// Sends `op` to each instance of the pool `name`, in index order; answers how many.
+/// Stops at the first failure, which says how many were done before it.
+async fn on_every_pool_instance(
+    backend: &Shared,
+    name: &str,
+    op: Operation,
+) -> Result<Json<Value>, ApiError> {
+    backend.registry().check_job(JobKind::WorkerPool, name)?;
+    let concurrency = backend.registry().concurrency(name)?;
+    for index in 0..concurrency {
+        let instance = InstanceId::new(JobKind::WorkerPool, name, index.to_string());
+        if let Err(error) = send(backend, &instance, op.clone()).await {
+            return Err(ApiError::new(
+                error.status(),
+                format!(
+                    "instance {index} failed after {index} were done: {}",
+                    error.message()
+                ),
+            ));
+        }
+    }
+    Ok(Json(json!({ "instances": concurrency })))
 }
 
 /// Parses an instance id of a registered job.

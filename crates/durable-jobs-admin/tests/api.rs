@@ -356,3 +356,21 @@ async fn an_instance_shows_its_recent_events_when_they_are_kept() {
     );
     rt.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_whole_pool_is_paused_and_resumed() {
+    let rt = runtime(Tasks::default());
+    let router = token_router(&rt);
+    let (status, body) = call(&router, post("/api/jobs/workerPool/tasks/pause", "")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["instances"], 2);
+    let pool = rt.client();
+    let pool = pool.worker_pool::<Tasks>();
+    assert_eq!(pool.status().await.unwrap().paused, 2);
+    let (status, _) = call(&router, post("/api/jobs/workerPool/tasks/resume", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pool.status().await.unwrap().paused, 0);
+    let (status, _) = call(&router, post("/api/jobs/workerPool/nope/pause", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    rt.shutdown().await;
+}
