@@ -31,102 +31,75 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<StatusCounts, JobError>>;
 }
 
-#[cfg(feature = "local")]
-mod local {
-    use super::*;
-    use durable_jobs::{JobsClient, Transport};
-    use durable_jobs_local::{LocalInspector, LocalRuntime, LocalTransport};
+/// A runtime's client and inspector as a [`Backend`]. A macro rather than a generic:
+/// each runtime's transport returns a future that is `Send`, which only its concrete type
+/// shows.
+macro_rules! runtime_backend {
+    ($feature:literal, $module:ident, $name:ident, $runtime:ty, $transport:ty, $inspector:ty) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            use super::*;
+            use durable_jobs::{JobsClient, Transport};
 
-    /// The embedded runtime's client and inspector.
-    pub(crate) struct Local {
-        client: JobsClient<LocalTransport>,
-        inspector: LocalInspector,
-    }
+            /// The runtime's client and inspector.
+            pub(crate) struct $name {
+                client: JobsClient<$transport>,
+                inspector: $inspector,
+            }
 
-    impl Local {
-        pub fn new(runtime: &LocalRuntime) -> Self {
-            Local {
-                client: runtime.client(),
-                inspector: runtime.inspector(),
+            impl $name {
+                pub fn new(runtime: &$runtime) -> Self {
+                    $name {
+                        client: runtime.client(),
+                        inspector: runtime.inspector(),
+                    }
+                }
+            }
+
+            impl Backend for $name {
+                fn registry(&self) -> &Registry {
+                    self.client.registry()
+                }
+
+                fn send(&self, request: Request) -> BoxFuture<'_, Result<Response, JobError>> {
+                    Box::pin(self.client.transport().send(request))
+                }
+
+                fn instances<'a>(
+                    &'a self,
+                    query: &'a InstanceQuery,
+                ) -> BoxFuture<'a, Result<InstancePage, JobError>> {
+                    Box::pin(self.inspector.instances(query))
+                }
+
+                fn counts<'a>(
+                    &'a self,
+                    kind: JobKind,
+                    job: &'a str,
+                ) -> BoxFuture<'a, Result<StatusCounts, JobError>> {
+                    Box::pin(self.inspector.counts(kind, job))
+                }
             }
         }
-    }
 
-    impl Backend for Local {
-        fn registry(&self) -> &Registry {
-            self.client.registry()
-        }
-
-        fn send(&self, request: Request) -> BoxFuture<'_, Result<Response, JobError>> {
-            Box::pin(self.client.transport().send(request))
-        }
-
-        fn instances<'a>(
-            &'a self,
-            query: &'a InstanceQuery,
-        ) -> BoxFuture<'a, Result<InstancePage, JobError>> {
-            Box::pin(self.inspector.instances(query))
-        }
-
-        fn counts<'a>(
-            &'a self,
-            kind: JobKind,
-            job: &'a str,
-        ) -> BoxFuture<'a, Result<StatusCounts, JobError>> {
-            Box::pin(self.inspector.counts(kind, job))
-        }
-    }
+        #[cfg(feature = $feature)]
+        pub(crate) use $module::$name;
+    };
 }
 
-#[cfg(feature = "local")]
-pub(crate) use local::Local;
-
-#[cfg(feature = "postgres")]
-mod postgres {
-    use super::*;
-    use durable_jobs::{JobsClient, Transport};
-    use durable_jobs_postgres::{PostgresInspector, PostgresRuntime, PostgresTransport};
-
-    /// The PostgreSQL runtime's client and inspector.
-    pub(crate) struct Postgres {
-        client: JobsClient<PostgresTransport>,
-        inspector: PostgresInspector,
-    }
-
-    impl Postgres {
-        pub fn new(runtime: &PostgresRuntime) -> Self {
-            Postgres {
-                client: runtime.client(),
-                inspector: runtime.inspector(),
-            }
-        }
-    }
-
-    impl Backend for Postgres {
-        fn registry(&self) -> &Registry {
-            self.client.registry()
-        }
-
-        fn send(&self, request: Request) -> BoxFuture<'_, Result<Response, JobError>> {
-            Box::pin(self.client.transport().send(request))
-        }
-
-        fn instances<'a>(
-            &'a self,
-            query: &'a InstanceQuery,
-        ) -> BoxFuture<'a, Result<InstancePage, JobError>> {
-            Box::pin(self.inspector.instances(query))
-        }
-
-        fn counts<'a>(
-            &'a self,
-            kind: JobKind,
-            job: &'a str,
-        ) -> BoxFuture<'a, Result<StatusCounts, JobError>> {
-            Box::pin(self.inspector.counts(kind, job))
-        }
-    }
-}
-
-#[cfg(feature = "postgres")]
-pub(crate) use postgres::Postgres;
+runtime_backend!(
+    "local",
+    local,
+    Local,
+    durable_jobs_local::LocalRuntime,
+    durable_jobs_local::LocalTransport,
+    durable_jobs_local::LocalInspector
+);
+runtime_backend!(
+    "postgres",
+    postgres,
+    Postgres,
+    durable_jobs_postgres::PostgresRuntime,
+    durable_jobs_postgres::PostgresTransport,
+    durable_jobs_postgres::PostgresInspector
+);
