@@ -688,7 +688,18 @@ function instancePage(view, id) {
           'section',
           { id: 'failed-batches-section', 'aria-labelledby': 'failed-batches-title' },
           h('h2', { id: 'failed-batches-title' }, 'Failed batches'),
-          h('p', { class: 'hint' }, '"Flush now" retries them; "Clear" discards them.'),
+          h('p', { class: 'hint' }, '"Flush now" retries them; "Discard failed batches" drops them and keeps the open batch.'),
+          h(
+            'div',
+            { class: 'actions' },
+            actionButton(
+              'discard-failed',
+              'Discard failed batches',
+              { op: 'debounceDiscardFailed' },
+              `Discard the failed batches of ${id}? They cannot be retried afterwards.`,
+              (a) => `Discarded ${a.discarded} events of failed batches.`,
+            ),
+          ),
           noFailed,
           h(
             'div',

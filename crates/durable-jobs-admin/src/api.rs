@@ -299,6 +299,7 @@ fn is_operator_action(op: &Operation) -> bool {
             | Operation::ContinuousTrigger
             | Operation::DebounceFlush
             | Operation::DebounceClear
+            | Operation::DebounceDiscardFailed
             | Operation::WorkerPoolPause
             | Operation::WorkerPoolResume
             | Operation::WorkerPoolCancel { .. }
@@ -323,8 +324,8 @@ async fn action(
     })?;
     if !is_operator_action(&op) {
         return Err(ApiError::bad_request(
-            "not an operator action: stop, trigger, flush, clear, pause, resume, cancel, \
-             replay or discard",
+            "not an operator action: stop, trigger, flush, clear, discard failed batches, \
+             pause, resume, cancel, replay or discard",
         ));
     }
     Ok(Json(send(&backend, &id, op).await?))

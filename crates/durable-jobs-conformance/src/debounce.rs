@@ -328,3 +328,41 @@ pub async fn a_panicking_reducer_fails_only_its_add<R: TestRuntime>() {
     rt.advance(secs(5)).await;
     assert_eq!(log.lines(), ["flush [1] count 1 FlushAfter attempt 1"]);
 }
+
+/// `discard_failed` drops the failed batches and keeps the open one, which still flushes.
+pub async fn discard_failed_keeps_the_open_batch<R: TestRuntime>() {
+    let log = Log::default();
+    let mut c = Collector::new(&log);
+    c.failures = Failures::next(3);
+    let rt: R = with(c).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    hooks.add("c1", &hook(1)).await.unwrap();
+    hooks.add("c1", &hook(2)).await.unwrap();
+    rt.advance(secs(30)).await;
+    assert_eq!(hooks.status("c1").await.unwrap().unwrap().failed_batches, 1);
+    hooks.add("c1", &hook(3)).await.unwrap();
+
+    assert_eq!(
+        hooks.discard_failed("c1").await.unwrap(),
+        2,
+        "the failed batch's events"
+    );
+    let status = hooks.status("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (status.failed_batches, status.event_count),
+        (0, 1),
+        "{status:?}"
+    );
+    assert!(hooks.failed_batches("c1").await.unwrap().is_empty());
+    rt.advance(secs(5)).await;
+    assert_eq!(
+        log.lines().last().unwrap(),
+        "flush [3] count 1 FlushAfter attempt 1"
+    );
+    assert_eq!(
+        hooks.discard_failed("c1").await.unwrap(),
+        0,
+        "nothing left to drop"
+    );
+}

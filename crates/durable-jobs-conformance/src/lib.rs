@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
             continuous::restart_after_stop_creates_again,
             continuous::a_panicking_run_is_a_failed_attempt,
             debounce::flushes_after_delay_from_first_event,
+            debounce::discard_failed_keeps_the_open_batch,
             debounce::flushes_at_max_events,
             debounce::manual_flush,
             debounce::clear_discards,

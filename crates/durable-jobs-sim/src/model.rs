@@ -65,6 +65,7 @@ struct Event {
     stage: Stage,
     /// Queue sequence numbers it was seen at (a replay gives a new one).
     seqs: BTreeSet<u64>,
+    /// Seen as a dead letter or in a failed batch: a discard may remove it.
     seen_dead: bool,
     /// Gone from durable storage, for an accepted reason.
     done: bool,
@@ -84,6 +85,7 @@ enum RemovalKind {
     Cancel(String),
     Discard(Option<Vec<String>>),
     Clear,
+    DiscardFailed,
 }
 
 /// One add or enqueue carrying an event id.
@@ -299,6 +301,7 @@ impl Model {
             Operation::WorkerPoolCancel { event_id } => RemovalKind::Cancel(event_id.clone()),
             Operation::WorkerPoolDiscard { event_ids } => RemovalKind::Discard(event_ids.clone()),
             Operation::DebounceClear => RemovalKind::Clear,
+            Operation::DebounceDiscardFailed => RemovalKind::DiscardFailed,
             _ => return,
         };
         self.removals.insert(
@@ -609,6 +612,7 @@ impl Model {
                     (op, response),
                     (Operation::DebounceFlush, Response::FlushRequested { .. })
                         | (Operation::DebounceClear, Response::Cleared { .. })
+                        | (Operation::DebounceDiscardFailed, Response::Cleared { .. })
                         | (Operation::DebounceStatus, Response::DebounceStatus { .. })
                         | (Operation::DebounceGetState, Response::State { .. })
                         | (Operation::WorkerPoolPause, Response::Paused)
@@ -926,8 +930,9 @@ impl Model {
                 Place::Queued { seq } => {
                     e.seqs.insert(seq);
                 }
-                Place::Dead => e.seen_dead = true,
-                Place::Batch { .. } => {}
+                // Seen where a discard may take it: a dead letter, a failed batch.
+                Place::Dead | Place::Batch { failed: true } => e.seen_dead = true,
+                Place::Batch { failed: false } => {}
             }
             if s.event_id.is_some() {
                 e.event_id.clone_from(&s.event_id);
@@ -954,6 +959,7 @@ impl Model {
                 && r.answered.is_none_or(|a| a > e.tick)
                 && match (&r.what, &e.event_id) {
                     (RemovalKind::Clear, _) => true,
+                    (RemovalKind::DiscardFailed, _) => e.seen_dead,
                     (RemovalKind::Cancel(id), Some(mine)) => id == mine,
                     (RemovalKind::Discard(None), _) => e.seen_dead,
                     (RemovalKind::Discard(Some(ids)), Some(mine)) => {

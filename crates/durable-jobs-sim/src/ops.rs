@@ -499,7 +499,8 @@ impl Generator {
                 )
             }
             58..=71 => (Operation::DebounceFlush, Expected::Valid),
-            72..=79 => (Operation::DebounceClear, Expected::Valid),
+            72..=76 => (Operation::DebounceClear, Expected::Valid),
+            77..=79 => (Operation::DebounceDiscardFailed, Expected::Valid),
             80..=87 => (Operation::DebounceStatus, Expected::Valid),
             88..=93 => (Operation::DebounceGetState, Expected::Valid),
             _ => (Operation::DebounceFailedBatches, Expected::Valid),

@@ -65,6 +65,8 @@ pub enum Operation {
     DebounceFlush,
     /// Discard the pending batch and failed batches.
     DebounceClear,
+    /// Drop the failed batches only; the open batch and any flush stay.
+    DebounceDiscardFailed,
     /// Read a Debounce instance's status.
     DebounceStatus,
     /// Read the pending batch's reduced state.
@@ -134,6 +136,7 @@ impl Operation {
             DebounceAdd { .. }
             | DebounceFlush
             | DebounceClear
+            | DebounceDiscardFailed
             | DebounceStatus
             | DebounceGetState
             | DebounceFailedBatches => JobKind::Debounce,

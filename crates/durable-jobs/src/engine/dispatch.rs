@@ -176,6 +176,7 @@ fn op_name(op: &Operation) -> &'static str {
         DebounceAdd { .. } => "debounceAdd",
         DebounceFlush => "debounceFlush",
         DebounceClear => "debounceClear",
+        DebounceDiscardFailed => "debounceDiscardFailed",
         DebounceStatus => "debounceStatus",
         DebounceGetState => "debounceGetState",
         DebounceFailedBatches => "debounceFailedBatches",

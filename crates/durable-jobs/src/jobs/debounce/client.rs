@@ -100,6 +100,13 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
         expect_response!(response, Response::Cleared { discarded } => discarded)
     }
 
+    /// Drops the instance's failed batches, keeping the open batch and any flush; returns
+    /// the events dropped.
+    pub async fn discard_failed(&self, id: &str) -> Result<u32, JobError> {
+        let response = self.send(id, Operation::DebounceDiscardFailed).await?;
+        expect_response!(response, Response::Cleared { discarded } => discarded)
+    }
+
     /// The instance's status, `None` if it does not exist.
     pub async fn status(&self, id: &str) -> Result<Option<DebounceStatus>, JobError> {
         let response = self.send(id, Operation::DebounceStatus).await?;

@@ -48,7 +48,10 @@ pub(crate) async fn handle<B: Storage + Clock>(
             let step = engine.step(instance, &extra).await?;
             add(step, job, &event, event_id).await
         }
-        Operation::DebounceClear => clear(engine, job, instance).await,
+        Operation::DebounceClear => clear(engine, job, instance, Scope::Everything).await,
+        Operation::DebounceDiscardFailed => {
+            clear(engine, job, instance, Scope::FailedBatches).await
+        }
         op => {
             let step = engine.step(instance, &[]).await?;
             match op {
@@ -207,15 +210,38 @@ const CLEAR_PAGE: usize = 500;
 /// Failed batches one `failed_batches` request returns at most, the oldest first.
 const FAILED_BATCHES_LIMIT: usize = 1000;
 
+/// What a clear drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The open batch, full and failed batches, and a batch waiting for its retry.
+    Everything,
+    /// The failed batches only.
+    FailedBatches,
+}
+
 /// A clear in progress, carried from one page to the next.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Clearing {
+    /// What it drops.
+    scope: Scope,
     /// Where the clear stops, fixed by its first page.
     bound: Option<ClearBound>,
     /// Events discarded so far.
     discarded: u32,
     /// The last page is committed.
     done: bool,
+}
+
+impl Clearing {
+    /// A clear of `scope`, not begun.
+    fn new(scope: Scope) -> Self {
+        Clearing {
+            scope,
+            bound: None,
+            discarded: 0,
+            done: false,
+        }
+    }
 }
 
 /// The first failed and full keys given out after a clear began. Keys carry increasing
@@ -235,15 +261,17 @@ struct Counted {
     event_count: u32,
 }
 
-/// Drops the open batch, full and failed batches, and a batch waiting for its retry; a batch
-/// being flushed right now finishes. It works in pages, each its own step, so no step reads
-/// more than [`CLEAR_PAGE`] rows; a crash between pages leaves the earlier pages applied.
+/// Drops what `scope` says: everything (the open batch, full and failed batches, and a
+/// batch waiting for its retry; a batch being flushed right now finishes), or the failed
+/// batches only. It works in pages, each its own step, so no step reads more than
+/// [`CLEAR_PAGE`] rows; a crash between pages leaves the earlier pages applied.
 async fn clear<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedDebounce,
     instance: &InstanceId,
+    scope: Scope,
 ) -> Result<Response, JobError> {
-    let mut clearing = Clearing::default();
+    let mut clearing = Clearing::new(scope);
     while !clearing.done {
         clear_page(engine, job, instance, &mut clearing).await?;
     }
@@ -278,8 +306,10 @@ async fn clear_page<B: Storage + Clock>(
                 full: full_key(rec.next_full_seq),
             };
             clearing.bound = Some(bound.clone());
-            let taken = take_open_and_retrying(&mut step);
-            clearing.discarded = clearing.discarded.saturating_add(taken);
+            if clearing.scope == Scope::Everything {
+                let taken = take_open_and_retrying(&mut step);
+                clearing.discarded = clearing.discarded.saturating_add(taken);
+            }
             bound
         }
     };
@@ -291,7 +321,7 @@ async fn clear_page<B: Storage + Clock>(
         )
         .await?;
     let room = CLEAR_PAGE.saturating_sub(failed.len());
-    let full: Vec<(String, Counted)> = if room == 0 {
+    let full: Vec<(String, Counted)> = if room == 0 || clearing.scope == Scope::FailedBatches {
         Vec::new()
     } else {
         step.list(
@@ -556,7 +586,7 @@ mod tests {
             setup.fill(failed, full).await;
             let job = setup.job();
 
-            let mut clearing = Clearing::default();
+            let mut clearing = Clearing::new(Scope::Everything);
             clear_page(&setup.engine, job, &setup.instance, &mut clearing)
                 .await
                 .unwrap();
@@ -616,7 +646,7 @@ mod tests {
             setup.fill(failed, full).await;
             let job = setup.job();
 
-            let mut clearing = Clearing::default();
+            let mut clearing = Clearing::new(Scope::Everything);
             clear_page(&setup.engine, job, &setup.instance, &mut clearing)
                 .await
                 .unwrap();
