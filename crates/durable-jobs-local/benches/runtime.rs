@@ -4,6 +4,11 @@
 //! `cargo bench -p durable-jobs-local --bench runtime` runs them all at full scale;
 //! `BENCH_SCALE=0.1` scales every count down; `cargo bench ... -- drain enqueue` runs a few.
 //!
+//! Before the throughput figures it measures plain SQLite on the same disk and settings
+//! (rusqlite, WAL, `synchronous = NORMAL`) doing the work of one job as one insert and one
+//! delete, 100 jobs per transaction; it ends with a table of every throughput figure beside
+//! its ratio to that baseline and the ratio aimed at. Machines differ, the ratio less.
+//!
 //! Two more sections run only when named:
 //!
 //! - `backlog` fills one paused WorkerPool instance with 1M events (scaled by
@@ -261,7 +266,84 @@ static LATENESS: std::sync::LazyLock<Arc<Mutex<Vec<i64>>>> = std::sync::LazyLock
 
 const CONCURRENT_CALLERS: usize = 512;
 
-async fn drain(rt: &LocalRuntime) {
+// ---- the raw baseline ----------------------------------------------------------------
+
+/// Jobs per transaction in the baseline.
+const BASELINE_GROUP: usize = 100;
+
+/// Plain SQLite doing the storage work of `n` jobs: each job's row inserted, then deleted,
+/// `BASELINE_GROUP` jobs per transaction, on a file of its own in `dir`. Answers jobs/s.
+fn sqlite_baseline(dir: &std::path::Path, n: usize) -> f64 {
+    let path = dir.join("baseline.db");
+    let conn = rusqlite::Connection::open(&path).expect("open the baseline file");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE jobs (id INTEGER PRIMARY KEY, payload BLOB NOT NULL);",
+    )
+    .expect("baseline schema");
+    let payload = vec![7u8; 64];
+    let t = Instant::now();
+    let ids: Vec<i64> = (0..n as i64).collect();
+    for group in ids.chunks(BASELINE_GROUP) {
+        let tx = conn.unchecked_transaction().expect("begin");
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO jobs (id, payload) VALUES (?1, ?2)")
+                .expect("prepare");
+            for id in group {
+                insert
+                    .execute(rusqlite::params![id, payload])
+                    .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    for group in ids.chunks(BASELINE_GROUP) {
+        let tx = conn.unchecked_transaction().expect("begin");
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                .expect("prepare");
+            for id in group {
+                delete.execute([id]).expect("delete");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    drop(conn);
+    remove_database(&path);
+    rate
+}
+
+/// A throughput figure, for the closing table.
+struct Figure {
+    name: &'static str,
+    per_second: f64,
+    /// The ratio to the baseline aimed at.
+    goal: f64,
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn print_ratios(baseline: f64, figures: &[Figure]) {
+    println!();
+    println!("figure                           runtime   baseline   ratio   goal");
+    for f in figures {
+        println!(
+            "{:<28} {:>9.0}/s {:>8.0}/s {:>7.3}   >= {:.2}",
+            f.name,
+            f.per_second,
+            baseline,
+            f.per_second / baseline,
+            f.goal
+        );
+    }
+}
+
+async fn drain(rt: &LocalRuntime, figures: &mut Vec<Figure>) {
     let n = scaled(100_000);
     let client = rt.client();
     let pool = client.worker_pool::<Noop>();
@@ -299,9 +381,19 @@ async fn drain(rt: &LocalRuntime) {
         "drain   (no-op handler, concurrency 4, {n} events):               {}",
         per_second(n, drain)
     );
+    figures.push(Figure {
+        name: "drain",
+        per_second: rate(n, drain),
+        goal: 0.25,
+    });
+    figures.push(Figure {
+        name: "enqueue (paused pool)",
+        per_second: rate(n, enqueue),
+        goal: 0.15,
+    });
 }
 
-async fn enqueue(rt: &LocalRuntime) {
+async fn enqueue(rt: &LocalRuntime, figures: &mut Vec<Figure>) {
     let n = scaled(100_000);
     let client = rt.client();
     PROCESSED.store(0, Ordering::SeqCst);
@@ -320,10 +412,15 @@ async fn enqueue(rt: &LocalRuntime) {
         "enqueue (while draining, {CONCURRENT_CALLERS} concurrent callers, {n} events):  {}",
         per_second(n, took)
     );
+    figures.push(Figure {
+        name: "enqueue (while draining)",
+        per_second: rate(n, took),
+        goal: 0.15,
+    });
     rt.settle().await.ok();
 }
 
-async fn debounce(rt: &LocalRuntime) {
+async fn debounce(rt: &LocalRuntime, figures: &mut Vec<Figure>) {
     let n = scaled(100_000);
     let keys = scaled(10_000);
     let client = rt.client();
@@ -338,10 +435,16 @@ async fn debounce(rt: &LocalRuntime) {
             }
         })
         .await;
+    let took = t.elapsed();
     println!(
         "debounce adds ({keys} keys, {n} adds):                             {}",
-        per_second(n, t.elapsed())
+        per_second(n, took)
     );
+    figures.push(Figure {
+        name: "debounce adds",
+        per_second: rate(n, took),
+        goal: 0.15,
+    });
 }
 
 async fn lateness(rt: &LocalRuntime) {
@@ -840,22 +943,29 @@ fn main() {
     );
 
     if wants("drain") || wants("enqueue") || wants("debounce") || wants("lateness") {
+        let baseline = sqlite_baseline(&dir, scaled(1_000_000));
+        println!(
+            "baseline: plain SQLite, one insert and one delete per job, {BASELINE_GROUP} jobs \
+             per transaction: {baseline:.0} jobs/s"
+        );
         let rt = throughput_runtime(&dir.join("throughput.db"));
+        let mut figures = Vec::new();
         futures::executor::block_on(async {
             if wants("drain") {
-                drain(&rt).await;
+                drain(&rt, &mut figures).await;
             }
             if wants("enqueue") {
-                enqueue(&rt).await;
+                enqueue(&rt, &mut figures).await;
             }
             if wants("debounce") {
-                debounce(&rt).await;
+                debounce(&rt, &mut figures).await;
             }
             if wants("lateness") {
                 lateness(&rt).await;
             }
             rt.shutdown().await;
         });
+        print_ratios(baseline, &figures);
     }
     if wants("memory") || wants("restart") {
         memory_and_restart(&dir.join("idle.db"));
@@ -869,8 +979,8 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The runtime the throughput figures use: the defaults, or what `BENCH_USER_CODE_THREADS`
-/// and `BENCH_RECORD_ATTEMPTS` (0 or 1) ask for, to price those settings.
+/// The runtime the throughput figures use: the defaults, or what `BENCH_USER_CODE_THREADS`,
+/// `BENCH_RECORD_ATTEMPTS` (0 or 1) and `BENCH_CLAIM_SIZE` ask for, to price those settings.
 fn throughput_runtime(path: &std::path::Path) -> LocalRuntime {
     let mut builder = LocalRuntime::builder(registry()).path(path);
     if let Some(threads) = env_number("BENCH_USER_CODE_THREADS") {
@@ -879,10 +989,14 @@ fn throughput_runtime(path: &std::path::Path) -> LocalRuntime {
     if let Some(record) = env_number("BENCH_RECORD_ATTEMPTS") {
         builder = builder.record_attempts_at_start(record != 0);
     }
+    if let Some(events) = env_number("BENCH_CLAIM_SIZE") {
+        builder = builder.claim_size(events);
+    }
     println!(
-        "settings: user-code threads {}, attempts recorded at start {}",
+        "settings: user-code threads {}, attempts recorded at start {}, claim size {}",
         std::env::var("BENCH_USER_CODE_THREADS").unwrap_or_else(|_| "default".into()),
         std::env::var("BENCH_RECORD_ATTEMPTS").unwrap_or_else(|_| "default".into()),
+        std::env::var("BENCH_CLAIM_SIZE").unwrap_or_else(|_| "default".into()),
     );
     builder.open().expect("open")
 }

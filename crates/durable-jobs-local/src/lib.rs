@@ -71,6 +71,10 @@ const MAX_USER_CODE_THREADS: usize = 64;
 /// Requests queued per shard at most; callers wait beyond (backpressure).
 const SHARD_QUEUE: usize = 4096;
 
+/// How many queued events of a WorkerPool instance one claim takes unless set: enough that
+/// the claim's two steps cost little per event, few enough that a crash runs little again.
+pub const DEFAULT_CLAIM_SIZE: usize = 32;
+
 /// Configures and opens a [`LocalRuntime`].
 pub struct Builder {
     registry: Registry,
@@ -87,6 +91,7 @@ pub struct Builder {
     user_code_threads: usize,
     max_file_size: Option<u64>,
     attempts_recorded_at_start: bool,
+    claim_size: usize,
 }
 
 impl Builder {
@@ -200,6 +205,17 @@ impl Builder {
         self
     }
 
+    /// How many queued events of a WorkerPool instance one claim takes at most
+    /// ([`DEFAULT_CLAIM_SIZE`] unless set, at least 1): the claimed events run in order and
+    /// one step records all their outcomes, a fraction of the steps per event. A claim ends
+    /// early at a failure, a pause, or after `CLAIM_RUN_MS` of user code. Until their outcomes are recorded, `cancel` refuses claimed
+    /// events as running, and a crash runs all of the claim's events again (see
+    /// `Engine::with_claim_size`).
+    pub fn claim_size(mut self, events: usize) -> Self {
+        self.claim_size = events.max(1);
+        self
+    }
+
     /// Caps the database's size at `bytes` (whole pages; no cap by default). A commit that
     /// would grow the database past it fails with [`JobError::Storage`] ("database or disk
     /// is full"), and so does every call whose writes shared its group commit; nothing of
@@ -249,6 +265,7 @@ impl Builder {
                 shutdown_grace: self.shutdown_grace,
                 runner: runner.clone(),
                 attempts_recorded_at_start: self.attempts_recorded_at_start,
+                claim_size: self.claim_size,
             };
             let thread = shard::spawn(cfg, rx).map_err(|e| OpenError::Io {
                 message: format!("cannot start a shard thread: {e}"),
@@ -315,6 +332,7 @@ impl LocalRuntime {
             user_code_threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             max_file_size: None,
             attempts_recorded_at_start: false,
+            claim_size: DEFAULT_CLAIM_SIZE,
         }
     }
 

@@ -83,6 +83,8 @@ pub(crate) struct InstanceCache {
     runner: Option<Arc<dyn UserCodeRunner>>,
     /// Whether engines record each attempt before its user code runs.
     attempts_recorded_at_start: bool,
+    /// How many queued events one WorkerPool claim takes.
+    claim_size: usize,
     /// The cached instances by id.
     slots: RefCell<HashMap<Arc<str>, Rc<Slot>>>,
     /// Engines replaced after a lost commit while they were executing, by instance; each
@@ -107,6 +109,7 @@ impl InstanceCache {
             budget: cfg.cache_budget,
             runner: cfg.runner.clone(),
             attempts_recorded_at_start: cfg.attempts_recorded_at_start,
+            claim_size: cfg.claim_size,
             slots: RefCell::default(),
             retired: RefCell::default(),
             generations: Cell::new(0),
@@ -207,6 +210,7 @@ impl InstanceCache {
         if self.attempts_recorded_at_start {
             engine = engine.with_attempts_recorded_at_start();
         }
+        engine = engine.with_claim_size(self.claim_size);
         Ok(Rc::new(engine))
     }
 

@@ -107,6 +107,8 @@ pub(crate) struct ShardConfig {
     pub runner: Option<Arc<dyn UserCodeRunner>>,
     /// Whether engines record each attempt before its user code runs.
     pub attempts_recorded_at_start: bool,
+    /// How many queued events one WorkerPool claim takes.
+    pub claim_size: usize,
 }
 
 /// The shard an instance id belongs to (FNV-1a).
