@@ -108,6 +108,7 @@ macro_rules! conformance_tests {
             worker_pool::same_partition_same_instance_in_order,
             worker_pool::higher_priority_first,
             worker_pool::lists_pending_events_in_queue_order,
+            worker_pool::enqueue_many_answers_each_event,
             worker_pool::retries_then_dead_letter_then_replay,
             worker_pool::pause_and_resume,
             worker_pool::cancel_a_pending_event,

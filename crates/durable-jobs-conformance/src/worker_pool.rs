@@ -404,3 +404,107 @@ pub async fn lists_pending_events_in_queue_order<R: TestRuntime>() {
     let (items, next) = pool.pending(0, None, 10).await.unwrap();
     assert!(items.is_empty() && next.is_none());
 }
+
+/// `enqueue_many` routes each event as `enqueue` would, queues each instance's share in
+/// one step, and answers one result per event, in order: duplicates (of earlier calls or
+/// of the same call) change nothing, and an event that does not fit the job's type is
+/// refused alone.
+pub async fn enqueue_many_answers_each_event<R: TestRuntime>() {
+    use durable_jobs::wire::{Operation, Request, Response};
+    use durable_jobs::{EnqueueItem, InstanceId, JobKind, Transport, MAX_EVENTS_PER_REQUEST};
+
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 2)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    pool.pause_all().await.unwrap();
+    pool.enqueue_with(
+        &Task::named("early"),
+        EnqueueRequest::new().event_id("e-early"),
+    )
+    .await
+    .unwrap();
+    let item = |name: &str, key: &str, id: Option<&str>| {
+        let mut options = EnqueueRequest::new().partition_key(key);
+        if let Some(id) = id {
+            options = options.event_id(id);
+        }
+        (Task::named(name), options)
+    };
+    let events = vec![
+        item("a1", "a", Some("e-a1")),
+        item("b1", "b", None),
+        // Routed by its id, as "early" was: the two meet on one instance.
+        (Task::named("a2"), EnqueueRequest::new().event_id("e-early")),
+        item("a3", "a", Some("e-a1")),
+        item("b2", "b", Some("e-b2")),
+        item("a4", "a", None),
+    ];
+    let results = pool.enqueue_many(&events).await.unwrap();
+    let duplicates: Vec<bool> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().duplicate)
+        .collect();
+    assert_eq!(duplicates, [false, false, true, true, false, false]);
+    assert_eq!(results[0].as_ref().unwrap().event_id, "e-a1");
+    assert_eq!(results[3].as_ref().unwrap().event_id, "e-a1");
+    let a = results[0].as_ref().unwrap().instance_index;
+    assert!(results.iter().zip(&events).all(|(r, (_, o))| {
+        o.partition_key.as_deref() != Some("a") || r.as_ref().unwrap().instance_index == a
+    }));
+    assert_eq!(
+        pool.status().await.unwrap().pending,
+        5,
+        "early and four new"
+    );
+
+    // Raw requests: a refused event leaves the others queued; sizes are checked first.
+    let instance = InstanceId::new(JobKind::WorkerPool, "tasks", a.to_string());
+    let many = |events: Vec<EnqueueItem>| Request {
+        instance: instance.clone(),
+        op: Operation::WorkerPoolEnqueueMany { events },
+    };
+    let raw = |event: serde_json::Value| EnqueueItem {
+        event,
+        event_id: None,
+        priority: 0,
+    };
+    let answer = client
+        .transport()
+        .send(many(vec![
+            raw(serde_json::json!(42)),
+            raw(serde_json::json!({"name": "a5"})),
+        ]))
+        .await
+        .unwrap();
+    let Response::EnqueuedMany { outcomes, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(outcomes[0].rejected.is_some() && outcomes[0].event_id.is_none());
+    assert!(outcomes[1].rejected.is_none() && outcomes[1].event_id.is_some());
+    for events in [
+        Vec::new(),
+        vec![raw(serde_json::json!({"name": "x"})); MAX_EVENTS_PER_REQUEST + 1],
+    ] {
+        assert!(matches!(
+            client.transport().send(many(events)).await,
+            Err(JobError::BadRequest { .. })
+        ));
+    }
+
+    pool.resume_all().await.unwrap();
+    rt.advance(secs(0)).await;
+    let ran = executed(&log);
+    let order = |names: &[&str]| {
+        let at: Vec<usize> = names
+            .iter()
+            .map(|n| ran.iter().position(|r| r == n).unwrap_or(usize::MAX))
+            .collect();
+        at.windows(2).all(|w| w[0] < w[1])
+    };
+    assert_eq!(ran.len(), 6, "{ran:?}");
+    assert!(
+        order(&["a1", "a4", "a5"]) && order(&["b1", "b2"]),
+        "{ran:?}"
+    );
+}

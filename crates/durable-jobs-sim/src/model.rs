@@ -257,13 +257,22 @@ impl Model {
     }
 
     fn note_event(&mut self, task: TaskId, request: &Request, instance: &str, now: i64, tick: u64) {
-        let (event, event_id) = match &request.op {
-            Operation::DebounceAdd { event, event_id } => (event, event_id),
-            Operation::WorkerPoolEnqueue {
-                event, event_id, ..
-            } => (event, event_id),
-            _ => return,
-        };
+        for (event, event_id) in request_events(request) {
+            self.note_one_event(task, request, instance, now, tick, event, event_id);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn note_one_event(
+        &mut self,
+        task: TaskId,
+        request: &Request,
+        instance: &str,
+        now: i64,
+        tick: u64,
+        event: &Value,
+        event_id: &Option<String>,
+    ) {
         if let Some(id) = event_id {
             let ids = self.ids.entry(instance.to_string()).or_default();
             if !ids.contains(id) {
@@ -375,7 +384,7 @@ impl Model {
         let instance = sent.request.instance.to_string();
         self.change_ended(&instance, task);
         self.resolve_id(task, &sent.request, &instance, IdState::Maybe(now));
-        if let Some(serial) = sent_serial(&sent.request) {
+        for serial in sent_serials(&sent.request) {
             if let Some(e) = self.events.get_mut(&serial) {
                 if e.stage == Stage::Sent {
                     e.stage = Stage::Unknown;
@@ -391,13 +400,18 @@ impl Model {
     }
 
     fn resolve_id(&mut self, task: TaskId, request: &Request, instance: &str, state: IdState) {
-        let id = match &request.op {
-            Operation::DebounceAdd { event_id, .. } => event_id,
-            Operation::WorkerPoolEnqueue { event_id, .. } => event_id,
-            _ => return,
-        };
-        let Some(id) = id else { return };
-        if let Some(uses) = self.id_uses.get_mut(&(instance.to_string(), id.clone())) {
+        for (_, id) in request_events(request) {
+            if let Some(id) = id {
+                self.resolve_one_id(task, instance, id, state);
+            }
+        }
+    }
+
+    fn resolve_one_id(&mut self, task: TaskId, instance: &str, id: &str, state: IdState) {
+        if let Some(uses) = self
+            .id_uses
+            .get_mut(&(instance.to_string(), id.to_string()))
+        {
             if let Some(u) = uses.iter_mut().find(|u| u.task == task) {
                 u.state = state;
             }
@@ -488,7 +502,7 @@ impl Model {
     fn not_stored(&mut self, task: TaskId, sent: &Sent, instance: &str) {
         self.removals.remove(&task);
         self.resolve_id(task, &sent.request, instance, IdState::NotStored);
-        if let Some(serial) = sent_serial(&sent.request) {
+        for serial in sent_serials(&sent.request) {
             if let Some(e) = self.events.get_mut(&serial) {
                 if e.stage == Stage::Sent {
                     e.stage = Stage::NotStored;
@@ -536,6 +550,44 @@ impl Model {
                     return a.bad(format!("enqueue answers event id {answered}"));
                 }
                 self.event_answered(a, Some(answered.clone()), event, *duplicate, durable)
+            }
+            (
+                Operation::WorkerPoolEnqueueMany { events },
+                Response::EnqueuedMany {
+                    instance_index,
+                    outcomes,
+                },
+            ) => {
+                if a.sent.request.instance.pool_index() != Some(*instance_index) {
+                    return a.bad(format!("enqueued on instance {instance_index}"));
+                }
+                if outcomes.len() != events.len() {
+                    return a.bad(format!(
+                        "{} outcomes for {} events",
+                        outcomes.len(),
+                        events.len()
+                    ));
+                }
+                for (item, outcome) in events.iter().zip(outcomes) {
+                    let Some(answered) = outcome
+                        .event_id
+                        .clone()
+                        .filter(|_| outcome.rejected.is_none())
+                    else {
+                        return a.bad(format!("a valid event was refused: {outcome:?}"));
+                    };
+                    if item.event_id.as_ref().is_some_and(|id| *id != answered) {
+                        return a.bad(format!("enqueue answers event id {answered}"));
+                    }
+                    self.event_answered(
+                        a,
+                        Some(answered),
+                        &item.event,
+                        outcome.duplicate,
+                        durable,
+                    )?;
+                }
+                Ok(())
             }
             (op, response) if op.kind() == JobKind::Continuous => {
                 self.continuous_response(a, response)
@@ -679,7 +731,7 @@ impl Model {
                 true => IdState::NotStored,
                 false => IdState::Stored(a.now, self.tick),
             };
-            self.resolve_id(a.task, &a.sent.request, a.instance, state);
+            self.resolve_one_id(a.task, a.instance, id, state);
         }
         let Some(serial) = event_serial(event) else {
             return Ok(());
@@ -1066,13 +1118,25 @@ impl Model {
     }
 }
 
-fn sent_serial(request: &Request) -> Option<u64> {
+/// The events a request carries, with their ids.
+fn request_events(request: &Request) -> Vec<(&Value, &Option<String>)> {
     match &request.op {
-        Operation::DebounceAdd { event, .. } | Operation::WorkerPoolEnqueue { event, .. } => {
-            event_serial(event)
+        Operation::DebounceAdd { event, event_id }
+        | Operation::WorkerPoolEnqueue {
+            event, event_id, ..
+        } => vec![(event, event_id)],
+        Operation::WorkerPoolEnqueueMany { events } => {
+            events.iter().map(|e| (&e.event, &e.event_id)).collect()
         }
-        _ => None,
+        _ => Vec::new(),
     }
+}
+
+fn sent_serials(request: &Request) -> Vec<u64> {
+    request_events(request)
+        .into_iter()
+        .filter_map(|(event, _)| event_serial(event))
+        .collect()
 }
 
 /// What an answer means, given the error a malformed request must get.

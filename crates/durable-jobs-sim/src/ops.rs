@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use durable_jobs::jobs::worker_pool::jump_hash;
 use durable_jobs::wire::{Operation, Request};
+use durable_jobs::EnqueueItem;
 use durable_jobs::{InstanceId, JobKind};
 use serde_json::{json, Value};
 
@@ -519,8 +520,10 @@ impl Generator {
 
     fn pool(&mut self, history: &dyn History) -> (Request, Expected) {
         let n = self.cfg.pool_concurrency;
-        if self.rng.below(100) < 50 {
-            return self.enqueue(history);
+        match self.rng.below(100) {
+            0..=44 => return self.enqueue(history),
+            45..=49 => return self.enqueue_many(history),
+            _ => {}
         }
         let index = self
             .focus_index()
@@ -562,6 +565,33 @@ impl Generator {
                 event_ids: known(&mut self.rng),
             },
         };
+        (Request { instance, op }, Expected::Valid)
+    }
+
+    /// Several events for one instance in one request, each with a distinct id or none
+    /// (ids reused from the instance's history make duplicates).
+    fn enqueue_many(&mut self, history: &dyn History) -> (Request, Expected) {
+        let n = self.cfg.pool_concurrency;
+        let index = self
+            .focus_index()
+            .unwrap_or_else(|| self.rng.below(u64::from(n)) as u32);
+        let instance = self.pool_instance(index);
+        let name = instance.to_string();
+        let mut ids = std::collections::HashSet::new();
+        let count = self.rng.between(1, 4);
+        let events = (0..count)
+            .map(|_| {
+                let event_id = self
+                    .event_id(history, &name)
+                    .filter(|id| ids.insert(id.clone()));
+                EnqueueItem {
+                    event: self.item(),
+                    event_id,
+                    priority: *self.rng.pick(&[-1, 0, 0, 5]),
+                }
+            })
+            .collect();
+        let op = Operation::WorkerPoolEnqueueMany { events };
         (Request { instance, op }, Expected::Valid)
     }
 

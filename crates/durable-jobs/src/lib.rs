@@ -64,7 +64,7 @@ pub mod testing;
 pub mod wire;
 
 pub use client::{JobsClient, Transport};
-pub use engine::{Engine, CLAIM_RUN_MS};
+pub use engine::{Engine, CLAIM_RUN_MS, MAX_EVENTS_PER_REQUEST};
 pub use errors::{JobError, RegistryError, StorageError};
 pub use events::{EventKind, FlushReason, JobEvent};
 pub use ids::{InstanceId, JobKind};
@@ -72,8 +72,8 @@ pub use jobs::continuous::{Continuous, ContinuousContext, ContinuousStatus, Sche
 pub use jobs::debounce::{Debounce, DebounceContext, DebounceStatus, FailedBatch, Rejected};
 pub use jobs::execution::Execution;
 pub use jobs::worker_pool::{
-    DeadLetter, EmptyContext, EnqueueRequest, PoolInstanceStatus, PoolStatus, QueuedEvent,
-    WorkerPool, WorkerPoolContext, GENERATED_ID_PREFIX,
+    DeadLetter, EmptyContext, EnqueueItem, EnqueueOutcome, EnqueueRequest, PoolInstanceStatus,
+    PoolStatus, QueuedEvent, WorkerPool, WorkerPoolContext, GENERATED_ID_PREFIX,
 };
 pub use registry::{Limits, Registry, RegistryBuilder};
 pub use retry::{Backoff, RetryPolicy};

@@ -7,7 +7,9 @@ use crate::errors::JobError;
 use crate::ids::{InstanceId, JobKind};
 use crate::jobs::continuous::ContinuousStatus;
 use crate::jobs::debounce::{DebounceStatus, FailedBatch};
-use crate::jobs::worker_pool::{DeadLetter, PoolInstanceStatus, QueuedEvent};
+use crate::jobs::worker_pool::{
+    DeadLetter, EnqueueItem, EnqueueOutcome, PoolInstanceStatus, QueuedEvent,
+};
 
 /// A request to one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +85,11 @@ pub enum Operation {
         /// Higher runs first.
         priority: i32,
     },
+    /// Enqueue several events on this instance, in one step.
+    WorkerPoolEnqueueMany {
+        /// The events, in order.
+        events: Vec<EnqueueItem>,
+    },
     /// Stop processing (pending events are kept).
     WorkerPoolPause,
     /// Resume processing.
@@ -141,6 +148,7 @@ impl Operation {
             | DebounceGetState
             | DebounceFailedBatches => JobKind::Debounce,
             WorkerPoolEnqueue { .. }
+            | WorkerPoolEnqueueMany { .. }
             | WorkerPoolPause
             | WorkerPoolResume
             | WorkerPoolCancel { .. }
@@ -242,6 +250,13 @@ pub enum Response {
     DeadLetters {
         /// Oldest first.
         items: Vec<DeadLetter>,
+    },
+    /// Answer to `workerPoolEnqueueMany`: one outcome per event, in order.
+    EnqueuedMany {
+        /// The instance index.
+        instance_index: u32,
+        /// What became of each event.
+        outcomes: Vec<EnqueueOutcome>,
     },
     /// Answer to `workerPoolPending`.
     PendingEvents {

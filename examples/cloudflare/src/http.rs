@@ -7,6 +7,7 @@
 //! POST /webhooks/{id}/add   {"field", "eventId"?}
 //! POST /webhooks/{id}/flush | /clear            GET /webhooks/{id}/status | /state | /failed-batches
 //! POST /emails              {"to", "partition"?, "seq"?, "eventId"?, "priority"?}
+//! POST /emails/many         {"emails": [{"to", "partition"?, "seq"?, "eventId"?, "priority"?}]}
 //! POST /emails/pause | /resume  {"index"?}      POST /emails/cancel {"eventId"}
 //! GET  /emails/status | /emails/instances/{i}/status | /emails/dead-letters
 //! POST /emails/replay | /emails/discard  {"eventIds"?}
@@ -209,6 +210,23 @@ struct EnqueueBody {
 }
 
 #[derive(Deserialize)]
+struct ManyBody {
+    emails: Vec<EnqueueBody>,
+}
+
+/// An enqueue's email and its options.
+fn with_options(enqueue: EnqueueBody) -> (Email, EnqueueRequest) {
+    let mut options = EnqueueRequest::new().priority(enqueue.priority);
+    if let Some(partition) = &enqueue.email.partition {
+        options = options.partition_key(partition.clone());
+    }
+    if let Some(event_id) = enqueue.event_id {
+        options = options.event_id(event_id);
+    }
+    (enqueue.email, options)
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct EventIdsBody {
     event_ids: Option<Vec<String>>,
@@ -223,21 +241,33 @@ async fn emails(
     let pool = client.worker_pool::<EmailSender>();
     match (method, rest) {
         (Method::Post, []) => {
-            let enqueue: EnqueueBody = parse(body)?;
-            let mut options = EnqueueRequest::new().priority(enqueue.priority);
-            if let Some(partition) = &enqueue.email.partition {
-                options = options.partition_key(partition.clone());
-            }
-            if let Some(event_id) = enqueue.event_id {
-                options = options.event_id(event_id);
-            }
-            let enqueued = pool.enqueue_with(&enqueue.email, options).await?;
+            let (email, options) = with_options(parse(body)?);
+            let enqueued = pool.enqueue_with(&email, options).await?;
             Ok(json!({
                 "eventId": enqueued.event_id,
                 "instanceIndex": enqueued.instance_index,
                 "position": enqueued.position,
                 "duplicate": enqueued.duplicate,
             }))
+        }
+        (Method::Post, ["many"]) => {
+            let many: ManyBody = parse(body)?;
+            let events: Vec<(Email, EnqueueRequest)> =
+                many.emails.into_iter().map(with_options).collect();
+            let results = pool.enqueue_many(&events).await?;
+            let results: Vec<Value> = results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(e) => json!({
+                        "eventId": e.event_id,
+                        "instanceIndex": e.instance_index,
+                        "position": e.position,
+                        "duplicate": e.duplicate,
+                    }),
+                    Err(error) => json!({ "error": error.to_string() }),
+                })
+                .collect();
+            Ok(json!({ "results": results }))
         }
         (Method::Post, [op @ ("pause" | "resume")]) => {
             let pause = *op == "pause";

@@ -293,6 +293,25 @@ test("worker pool: partition routing over 3 instances, order, priority, cancel, 
   assert.equal(one.index, routed.acme);
 });
 
+test("worker pool: enqueue_many sends one request per instance and answers each event", async () => {
+  await post("/emails/pause");
+  const before = await get("/emails/status");
+  const emails = [
+    { to: "m1@many.test", partition: "many-a", seq: 1, eventId: "many-1" },
+    { to: "m2@many.test", partition: "many-b", seq: 1 },
+    { to: "m3@many.test", partition: "many-a", seq: 2, eventId: "many-1" },
+    { to: "m4@many.test", partition: "many-a", seq: 3 },
+  ];
+  const { results } = await post("/emails/many", { emails });
+  assert.equal(results.length, 4);
+  assert.deepEqual(results.map((r) => r.duplicate), [false, false, true, false]);
+  assert.equal(results[0].instanceIndex, results[3].instanceIndex, "one partition, one instance");
+  const after = await get("/emails/status");
+  assert.equal(after.pending, before.pending + 3);
+  await post("/emails/resume");
+  await waitForEntries("the three new emails", (e) => e.job === "emailSender" && /@many\.test$/.test(e.to), 3);
+});
+
 test("worker pool: retries, then dead letters that can be listed, replayed and discarded", async () => {
   await post("/emails", { to: "flaky@mail.test", partition: "flaky" });
   const flaky = await waitForEntries("the retried email", (e) => e.to === "flaky@mail.test", 2, 5_000);

@@ -181,6 +181,7 @@ fn op_name(op: &Operation) -> &'static str {
         DebounceGetState => "debounceGetState",
         DebounceFailedBatches => "debounceFailedBatches",
         WorkerPoolEnqueue { .. } => "workerPoolEnqueue",
+        WorkerPoolEnqueueMany { .. } => "workerPoolEnqueueMany",
         WorkerPoolPause => "workerPoolPause",
         WorkerPoolResume => "workerPoolResume",
         WorkerPoolCancel { .. } => "workerPoolCancel",
@@ -191,6 +192,9 @@ fn op_name(op: &Operation) -> &'static str {
         WorkerPoolDiscard { .. } => "workerPoolDiscard",
     }
 }
+
+/// Events one request of several events carries at most: they are written in one step.
+pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
 
 /// Rejects requests that do not fit the instance or the limits, before anything is read.
 pub(crate) fn check_request(request: &Request, limits: &Limits) -> Result<(), JobError> {
@@ -222,6 +226,20 @@ pub(crate) fn check_request(request: &Request, limits: &Limits) -> Result<(), Jo
             check_len("event", json_size(event), limits.max_payload_bytes)?;
             check_id(event_id.as_deref(), limits)?;
             check_not_generated(event_id.as_deref())
+        }
+        Operation::WorkerPoolEnqueueMany { events } => {
+            if events.is_empty() || events.len() > MAX_EVENTS_PER_REQUEST {
+                return Err(JobError::bad_request(format!(
+                    "an enqueue of several events takes 1 to {MAX_EVENTS_PER_REQUEST}, not {}",
+                    events.len()
+                )));
+            }
+            for item in events {
+                check_len("event", json_size(&item.event), limits.max_payload_bytes)?;
+                check_id(item.event_id.as_deref(), limits)?;
+                check_not_generated(item.event_id.as_deref())?;
+            }
+            Ok(())
         }
         Operation::WorkerPoolCancel { event_id } => check_id(Some(event_id), limits),
         Operation::ContinuousStop { reason: Some(r) } => {

@@ -13,6 +13,8 @@
 //! `alarm`, which a request asks for by setting the alarm to "now".
 
 mod dispatch;
+
+pub use dispatch::MAX_EVENTS_PER_REQUEST;
 mod step;
 
 pub(crate) use step::{KindRecord, Step};

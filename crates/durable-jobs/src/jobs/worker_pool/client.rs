@@ -1,13 +1,15 @@
 //! The typed WorkerPool client: routing, and operations on one instance or all.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
 use super::routing::jump_hash;
-use super::{DeadLetter, PoolInstanceStatus, QueuedEvent, WorkerPool};
+use super::{DeadLetter, EnqueueItem, EnqueueOutcome, PoolInstanceStatus, QueuedEvent, WorkerPool};
 use crate::client::{expect_response, JobsClient, Transport};
+use crate::engine::MAX_EVENTS_PER_REQUEST;
 use crate::errors::JobError;
 use crate::ids::JobKind;
 use crate::services::codec;
@@ -159,6 +161,60 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
                 duplicate,
             },
         )
+    }
+
+    /// Enqueues several events: each goes to the instance `enqueue_with` would pick, and
+    /// each instance involved queues its share in one step (one request per instance, sent
+    /// together). Answers once every share is committed, with one result per event, in the
+    /// order given: a duplicate id is `Ok` with `duplicate`, and an instance whose request
+    /// failed fails the results of its events only. An instance gets its events in
+    /// requests of up to [`MAX_EVENTS_PER_REQUEST`], one after the other. The outer `Err`
+    /// is for a pool that is not registered or an event that does not encode.
+    pub async fn enqueue_many(
+        &self,
+        events: &[(J::Event, EnqueueRequest)],
+    ) -> Result<Vec<Result<Enqueued, JobError>>, JobError> {
+        // Per instance: its items, and where each result goes.
+        let mut shares: BTreeMap<u32, (Vec<EnqueueItem>, Vec<usize>)> = BTreeMap::new();
+        for (position, (event, options)) in events.iter().enumerate() {
+            let index = self.route(options)?;
+            let item = EnqueueItem {
+                event: codec::to_value("event", event)?,
+                event_id: options.event_id.clone(),
+                priority: options.priority,
+            };
+            let share = shares.entry(index).or_default();
+            share.0.push(item);
+            share.1.push(position);
+        }
+        // Instances in parallel; one instance's chunks in order, so its events keep the
+        // order they were given in.
+        let sent = shares
+            .into_iter()
+            .map(|(index, (items, positions))| async move {
+                let mut outcomes = Vec::with_capacity(items.len());
+                let mut items = items.into_iter().peekable();
+                while items.peek().is_some() {
+                    let chunk: Vec<EnqueueItem> =
+                        items.by_ref().take(MAX_EVENTS_PER_REQUEST).collect();
+                    let count = chunk.len();
+                    let answer = self
+                        .send(index, Operation::WorkerPoolEnqueueMany { events: chunk })
+                        .await;
+                    outcomes.extend(outcomes_of(index, count, answer));
+                }
+                (positions, outcomes)
+            });
+        let mut results: Vec<Option<Result<Enqueued, JobError>>> = vec![None; events.len()];
+        for (positions, outcomes) in futures::future::join_all(sent).await {
+            for (position, result) in positions.into_iter().zip(outcomes) {
+                results[position] = Some(result);
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(JobError::bad_request("an event got no answer"))))
+            .collect())
     }
 
     /// Pauses one instance: it keeps its events and processes none.
@@ -319,5 +375,42 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
             }
         }
         Ok(total)
+    }
+}
+
+/// The results of one request of `count` events to instance `index`.
+fn outcomes_of(
+    index: u32,
+    count: usize,
+    answer: Result<Response, JobError>,
+) -> Vec<Result<Enqueued, JobError>> {
+    match answer {
+        Ok(Response::EnqueuedMany { outcomes, .. }) if outcomes.len() == count => {
+            outcomes.into_iter().map(|o| outcome(index, o)).collect()
+        }
+        Ok(other) => {
+            let error = JobError::Client {
+                status: 0,
+                message: format!("unexpected answer to an enqueue of several: {other:?}"),
+            };
+            vec![Err(error); count]
+        }
+        Err(error) => vec![Err(error); count],
+    }
+}
+
+/// One event's result in an enqueue of several.
+fn outcome(instance_index: u32, outcome: EnqueueOutcome) -> Result<Enqueued, JobError> {
+    match (outcome.rejected, outcome.event_id) {
+        (Some(reason), _) => Err(JobError::bad_request(reason)),
+        (None, Some(event_id)) => Ok(Enqueued {
+            event_id,
+            instance_index,
+            position: outcome.position,
+            duplicate: outcome.duplicate,
+        }),
+        (None, None) => Err(JobError::bad_request(
+            "an event was neither queued nor refused",
+        )),
     }
 }

@@ -4,8 +4,8 @@ use serde_json::Value;
 
 use super::erased::ErasedWorkerPool;
 use super::{
-    dead_key, queue_key, DeadLetter, IdRecord, Pending, PoolInstanceStatus, PoolRecord,
-    QueuedEvent, DEAD_PREFIX, GENERATED_ID_PREFIX, QUEUE_PREFIX,
+    dead_key, queue_key, DeadLetter, EnqueueItem, EnqueueOutcome, IdRecord, Pending,
+    PoolInstanceStatus, PoolRecord, QueuedEvent, DEAD_PREFIX, GENERATED_ID_PREFIX, QUEUE_PREFIX,
 };
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step};
@@ -31,16 +31,23 @@ pub(crate) async fn handle<B: Storage + Clock>(
     op: Operation,
 ) -> Result<Response, JobError> {
     let index = instance_index(job, instance)?;
-    let id_key = match &op {
+    let id_keys: Vec<String> = match &op {
         Operation::WorkerPoolEnqueue {
             event_id: Some(id), ..
         }
-        | Operation::WorkerPoolCancel { event_id: id } => Some(idempotency::record_key(id)),
-        _ => None,
+        | Operation::WorkerPoolCancel { event_id: id } => vec![idempotency::record_key(id)],
+        Operation::WorkerPoolEnqueueMany { events } => events
+            .iter()
+            .filter_map(|e| e.event_id.as_deref().map(idempotency::record_key))
+            .collect(),
+        _ => Vec::new(),
     };
-    let extra: Vec<&str> = id_key.iter().map(String::as_str).collect();
+    let extra: Vec<&str> = id_keys.iter().map(String::as_str).collect();
     let step = engine.step(instance, &extra).await?;
     match op {
+        Operation::WorkerPoolEnqueueMany { events } => {
+            enqueue_many(step, job, index, events, &id_keys).await
+        }
         Operation::WorkerPoolEnqueue {
             event,
             event_id,
@@ -102,26 +109,13 @@ async fn enqueue<B: Storage + Clock>(
         });
     }
     job.check_event(&event)?;
-    step.create_meta();
-    let seq = step.record().next_seq;
-    let generated_id = event_id.is_none();
-    let event_id = event_id.unwrap_or_else(|| format!("{GENERATED_ID_PREFIX}{index}-{seq}"));
-    let pending = Pending {
-        event_id: event_id.clone(),
+    let item = EnqueueItem {
         event,
+        event_id,
         priority,
-        seq,
-        enqueued_at: step.now(),
-        attempt: 0,
-        last_error: None,
-        generated_id,
     };
-    queue(&mut step, pending, known.and_then(|r| r.expires()))?;
+    let event_id = add_to_queue(&mut step, index, item, known.and_then(|r| r.expires()))?;
     let position = step.record().pending;
-    step.emit(EventKind::WorkerPoolEnqueued {
-        event_id: event_id.clone(),
-        position,
-    });
     step.finish().await?;
     Ok(Response::Enqueued {
         event_id,
@@ -129,6 +123,97 @@ async fn enqueue<B: Storage + Clock>(
         position,
         duplicate: false,
     })
+}
+
+/// Queues several events in one step, each as `enqueue` would; `id_keys` are the id
+/// records read with the step, in the order of the events that carry an id.
+async fn enqueue_many<B: Storage + Clock>(
+    mut step: PoolStep<'_, B>,
+    job: &dyn ErasedWorkerPool,
+    index: u32,
+    events: Vec<EnqueueItem>,
+    id_keys: &[String],
+) -> Result<Response, JobError> {
+    let mut outcomes = Vec::with_capacity(events.len());
+    // Ids queued by this request: a second event with one of them is a duplicate.
+    let mut queued = std::collections::HashSet::new();
+    let mut keys = id_keys.iter().enumerate();
+    for item in events {
+        let known: Option<IdRecord> = match &item.event_id {
+            Some(_) => match keys.next() {
+                Some((i, key)) => step.extra(i, key)?,
+                None => return Err(JobError::bad_request("an event id was not read")),
+            },
+            None => None,
+        };
+        let live = known.as_ref().is_some_and(|r| r.is_live(step.now()));
+        if let Some(id) = &item.event_id {
+            if live || queued.contains(id) {
+                outcomes.push(EnqueueOutcome {
+                    event_id: Some(id.clone()),
+                    position: step.record().pending,
+                    duplicate: true,
+                    rejected: None,
+                });
+                continue;
+            }
+        }
+        if let Err(error) = job.check_event(&item.event) {
+            outcomes.push(EnqueueOutcome {
+                event_id: None,
+                position: step.record().pending,
+                duplicate: false,
+                rejected: Some(error.to_string()),
+            });
+            continue;
+        }
+        let event_id = add_to_queue(&mut step, index, item, known.and_then(|r| r.expires()))?;
+        queued.insert(event_id.clone());
+        outcomes.push(EnqueueOutcome {
+            event_id: Some(event_id),
+            position: step.record().pending,
+            duplicate: false,
+            rejected: None,
+        });
+    }
+    step.finish().await?;
+    Ok(Response::EnqueuedMany {
+        instance_index: index,
+        outcomes,
+    })
+}
+
+/// Queues one new event (its id already known not to be a live duplicate) and reports it;
+/// answers its id, made up when it has none.
+fn add_to_queue<B: Storage + Clock>(
+    step: &mut PoolStep<'_, B>,
+    index: u32,
+    item: EnqueueItem,
+    replaces: Option<i64>,
+) -> Result<String, JobError> {
+    step.create_meta();
+    let seq = step.record().next_seq;
+    let generated_id = item.event_id.is_none();
+    let event_id = item
+        .event_id
+        .unwrap_or_else(|| format!("{GENERATED_ID_PREFIX}{index}-{seq}"));
+    let pending = Pending {
+        event_id: event_id.clone(),
+        event: item.event,
+        priority: item.priority,
+        seq,
+        enqueued_at: step.now(),
+        attempt: 0,
+        last_error: None,
+        generated_id,
+    };
+    queue(step, pending, replaces)?;
+    let position = step.record().pending;
+    step.emit(EventKind::WorkerPoolEnqueued {
+        event_id: event_id.clone(),
+        position,
+    });
+    Ok(event_id)
 }
 
 /// Writes `pending` into the queue under its order key, with the id record that lets a

@@ -202,6 +202,36 @@ pub struct DeadLetter {
     pub generated_id: bool,
 }
 
+/// One event of an enqueue of several, as the wire carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnqueueItem {
+    /// The event (JSON).
+    pub event: Value,
+    /// Its id, for deduplication; made up when absent.
+    #[serde(default)]
+    pub event_id: Option<String>,
+    /// Its priority (higher first).
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// What became of one event of an enqueue of several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnqueueOutcome {
+    /// Its id (given or made up); `None` when it was rejected.
+    pub event_id: Option<String>,
+    /// Pending events on the instance, this one included, once it was queued.
+    pub position: u64,
+    /// The id was seen before (or earlier in the same request): nothing changed.
+    pub duplicate: bool,
+    /// Why the event was refused (it does not match the job's event type); the others
+    /// are queued all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
 /// A queued event, as `pending` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
