@@ -420,6 +420,43 @@ async fn enqueue(rt: &LocalRuntime, figures: &mut Vec<Figure>) {
     rt.settle().await.ok();
 }
 
+/// `enqueue_many` in calls of 1,000 events, a few callers at once, into a paused pool
+/// (drained afterwards, so the next section starts empty).
+async fn enqueue_many(rt: &LocalRuntime, figures: &mut Vec<Figure>) {
+    const BATCH: usize = 1000;
+    let n = scaled(100_000).max(BATCH);
+    let client = rt.client();
+    let pool = client.worker_pool::<Noop>();
+    pool.pause_all().await.expect("pause");
+    let t = Instant::now();
+    stream::iter((0..n).step_by(BATCH))
+        .for_each_concurrent(4, |first| {
+            let pool = client.worker_pool::<Noop>();
+            async move {
+                let events: Vec<(u32, EnqueueRequest)> = (first..(first + BATCH).min(n))
+                    .map(|i| (i as u32, EnqueueRequest::new()))
+                    .collect();
+                for result in pool.enqueue_many(&events).await.expect("enqueue_many") {
+                    result.expect("an event of enqueue_many");
+                }
+            }
+        })
+        .await;
+    let took = t.elapsed();
+    println!(
+        "enqueue_many (paused pool, calls of {BATCH}, 4 callers, {n} events):  {}",
+        per_second(n, took)
+    );
+    figures.push(Figure {
+        name: "enqueue_many (1,000 a call)",
+        per_second: rate(n, took),
+        goal: 0.5,
+    });
+    PROCESSED.store(0, Ordering::SeqCst);
+    pool.resume_all().await.expect("resume");
+    rt.settle().await.ok();
+}
+
 async fn debounce(rt: &LocalRuntime, figures: &mut Vec<Figure>) {
     let n = scaled(100_000);
     let keys = scaled(10_000);
@@ -956,6 +993,7 @@ fn main() {
             }
             if wants("enqueue") {
                 enqueue(&rt, &mut figures).await;
+                enqueue_many(&rt, &mut figures).await;
             }
             if wants("debounce") {
                 debounce(&rt, &mut figures).await;

@@ -98,6 +98,18 @@ fn operation() -> impl Strategy<Value = Operation> {
                 priority
             }
         ),
+        prop::collection::vec((value(), prop::option::of(text()), any::<i32>()), 0..4).prop_map(
+            |items| WorkerPoolEnqueueMany {
+                events: items
+                    .into_iter()
+                    .map(|(event, event_id, priority)| durable_jobs::EnqueueItem {
+                        event,
+                        event_id,
+                        priority,
+                    })
+                    .collect(),
+            }
+        ),
         Just(WorkerPoolPause),
         Just(WorkerPoolResume),
         text().prop_map(|event_id| WorkerPoolCancel { event_id }),
