@@ -136,12 +136,6 @@ impl InstanceStorage {
         Ok(())
     }
 
-    /// The open transaction, taken for one statement; `None` when none is open. Hand it
-    /// back with [`after_statement`](Self::after_statement).
-    fn take_tx(&self) -> Result<Option<TxConn>, StorageError> {
-        self.group.claim()
-    }
-
     /// Hands the transaction back after a statement; a failure loses it (the server
     /// refuses anything after a failed statement), and every step in it.
     fn after_statement<T>(
@@ -163,7 +157,7 @@ impl InstanceStorage {
 
     /// Checks the alarm's fence inside the open transaction; `None` when none is open.
     async fn fence_in_tx(&self) -> Result<Option<bool>, StorageError> {
-        let Some(tx) = self.take_tx()? else {
+        let Some(tx) = self.group.claim()? else {
             return Ok(None);
         };
         let sql = &self.shared.store.sql;
@@ -217,7 +211,7 @@ impl InstanceStorage {
         read: impl AsyncFn(&Object) -> Result<T, StorageError>,
     ) -> Result<(T, bool), StorageError> {
         self.group.settle().await;
-        match self.take_tx()? {
+        match self.group.claim()? {
             Some(tx) => {
                 let found = match tx.client() {
                     Ok(conn) => read(conn).await,
