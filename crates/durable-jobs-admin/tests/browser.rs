@@ -159,6 +159,30 @@ async fn api_get(base: &str, path: &str, token: &Token) -> serde_json::Value {
     serde_json::from_slice(&body).expect("JSON")
 }
 
+/// Clicks the element with id `id`.
+async fn click(client: &Client, id: &str) {
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits for the element `locator` finds, then clicks it.
+async fn click_when_shown(client: &Client, locator: Locator<'_>) {
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(locator)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Saves a screenshot as `<target>/screenshots/<name>.png` and prints its path.
 async fn screenshot(client: &Client, name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -279,12 +303,7 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
         .await
         .unwrap();
     input.send_keys(&"x".repeat(64)).await.unwrap();
-    c.find(Locator::Id("token-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "token-submit").await;
     eventually("the wrong token's error", || async move {
         text_of(c, "login-error")
             .await
@@ -295,12 +314,7 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
     // The right one opens the overview.
     let input = c.find(Locator::Id("token-input")).await.unwrap();
     input.send_keys(token.expose()).await.unwrap();
-    c.find(Locator::Id("token-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "token-submit").await;
 
     // The counts shown are the API's.
     for (kind, name) in [("workerPool", "tasks"), ("continuous", "ticks")] {
@@ -340,34 +354,10 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
     let overview_png = screenshot(c, "dashboard-overview").await;
 
     // To the instance holding the dead letter: the job's list, filtered.
-    c.find(Locator::Id("job-link-workerPool-tasks"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("filter-dead-letters"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("filter-apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::LinkText("workerPool:tasks:0"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "job-link-workerPool-tasks").await;
+    click_when_shown(c, Locator::Id("filter-dead-letters")).await;
+    click(c, "filter-apply").await;
+    click_when_shown(c, Locator::LinkText("workerPool:tasks:0")).await;
     let replay = c
         .wait()
         .at_most(WAIT)
@@ -433,20 +423,8 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
         .await
         .unwrap();
     prefix.send_keys("acct-").await.unwrap();
-    c.find(Locator::Id("filter-apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::LinkText("continuous:ticks:acct-1"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "filter-apply").await;
+    click_when_shown(c, Locator::LinkText("continuous:ticks:acct-1")).await;
     eventually("the instance's state and next run", || async move {
         let state = text_of(c, "instance-state").await?;
         let alarm = text_of(c, "next-alarm").await?;
