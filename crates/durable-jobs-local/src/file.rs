@@ -16,9 +16,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::OpenError;
-use crate::store::reads;
 use crate::store::sqlite::{APPLICATION_ID, SCHEMA_VERSION};
 use crate::store::RowRange;
+use crate::store::{lock, reads};
 
 /// Where a Continuous instance keeps its user state, apart from its record.
 const STATE_KEY: &str = "state";
@@ -106,6 +106,7 @@ impl FileInspector {
                 message: format!("{name}: no such file"),
             });
         }
+        lock::check_unlocked(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let fail = |e| OpenError::from_sqlite(name.clone(), e);
         let conn = Connection::open_with_flags(path, flags).map_err(fail)?;

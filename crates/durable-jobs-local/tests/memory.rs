@@ -37,7 +37,7 @@ impl WorkerPool for Numbers {
     }
     async fn execute(&self, ctx: &WorkerPoolContext<u32>) -> Result<(), String> {
         let n = *ctx.event();
-        if n % 20 == 0 && self.failed_once.lock().unwrap().insert(n) {
+        if n.is_multiple_of(20) && self.failed_once.lock().unwrap().insert(n) {
             return Err(format!("{n} fails once"));
         }
         self.seen.lock().unwrap().push(n);

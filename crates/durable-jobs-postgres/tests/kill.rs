@@ -219,7 +219,7 @@ async fn child(env: ChildEnv) {
             Err(TryRecvError::Disconnected) => break,
         }
         let id = format!("{label}-e{i}");
-        let event = (rng.between(5, 30) as u32, hash(&id) % 8 == 0);
+        let event = (rng.between(5, 30) as u32, hash(&id).is_multiple_of(8));
         let sent = now_us();
         let enqueued = client
             .worker_pool::<Pool>()

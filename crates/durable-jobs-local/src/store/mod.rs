@@ -4,7 +4,9 @@
 //! Commits from many instances are grouped into one transaction (one sync), and each is
 //! acknowledged only after that transaction is durable.
 
+mod checkpoint;
 mod group;
+pub(crate) mod lock;
 pub(crate) mod reads;
 pub(crate) mod sqlite;
 mod writer;

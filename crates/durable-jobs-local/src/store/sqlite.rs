@@ -6,7 +6,9 @@ use durable_jobs::StorageError;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
 
+use super::checkpoint::Checkpointer;
 use super::group::{Fence, Group, PendingCommit};
+use super::lock::ProcessLock;
 use super::reads;
 use super::writer::Writer;
 use super::{Durability, Location, StoreOp};
@@ -42,6 +44,10 @@ pub(super) struct Db {
     page_size: u64,
     /// SQLite's own page limit, which lifting the size cap restores.
     unlimited_pages: u64,
+    /// Copies the log into the file off the writer's path (none in memory).
+    checkpointer: Option<Checkpointer>,
+    /// Declared last so that it is released after the connections close.
+    _lock: Option<ProcessLock>,
 }
 
 /// A pragma whose value is a count (a page size, a number of pages).
@@ -59,7 +65,8 @@ impl Db {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let (conn, path) = match location {
+        let mut lock = None;
+        let (mut conn, path) = match location {
             Location::File(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     if !dir.is_dir() {
@@ -68,6 +75,7 @@ impl Db {
                         });
                     }
                 }
+                lock = Some(ProcessLock::acquire(path)?);
                 let conn = Connection::open_with_flags(path, flags)
                     .map_err(|e| OpenError::from_sqlite(path.display().to_string(), e))?;
                 (conn, path.display().to_string())
@@ -80,10 +88,6 @@ impl Db {
         };
         let fail = |e: rusqlite::Error| OpenError::from_sqlite(path.clone(), e);
         conn.busy_timeout(std::time::Duration::from_millis(200))
-            .map_err(fail)?;
-        // One process per file: the exclusive lock is taken at the first write below and
-        // held until the connection closes, so a second runtime on the same file fails fast.
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(fail)?;
         let app_id: i32 = conn
             .pragma_query_value(None, "application_id", |r| r.get(0))
@@ -126,6 +130,13 @@ impl Db {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(32);
+        let checkpointer = match location {
+            Location::File(file) => {
+                let second = Connection::open_with_flags(file, flags).map_err(fail)?;
+                Some(Checkpointer::start(&mut conn, second, &path)?)
+            }
+            Location::Memory => None,
+        };
         let page_size = query_u64(&conn, "page_size").map_err(fail)?;
         let unlimited_pages = query_u64(&conn, "max_page_count").map_err(fail)?;
         let db = Db {
@@ -133,6 +144,8 @@ impl Db {
             fence: Fence::default(),
             page_size: page_size.max(1),
             unlimited_pages,
+            checkpointer,
+            _lock: lock,
         };
         if let Some(bytes) = max_size {
             let cap = db.cap(Some(bytes)).map_err(fail)?;
@@ -187,6 +200,7 @@ impl Db {
             }
             self.flush(&mut group, &mut inbox);
         }
+        drop(self.checkpointer.take());
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(error = %e, "checkpoint at close failed");
         }

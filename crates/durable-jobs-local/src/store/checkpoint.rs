@@ -1,0 +1,132 @@
+//! Checkpoints of the write-ahead log, kept off the writer's path.
+//!
+//! SQLite's automatic checkpoint runs inside the commit that crosses its threshold: that
+//! commit copies the log's pages into the database and syncs both files, and every call
+//! waiting on the group waits with it (tens of milliseconds on an ordinary disk, the tail
+//! of every latency). Here the writer only counts: after each commit SQLite reports the
+//! log's length, and past [`BACKGROUND_PAGES`] the writer wakes a thread with a
+//! connection of its own that checkpoints passively, copying pages while the writer
+//! keeps committing.
+//!
+//! A passive checkpoint never blocks the writer, but the log only starts over from its
+//! beginning when a write finds every frame already copied, which a busy writer, always
+//! a commit ahead of the checkpoint, may never see. So past [`INLINE_PAGES`] the writer
+//! checkpoints itself right after its commit: the background passes have copied all but
+//! the last frames, so this is short, and the next write starts the log over. The log
+//! thus stays under a few megabytes whatever the load.
+
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use rusqlite::wal::CheckpointMode;
+use rusqlite::{Connection, ErrorCode};
+
+use crate::error::OpenError;
+
+/// Log length (in pages) past which the background thread is woken: SQLite's own
+/// automatic checkpoint threshold.
+pub(super) const BACKGROUND_PAGES: i32 = 1000;
+
+/// Log length (in pages) past which the writer checkpoints itself, so that the log
+/// starts over.
+pub(super) const INLINE_PAGES: i32 = 4 * BACKGROUND_PAGES;
+
+/// What the writer and the checkpoint thread share.
+#[derive(Default)]
+struct Signal {
+    state: Mutex<Request>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Request {
+    checkpoint: bool,
+    stop: bool,
+}
+
+impl Signal {
+    fn set(&self, change: impl FnOnce(&mut Request)) {
+        change(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+        self.wake.notify_one();
+    }
+
+    /// Waits for a request; `false` once asked to stop.
+    fn wait(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while !state.checkpoint && !state.stop {
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.checkpoint = false;
+        !state.stop
+    }
+}
+
+/// The background checkpoint thread; stopped and joined when dropped.
+pub(super) struct Checkpointer {
+    signal: Arc<Signal>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread on `conn`, a second connection to the writer's file, and hooks
+    /// the writer's connection so that its commits wake it. SQLite's automatic checkpoint
+    /// is off from then on: the hook replaces it.
+    pub fn start(writer: &mut Connection, conn: Connection, path: &str) -> Result<Self, OpenError> {
+        let signal = Arc::new(Signal::default());
+        let thread = std::thread::Builder::new()
+            .name("durable-jobs-checkpoint".into())
+            .spawn({
+                let signal = signal.clone();
+                move || run(&conn, &signal)
+            })
+            .map_err(|e| OpenError::Io {
+                message: format!("cannot start the checkpoint thread: {e}"),
+            })?;
+        // Built before the hook, so that a failure below stops the thread again.
+        let checkpointer = Checkpointer {
+            signal: signal.clone(),
+            thread: Some(thread),
+        };
+        writer
+            .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+                if pages >= INLINE_PAGES {
+                    checkpoint("inline", || wal.checkpoint_v2(CheckpointMode::PASSIVE));
+                } else if pages >= BACKGROUND_PAGES {
+                    signal.set(|r| r.checkpoint = true);
+                }
+                Ok(())
+            }))
+            .map_err(|e| OpenError::from_sqlite(path.to_string(), e))?;
+        Ok(checkpointer)
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.signal.set(|r| r.stop = true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(conn: &Connection, signal: &Signal) {
+    while signal.wait() {
+        checkpoint("background", || {
+            conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)
+        });
+    }
+}
+
+/// Runs one checkpoint. A failure loses nothing (the log still holds every commit), so it
+/// is only reported; a checkpoint that finds the other one running simply yields to it.
+fn checkpoint(which: &str, run: impl FnOnce() -> rusqlite::Result<(i32, i32)>) {
+    match run() {
+        Ok(_) => {}
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {}
+        Err(e) => tracing::warn!(error = %e, which, "checkpoint failed"),
+    }
+}
