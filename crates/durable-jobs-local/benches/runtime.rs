@@ -8,6 +8,8 @@
 //! (rusqlite, WAL, `synchronous = NORMAL`) doing the work of one job as one insert and one
 //! delete, 100 jobs per transaction; it ends with a table of every throughput figure beside
 //! its ratio to that baseline and the ratio aimed at. Machines differ, the ratio less.
+//! `latency` sends single enqueues at half the concurrent enqueue rate just measured and
+//! prints the p50 and p99 time to their acknowledgement.
 //!
 //! Two more sections run only when named:
 //!
@@ -457,6 +459,70 @@ async fn enqueue_many(rt: &LocalRuntime, figures: &mut Vec<Figure>) {
     rt.settle().await.ok();
 }
 
+/// Acknowledgement latency of single enqueues sent at a steady `rate`, while the pool
+/// drains them. Calls leave on a fixed schedule whether or not earlier ones have been
+/// answered, and each latency counts from the call's planned start, so a stall shows in
+/// the figures instead of slowing the sender down.
+async fn latency(rt: &LocalRuntime, rate: f64) {
+    const SECONDS: f64 = 5.0;
+    const TICK: Duration = Duration::from_millis(1);
+    let total = (rate * SECONDS) as usize;
+    let per_tick = (rate / 1000.0).max(1.0);
+    let client = rt.client();
+    let mut latencies = Vec::with_capacity(total);
+    let sender = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
+    let start = Instant::now();
+    sender.block_on(async {
+        let mut calls = stream::FuturesUnordered::new();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = 0usize;
+        let mut tick = 0f64;
+        while sent < total || !calls.is_empty() {
+            tokio::select! {
+                _ = ticker.tick(), if sent < total => {
+                    tick += 1.0;
+                    let due = ((tick * per_tick) as usize).min(total);
+                    let planned = start + TICK.mul_f64(tick - 1.0);
+                    for i in sent..due {
+                        let pool = client.worker_pool::<Noop>();
+                        calls.push(async move {
+                            let options =
+                                EnqueueRequest::new().partition_key(format!("tenant-{}", i % 64));
+                            pool.enqueue_with(&(i as u32), options).await.expect("enqueue");
+                            planned.elapsed().as_micros() as i64
+                        });
+                    }
+                    sent = due;
+                }
+                Some(took) = calls.next(), if !calls.is_empty() => {
+                    latencies.push(took);
+                }
+            }
+        }
+    });
+    let mut v = latencies;
+    v.sort_unstable();
+    let pct = |p: f64| {
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    println!(
+        "enqueue latency at {rate:.0}/s, half the concurrent rate ({} calls): p50 {:.2} ms, \
+         p99 {:.2} ms, max {:.2} ms",
+        v.len(),
+        pct(0.50),
+        pct(0.99),
+        v.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+    rt.settle().await.ok();
+}
+
 async fn debounce(rt: &LocalRuntime, figures: &mut Vec<Figure>) {
     let n = scaled(100_000);
     let keys = scaled(10_000);
@@ -845,7 +911,7 @@ async fn soak_load(
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let pool = client.worker_pool::<SoakPool>();
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     let options = EnqueueRequest::new().event_id(format!("soak-{i}"));
                     pool.enqueue_with(&i, options).await.expect("enqueue");
                 } else {
@@ -979,7 +1045,10 @@ fn main() {
         num_cpus()
     );
 
-    if wants("drain") || wants("enqueue") || wants("debounce") || wants("lateness") {
+    if ["drain", "enqueue", "latency", "debounce", "lateness"]
+        .iter()
+        .any(|section| wants(section))
+    {
         let baseline = sqlite_baseline(&dir, scaled(1_000_000));
         println!(
             "baseline: plain SQLite, one insert and one delete per job, {BASELINE_GROUP} jobs \
@@ -991,8 +1060,14 @@ fn main() {
             if wants("drain") {
                 drain(&rt, &mut figures).await;
             }
-            if wants("enqueue") {
+            if wants("enqueue") || wants("latency") {
                 enqueue(&rt, &mut figures).await;
+            }
+            if wants("latency") {
+                let max = figures.last().map_or(0.0, |f| f.per_second);
+                latency(&rt, max / 2.0).await;
+            }
+            if wants("enqueue") {
                 enqueue_many(&rt, &mut figures).await;
             }
             if wants("debounce") {
