@@ -69,7 +69,9 @@ pub use errors::{JobError, RegistryError, StorageError};
 pub use events::{EventKind, FlushReason, JobEvent};
 pub use ids::{InstanceId, JobKind};
 pub use jobs::continuous::{Continuous, ContinuousContext, ContinuousStatus, Schedule};
-pub use jobs::debounce::{Debounce, DebounceContext, DebounceStatus, FailedBatch, Rejected};
+pub use jobs::debounce::{
+    AddItem, AddOutcome, Debounce, DebounceContext, DebounceStatus, FailedBatch, Rejected,
+};
 pub use jobs::execution::Execution;
 pub use jobs::worker_pool::{
     DeadLetter, EmptyContext, EnqueueItem, EnqueueOutcome, EnqueueRequest, PoolInstanceStatus,
