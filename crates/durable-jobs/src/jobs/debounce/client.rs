@@ -126,7 +126,11 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
     /// # futures::executor::block_on(async {
     /// # let jobs = TestJobs::new(Registry::builder().debounce("latest", Latest).build().unwrap());
     /// let client = jobs.client();
-    /// let events = [("user-1", &7, Some("evt-1")), ("user-2", &8, None), ("user-1", &9, Some("evt-1"))];
+    /// let events = [
+    ///     ("user-1", &7, Some("evt-1")),
+    ///     ("user-2", &8, None),
+    ///     ("user-1", &9, Some("evt-1")),
+    /// ];
     /// let results = client.debounce::<Latest>().add_many(events).await.unwrap();
     /// assert_eq!(results[0].as_ref().unwrap().event_count, 1);
     /// assert!(results[2].as_ref().unwrap().duplicate, "evt-1 again");

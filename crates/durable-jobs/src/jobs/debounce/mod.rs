@@ -1,4 +1,8 @@
 //! Debounce: per-id event coalescing.
+//!
+//! Events come in one at a time (`add`, `add_with_id`) or many at once (`add_many`, one
+//! step per instance involved); either way each event is taken as a single add would take
+//! it at its turn, so the reducer, `max_events` and duplicate ids behave the same.
 
 mod client;
 mod context;
