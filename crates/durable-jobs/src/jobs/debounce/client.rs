@@ -154,29 +154,33 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
             share.1.push(position);
             count = position + 1;
         }
-        let sent = shares
+        // Owned ids: a future that borrows one through the closure's argument would not be
+        // `Send` (the compiler cannot see that the lifetime is the same for every call).
+        let shares: Vec<(String, Vec<AddItem>, Vec<usize>)> = shares
             .into_iter()
-            .map(|(id, (items, positions))| async move {
-                let mut outcomes = Vec::with_capacity(items.len());
-                let mut items = items.into_iter().peekable();
-                while items.peek().is_some() {
-                    let chunk: Vec<AddItem> = items.by_ref().take(MAX_EVENTS_PER_REQUEST).collect();
-                    let size = chunk.len();
-                    let answer = self
-                        .send(id, Operation::DebounceAddMany { events: chunk })
-                        .await;
-                    match answer.and_then(|response| outcomes_of(size, response)) {
-                        Ok(answered) => outcomes.extend(answered),
-                        Err(error) => {
-                            // This chunk and the rest of the share, which is not sent.
-                            let failed = size + items.len();
-                            outcomes.extend(std::iter::repeat_n(Err(error), failed));
-                            break;
-                        }
+            .map(|(id, (items, positions))| (id.to_string(), items, positions))
+            .collect();
+        let sent = shares.into_iter().map(|(id, items, positions)| async move {
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                let chunk: Vec<AddItem> = items.by_ref().take(MAX_EVENTS_PER_REQUEST).collect();
+                let size = chunk.len();
+                let answer = self
+                    .send(&id, Operation::DebounceAddMany { events: chunk })
+                    .await;
+                match answer.and_then(|response| outcomes_of(size, response)) {
+                    Ok(answered) => outcomes.extend(answered),
+                    Err(error) => {
+                        // This chunk and the rest of the share, which is not sent.
+                        let failed = size + items.len();
+                        outcomes.extend(std::iter::repeat_n(Err(error), failed));
+                        break;
                     }
                 }
-                (positions, outcomes)
-            });
+            }
+            (positions, outcomes)
+        });
         let mut results: Vec<Option<Result<Added, JobError>>> = vec![None; count];
         let mut answers = stream::iter(sent).buffer_unordered(PARALLEL_INSTANCES);
         while let Some((positions, outcomes)) = answers.next().await {
