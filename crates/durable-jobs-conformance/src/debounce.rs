@@ -366,3 +366,257 @@ pub async fn discard_failed_keeps_the_open_batch<R: TestRuntime>() {
         "nothing left to drop"
     );
 }
+
+/// `add_many` takes each event as an `add` of it alone would at its turn, on the instance
+/// of its id: the reducer sees them in order, `max_events` closes batches among them, a
+/// repeated id (of an earlier call, or earlier in the same call) is a duplicate, and an
+/// event the reducer refuses or that does not fit the event type fails alone. One result
+/// per event, in the order given.
+pub async fn add_many_answers_each_event<R: TestRuntime>() {
+    use durable_jobs::wire::{Operation, Request, Response};
+    use durable_jobs::{AddItem, InstanceId, JobKind, Transport, MAX_EVENTS_PER_REQUEST};
+
+    let log = Log::default();
+    let rt: R = with(Collector::new(&log)).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    hooks
+        .add_with_id("c1", &hook(1), "evt-early")
+        .await
+        .unwrap();
+    let flush_at = Some(rt.now() + 5_000);
+    let h: Vec<Hook> = [2, 10, 3, 4, 5, PANICKING_EVENT, 6, 7, 11]
+        .into_iter()
+        .map(hook)
+        .collect();
+    let events = vec![
+        ("c1", &h[0], Some("evt-a")),
+        ("c2", &h[1], None),
+        ("c1", &h[2], None),
+        ("c1", &h[3], Some("evt-a")),
+        ("c1", &h[4], Some("evt-early")),
+        ("c1", &h[5], None),
+        ("c1", &h[6], None),
+        ("c1", &h[7], None),
+        ("c2", &h[8], None),
+    ];
+    let results = hooks.add_many(events).await.unwrap();
+    assert_eq!(results.len(), 9);
+    let answered: Vec<Option<(u32, bool)>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|a| (a.event_count, a.duplicate)))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            Some((2, false)),
+            Some((1, false)),
+            Some((3, false)),
+            Some((3, true)),
+            Some((3, true)),
+            None,
+            // The batch of three is closed: 6 opens the next one.
+            Some((1, false)),
+            Some((2, false)),
+            Some((2, false)),
+        ],
+        "{results:?}"
+    );
+    match &results[5] {
+        Err(JobError::Execution { message, .. }) => assert!(message.contains("panicked")),
+        other => panic!("the reducer panics: {other:?}"),
+    }
+    assert_eq!(results[0].as_ref().unwrap().flush_at, flush_at);
+    // Runtimes that run what is due at once may be flushing the full batch already.
+    assert_eq!(hooks.state("c1").await.unwrap(), Some(vec![6, 7]));
+    assert_eq!(hooks.state("c2").await.unwrap(), Some(vec![10, 11]));
+
+    // Raw requests: an event that does not fit the type is refused alone, with the error
+    // an add of it gets; sizes are checked before anything is read.
+    let instance = InstanceId::new(JobKind::Debounce, "hooks", "c3");
+    let many = |events: Vec<AddItem>| Request {
+        instance: instance.clone(),
+        op: Operation::DebounceAddMany { events },
+    };
+    let raw = |event: serde_json::Value| AddItem {
+        event,
+        event_id: None,
+    };
+    let answer = client
+        .transport()
+        .send(many(vec![
+            raw(serde_json::json!("oops")),
+            raw(serde_json::json!({"n": 12})),
+        ]))
+        .await
+        .unwrap();
+    let Response::AddedMany { outcomes } = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(
+        matches!(outcomes[0].rejected, Some(JobError::Validation { .. })),
+        "{outcomes:?}"
+    );
+    assert!(outcomes[1].rejected.is_none() && outcomes[1].event_count == 1);
+    for events in [
+        Vec::new(),
+        vec![raw(serde_json::json!({"n": 0})); MAX_EVENTS_PER_REQUEST + 1],
+    ] {
+        assert!(matches!(
+            client.transport().send(many(events)).await,
+            Err(JobError::BadRequest { .. })
+        ));
+    }
+    assert_eq!(hooks.state("c3").await.unwrap(), Some(vec![12]));
+
+    // The full batch is due at once, as after single adds; the others after the delay.
+    rt.advance(secs(0)).await;
+    assert_eq!(log.lines(), ["flush [1, 2, 3] count 3 MaxEvents attempt 1"]);
+    rt.advance(secs(5)).await;
+    let mut flushed = log.lines();
+    flushed.sort();
+    assert_eq!(
+        flushed,
+        [
+            "flush [1, 2, 3] count 3 MaxEvents attempt 1",
+            "flush [10, 11] count 2 FlushAfter attempt 1",
+            "flush [12] count 1 FlushAfter attempt 1",
+            "flush [6, 7] count 2 FlushAfter attempt 1",
+        ]
+    );
+    assert_eq!(received(&rt, "c2"), 2, "one event per event added");
+    assert!(
+        hooks
+            .add_with_id("c1", &hook(8), "evt-a")
+            .await
+            .unwrap()
+            .duplicate,
+        "ids of an add of several are remembered"
+    );
+}
+
+/// A transport that counts the events of each add of several it carries, by instance key,
+/// and fails the request numbered `fail_at` (from 0) of key `failing`.
+struct Counting<'t, T> {
+    inner: &'t T,
+    sent: std::sync::Mutex<Vec<(String, usize)>>,
+    failing: &'static str,
+    fail_at: usize,
+}
+
+impl<'t, T: durable_jobs::Transport> Counting<'t, T> {
+    fn new(inner: &'t T, failing: &'static str, fail_at: usize) -> Self {
+        Counting {
+            inner,
+            sent: Default::default(),
+            failing,
+            fail_at,
+        }
+    }
+
+    fn sizes(&self, key: &str) -> Vec<usize> {
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+impl<T: durable_jobs::Transport> durable_jobs::Transport for Counting<'_, T> {
+    async fn send(
+        &self,
+        request: durable_jobs::wire::Request,
+    ) -> Result<durable_jobs::wire::Response, JobError> {
+        if let durable_jobs::wire::Operation::DebounceAddMany { events } = &request.op {
+            let key = request.instance.key.clone();
+            let earlier = self.sizes(&key).len();
+            self.sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((key.clone(), events.len()));
+            if key == self.failing && earlier == self.fail_at {
+                return Err(JobError::Storage {
+                    message: "the transport lost this one".into(),
+                });
+            }
+        }
+        self.inner.send(request).await
+    }
+}
+
+/// An instance's share goes in requests of up to `MAX_EVENTS_PER_REQUEST`, in order, one
+/// per instance when it fits; once one of them fails, the rest of the share is not sent
+/// and fails with it, and what was taken before stays.
+pub async fn add_many_sends_each_share_in_order<R: TestRuntime>() {
+    use durable_jobs::{JobsClient, MAX_EVENTS_PER_REQUEST};
+
+    let log = Log::default();
+    let rt: R = with(Collector::new(&log)).await;
+    let plain = rt.client();
+    let counting = Counting::new(plain.transport(), "lossy", 1);
+    let client = JobsClient::new(plain.registry().clone(), &counting);
+    let hooks = client.debounce::<Collector>();
+
+    let big = 2 * MAX_EVENTS_PER_REQUEST + 500;
+    // Numbered from 1,001, clear of the reducer's panicking event.
+    let h: Vec<Hook> = (1..=big as u32).map(|n| hook(1000 + n)).collect();
+    let mut events: Vec<(&str, &Hook, Option<&str>)> = h.iter().map(|e| ("big", e, None)).collect();
+    events.insert(7, ("small", &h[0], None));
+    events.push(("small", &h[1], None));
+    let results = hooks.add_many(events).await.unwrap();
+    assert_eq!(counting.sizes("big"), [1000, 1000, 500]);
+    assert_eq!(
+        counting.sizes("small"),
+        [2],
+        "one request for a small share"
+    );
+    let counts: Vec<u32> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().event_count)
+        .collect();
+    assert_eq!(counts[7], 1, "small's first event");
+    assert_eq!(counts[big + 1], 2, "small's second event");
+    // Batches of three, in the order given, across the requests.
+    let big_counts: Vec<u32> = counts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 7 && *i != big + 1)
+        .map(|(_, c)| *c)
+        .collect();
+    assert!(
+        big_counts
+            .iter()
+            .enumerate()
+            .all(|(i, c)| *c == (i % 3) as u32 + 1),
+        "{:?}",
+        &big_counts[..12]
+    );
+    assert_eq!(received(&rt, "big"), big);
+    assert_eq!(
+        hooks.state("big").await.unwrap(),
+        Some(vec![1000 + big as u32])
+    );
+
+    let events: Vec<(&str, &Hook, Option<&str>)> = h.iter().map(|e| ("lossy", e, None)).collect();
+    let results = hooks.add_many(events).await.unwrap();
+    assert_eq!(
+        counting.sizes("lossy"),
+        [1000, 1000],
+        "the third is not sent"
+    );
+    assert!(results[..1000].iter().all(Result::is_ok));
+    assert!(results[1000..]
+        .iter()
+        .all(|r| matches!(r, Err(JobError::Storage { .. }))));
+    assert_eq!(received(&rt, "lossy"), 1000);
+    assert_eq!(hooks.state("lossy").await.unwrap(), Some(vec![2000]));
+}
+
+/// Events instance `key` of the job `hooks` took.
+fn received<R: TestRuntime>(rt: &R, key: &str) -> usize {
+    rt.events_of(&format!("debounce:hooks:{key}"))
+        .into_iter()
+        .filter(|e| *e == "debounce.eventReceived")
+        .count()
+}

@@ -105,6 +105,8 @@ macro_rules! conformance_tests {
             debounce::no_batch_exceeds_max_events,
             debounce::a_panicking_flush_keeps_the_batch,
             debounce::a_panicking_reducer_fails_only_its_add,
+            debounce::add_many_answers_each_event,
+            debounce::add_many_sends_each_share_in_order,
             worker_pool::same_partition_same_instance_in_order,
             worker_pool::higher_priority_first,
             worker_pool::lists_pending_events_in_queue_order,

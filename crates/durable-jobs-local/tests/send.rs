@@ -29,6 +29,9 @@ fn client_futures_are_send() {
         let count = Count { n: 0 };
         let added = assert_send(client.debounce::<Collector>().add("k", &hook)).await;
         assert_eq!(added.unwrap().event_count, 1);
+        let events = [("k", &hook, None), ("j", &hook, Some("e1"))];
+        let added = assert_send(client.debounce::<Collector>().add_many(events)).await;
+        assert_eq!(added.unwrap().len(), 2);
         assert_send(client.worker_pool::<Worker>().enqueue(&task))
             .await
             .unwrap();

@@ -532,6 +532,45 @@ impl Model {
                 }
                 self.event_answered(a, event_id.clone(), event, *duplicate, durable)
             }
+            (Operation::DebounceAddMany { events }, Response::AddedMany { outcomes }) => {
+                if outcomes.len() != events.len() {
+                    return a.bad(format!(
+                        "{} outcomes for {} events",
+                        outcomes.len(),
+                        events.len()
+                    ));
+                }
+                for (item, outcome) in events.iter().zip(outcomes) {
+                    let max = self.cfg.batch_max_events;
+                    if let Some(max) = max.filter(|max| outcome.event_count > *max) {
+                        let d = format!(
+                            "an add of several answers a batch of {}, max_events is {max}",
+                            outcome.event_count
+                        );
+                        return Err(violation(class::BATCH_TOO_LARGE, a.instance, d));
+                    }
+                    let refusable = refused_by_the_reducer(&item.event);
+                    match (&outcome.rejected, refusable, outcome.duplicate) {
+                        (Some(JobError::Validation { .. }), true, false) => continue,
+                        (Some(error), _, _) => {
+                            return a.bad(format!("event {} refused: {error}", item.event))
+                        }
+                        (None, true, false) => {
+                            return a.bad(format!("event {} was added", item.event))
+                        }
+                        // A duplicate is answered before the reducer runs.
+                        (None, _, _) => {}
+                    }
+                    self.event_answered(
+                        a,
+                        item.event_id.clone(),
+                        &item.event,
+                        outcome.duplicate,
+                        durable,
+                    )?;
+                }
+                Ok(())
+            }
             (
                 Operation::WorkerPoolEnqueue {
                     event_id, event, ..
@@ -1128,8 +1167,20 @@ fn request_events(request: &Request) -> Vec<(&Value, &Option<String>)> {
         Operation::WorkerPoolEnqueueMany { events } => {
             events.iter().map(|e| (&e.event, &e.event_id)).collect()
         }
+        // Events the reducer must refuse are not tracked, as a single add of one is not: if
+        // one is ever stored, it was never sent.
+        Operation::DebounceAddMany { events } => events
+            .iter()
+            .filter(|e| !refused_by_the_reducer(&e.event))
+            .map(|e| (&e.event, &e.event_id))
+            .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Whether the Debounce job refuses `event`: the reducer refuses it, or it is no event.
+fn refused_by_the_reducer(event: &Value) -> bool {
+    event_serial(event).is_none() || event["reject"].as_bool() == Some(true)
 }
 
 fn sent_serials(request: &Request) -> Vec<u64> {

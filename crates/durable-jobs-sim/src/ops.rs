@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use durable_jobs::jobs::worker_pool::jump_hash;
 use durable_jobs::wire::{Operation, Request};
-use durable_jobs::EnqueueItem;
+use durable_jobs::{AddItem, EnqueueItem};
 use durable_jobs::{InstanceId, JobKind};
 use serde_json::{json, Value};
 
@@ -450,11 +450,12 @@ impl Generator {
         let name = instance.to_string();
         let max_id = self.cfg.limits.max_id_bytes;
         let (op, expected) = match self.rng.below(100) {
-            0..=49 => {
+            0..=44 => {
                 let event_id = self.event_id(history, &name);
                 let event = self.item();
                 (Operation::DebounceAdd { event, event_id }, Expected::Valid)
             }
+            45..=49 => self.add_many(history, &name),
             50..=52 => (
                 Operation::DebounceAdd {
                     event: json!("oops"),
@@ -507,6 +508,35 @@ impl Generator {
             _ => (Operation::DebounceFailedBatches, Expected::Valid),
         };
         (Request { instance, op }, expected)
+    }
+
+    /// Several events for one Debounce instance in one request, each with a distinct id or
+    /// none (ids reused from the instance's history make duplicates). Some are refused
+    /// alone (the reducer refuses them, or they are no event at all) while the others are
+    /// added; now and then one is oversized, which refuses the whole request.
+    fn add_many(&mut self, history: &dyn History, instance: &str) -> (Operation, Expected) {
+        let mut ids = std::collections::HashSet::new();
+        let mut expected = Expected::Valid;
+        let count = self.rng.between(1, 4);
+        let events = (0..count)
+            .map(|_| {
+                let event_id = self
+                    .event_id(history, instance)
+                    .filter(|id| ids.insert(id.clone()));
+                let mut event = self.item();
+                match self.rng.below(100) {
+                    0..=5 => event["reject"] = json!(true),
+                    6..=8 => event = json!("oops"),
+                    9 if expected == Expected::Valid => {
+                        event["pad"] = json!("x".repeat(self.cfg.limits.max_payload_bytes));
+                        expected = Expected::TooLarge;
+                    }
+                    _ => {}
+                }
+                AddItem { event, event_id }
+            })
+            .collect();
+        (Operation::DebounceAddMany { events }, expected)
     }
 
     /// The index of the pool instance in focus, if one is.

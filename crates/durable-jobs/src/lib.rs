@@ -8,6 +8,11 @@
 //! - [`WorkerPool`]: a named queue served by N sequential instances, with partition keys,
 //!   priorities, retries and dead letters.
 //!
+//! Calls that carry many events commit each instance's share in one step and answer one
+//! result per event, in the order given:
+//! [`DebounceClient::add_many`](jobs::debounce::DebounceClient::add_many) and
+//! [`WorkerPoolClient::enqueue_many`](jobs::worker_pool::WorkerPoolClient::enqueue_many).
+//!
 //! This crate is the platform-free core: it compiles to `wasm32-unknown-unknown` and knows
 //! no executor. Runtimes (the embedded SQLite runtime, Cloudflare Durable Objects, and the
 //! in-memory [`testing::TestJobs`] harness) provide [`adapters`] and a [`Transport`].
@@ -69,7 +74,9 @@ pub use errors::{JobError, RegistryError, StorageError};
 pub use events::{EventKind, FlushReason, JobEvent};
 pub use ids::{InstanceId, JobKind};
 pub use jobs::continuous::{Continuous, ContinuousContext, ContinuousStatus, Schedule};
-pub use jobs::debounce::{Debounce, DebounceContext, DebounceStatus, FailedBatch, Rejected};
+pub use jobs::debounce::{
+    AddItem, AddOutcome, Debounce, DebounceContext, DebounceStatus, FailedBatch, Rejected,
+};
 pub use jobs::execution::Execution;
 pub use jobs::worker_pool::{
     DeadLetter, EmptyContext, EnqueueItem, EnqueueOutcome, EnqueueRequest, PoolInstanceStatus,

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::errors::JobError;
 use crate::ids::{InstanceId, JobKind};
 use crate::jobs::continuous::ContinuousStatus;
-use crate::jobs::debounce::{DebounceStatus, FailedBatch};
+use crate::jobs::debounce::{AddItem, AddOutcome, DebounceStatus, FailedBatch};
 use crate::jobs::worker_pool::{
     DeadLetter, EnqueueItem, EnqueueOutcome, PoolInstanceStatus, QueuedEvent,
 };
@@ -62,6 +62,11 @@ pub enum Operation {
         event: Value,
         /// An id for deduplication.
         event_id: Option<String>,
+    },
+    /// Add several events to this Debounce instance, in one step.
+    DebounceAddMany {
+        /// The events, in order.
+        events: Vec<AddItem>,
     },
     /// Flush now (and retry failed batches).
     DebounceFlush,
@@ -141,6 +146,7 @@ impl Operation {
             | ContinuousStatus
             | ContinuousGetState => JobKind::Continuous,
             DebounceAdd { .. }
+            | DebounceAddMany { .. }
             | DebounceFlush
             | DebounceClear
             | DebounceDiscardFailed
@@ -196,6 +202,11 @@ pub enum Response {
         duplicate: bool,
         /// When the batch will flush.
         flush_at: Option<i64>,
+    },
+    /// Answer to `debounceAddMany`: one outcome per event, in order.
+    AddedMany {
+        /// What became of each event.
+        outcomes: Vec<AddOutcome>,
     },
     /// Answer to `debounceFlush`.
     #[serde(rename_all = "camelCase")]

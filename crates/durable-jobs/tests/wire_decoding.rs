@@ -86,6 +86,14 @@ fn operation() -> impl Strategy<Value = Operation> {
         Just(ContinuousGetState),
         (value(), prop::option::of(text()))
             .prop_map(|(event, event_id)| DebounceAdd { event, event_id }),
+        prop::collection::vec((value(), prop::option::of(text())), 0..4).prop_map(|items| {
+            DebounceAddMany {
+                events: items
+                    .into_iter()
+                    .map(|(event, event_id)| durable_jobs::AddItem { event, event_id })
+                    .collect(),
+            }
+        }),
         Just(DebounceFlush),
         Just(DebounceClear),
         Just(DebounceStatus),
@@ -305,6 +313,23 @@ fn dead_letter() -> impl Strategy<Value = DeadLetter> {
         )
 }
 
+fn add_outcome() -> impl Strategy<Value = durable_jobs::AddOutcome> {
+    (
+        any::<u32>(),
+        any::<bool>(),
+        time(),
+        prop::option::of(job_error()),
+    )
+        .prop_map(
+            |(event_count, duplicate, flush_at, rejected)| durable_jobs::AddOutcome {
+                event_count,
+                duplicate,
+                flush_at,
+                rejected,
+            },
+        )
+}
+
 /// Every response, with any fields.
 fn response() -> impl Strategy<Value = Response> {
     use Response::*;
@@ -324,6 +349,7 @@ fn response() -> impl Strategy<Value = Response> {
                 flush_at,
             }
         }),
+        prop::collection::vec(add_outcome(), 0..4).prop_map(|outcomes| AddedMany { outcomes }),
         (any::<u32>(), any::<u32>()).prop_map(|(event_count, retried_batches)| {
             FlushRequested {
                 event_count,
@@ -421,6 +447,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     let names = prop::sample::select(vec![
         "continuousStart",
         "debounceAdd",
+        "debounceAddMany",
         "workerPoolEnqueue",
         "workerPoolDeadLetters",
         "workerPoolCancel",

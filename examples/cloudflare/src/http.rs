@@ -5,6 +5,7 @@
 //! POST /tokens/{id}/start   {"access"?}         GET /tokens/{id}/status | /state
 //! POST /tokens/{id}/stop    {"reason"?}         POST /tokens/{id}/trigger
 //! POST /webhooks/{id}/add   {"field", "eventId"?}
+//! POST /webhooks/many       {"adds": [{"id", "field", "eventId"?}]}
 //! POST /webhooks/{id}/flush | /clear            GET /webhooks/{id}/status | /state | /failed-batches
 //! POST /emails              {"to", "partition"?, "seq"?, "eventId"?, "priority"?}
 //! POST /emails/many         {"emails": [{"to", "partition"?, "seq"?, "eventId"?, "priority"?}]}
@@ -113,6 +114,10 @@ pub async fn route(mut request: Request, env: Env) -> Result<Response> {
             let client = Jobs::client(&env, "JOBS")?;
             answer(tokens(&client, id, op, &method, body).await)
         }
+        ["webhooks", "many"] if method == Method::Post => {
+            let client = Jobs::client(&env, "JOBS")?;
+            answer(add_many(&client, body).await)
+        }
         ["webhooks", id, op] => {
             let client = Jobs::client(&env, "JOBS")?;
             answer(webhooks(&client, id, op, &method, body).await)
@@ -166,6 +171,42 @@ async fn tokens(
 struct AddBody {
     field: String,
     event_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManyAddBody {
+    id: String,
+    #[serde(flatten)]
+    hook: Hook,
+    event_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ManyAddsBody {
+    adds: Vec<ManyAddBody>,
+}
+
+/// Adds events to several contacts' batches in one call: one request per contact.
+async fn add_many(client: &Client, body: Value) -> Result<Value, JobError> {
+    let many: ManyAddsBody = parse(body)?;
+    let events = many
+        .adds
+        .iter()
+        .map(|add| (add.id.as_str(), &add.hook, add.event_id.as_deref()));
+    let results = client.debounce::<WebhookBatcher>().add_many(events).await?;
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(added) => json!({
+                "eventCount": added.event_count,
+                "duplicate": added.duplicate,
+                "flushAt": added.flush_at,
+            }),
+            Err(error) => json!({ "error": error.to_string() }),
+        })
+        .collect();
+    Ok(json!({ "results": results }))
 }
 
 async fn webhooks(

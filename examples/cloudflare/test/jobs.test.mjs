@@ -237,6 +237,36 @@ test("debounce: an add that arrives while a slow flush runs forms the next batch
   assert.deepEqual(batches.map((b) => b.fields), [["first"], ["second"]]);
 });
 
+test("debounce: add_many sends one request per instance and answers each event", async () => {
+  const flushed = (id) => (e) => e.job === "webhookBatcher" && e.id === id && e.phase === "flushed";
+  const adds = [
+    { id: "many-a", field: "a1", eventId: "many-1" },
+    { id: "many-b", field: "b1" },
+    { id: "many-a", field: "a2", eventId: "many-1" },
+    { id: "many-a", field: "a3" },
+    ...[1, 2, 3, 4, 5, 6].map((n) => ({ id: "many-c", field: `c${n}` })),
+  ];
+  const { results } = await post("/webhooks/many", { adds });
+  assert.equal(results.length, adds.length);
+  assert.deepEqual(results.map((r) => r.duplicate), [false, false, true, ...Array(7).fill(false)]);
+  // max_events (5) closes many-c's first batch among the events of one call.
+  assert.deepEqual(results.map((r) => r.eventCount), [1, 1, 1, 2, 1, 2, 3, 4, 5, 1]);
+
+  const { total, lastRequest } = await get("/stats/debounce:webhookBatcher:many-a");
+  assert.equal(lastRequest.commits, 1, "the instance's share in one step");
+  assert.equal(total.commits, 1, "one request for many-a's three events");
+  assert.deepEqual((await get("/webhooks/many-a/state")).state, ["a1", "a3"]);
+
+  const [full] = await waitForEntries("many-c's full batch", flushed("many-c"), 1, 3_000);
+  assert.equal(full.reason, "maxEvents");
+  assert.deepEqual(full.fields, ["c1", "c2", "c3", "c4", "c5"]);
+  const c = await waitForEntries("many-c's second batch", flushed("many-c"), 2, 5_000);
+  assert.deepEqual(c[1].fields, ["c6"]);
+  const [a] = await waitForEntries("many-a's batch", flushed("many-a"), 1, 5_000);
+  assert.deepEqual(a.fields, ["a1", "a3"]);
+  assert.equal((await post("/webhooks/many-a/add", { field: "a4", eventId: "many-1" })).duplicate, true);
+});
+
 test("worker pool: partition routing over 3 instances, order, priority, cancel, pause/resume", async () => {
   await post("/emails/pause");
   const paused = await get("/emails/status");

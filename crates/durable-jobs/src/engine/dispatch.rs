@@ -174,6 +174,7 @@ fn op_name(op: &Operation) -> &'static str {
         ContinuousStatus => "continuousStatus",
         ContinuousGetState => "continuousGetState",
         DebounceAdd { .. } => "debounceAdd",
+        DebounceAddMany { .. } => "debounceAddMany",
         DebounceFlush => "debounceFlush",
         DebounceClear => "debounceClear",
         DebounceDiscardFailed => "debounceDiscardFailed",
@@ -219,6 +220,19 @@ pub(crate) fn check_request(request: &Request, limits: &Limits) -> Result<(), Jo
         Operation::DebounceAdd { event, event_id } => {
             check_len("event", json_size(event), limits.max_payload_bytes)?;
             check_id(event_id.as_deref(), limits)
+        }
+        Operation::DebounceAddMany { events } => {
+            if events.is_empty() || events.len() > MAX_EVENTS_PER_REQUEST {
+                return Err(JobError::bad_request(format!(
+                    "an add of several events takes 1 to {MAX_EVENTS_PER_REQUEST}, not {}",
+                    events.len()
+                )));
+            }
+            for item in events {
+                check_len("event", json_size(&item.event), limits.max_payload_bytes)?;
+                check_id(item.event_id.as_deref(), limits)?;
+            }
+            Ok(())
         }
         Operation::WorkerPoolEnqueue {
             event, event_id, ..

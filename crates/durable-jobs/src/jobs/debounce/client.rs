@@ -1,13 +1,21 @@
 //! The typed Debounce client.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use super::{Debounce, DebounceStatus, FailedBatch};
+use futures::stream::{self, StreamExt};
+
+use super::{AddItem, AddOutcome, Debounce, DebounceStatus, FailedBatch};
 use crate::client::{expect_response, JobsClient, Transport};
+use crate::engine::MAX_EVENTS_PER_REQUEST;
 use crate::errors::JobError;
 use crate::ids::JobKind;
 use crate::services::codec;
 use crate::wire::{Operation, Response};
+
+/// Instances an `add_many` sends requests to at once: a call may name thousands of keys,
+/// and a transport should not be handed a request for each of them at the same moment.
+const PARALLEL_INSTANCES: usize = 32;
 
 /// The outcome of an `add`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +86,116 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
         )
     }
 
+    /// Adds several events, each given as `(id, event, event_id)`: the instance's id, the
+    /// event, and an optional event id as [`add_with_id`](Self::add_with_id) takes.
+    ///
+    /// Each instance takes its share of the events in one step (one request, sent to
+    /// several instances at once), applying each event exactly as an `add` of it alone
+    /// would at its turn: the reducer sees them in the order given, `max_events` closes
+    /// batches among them, and a repeated id, of an earlier call or earlier in this one, is
+    /// a duplicate. Answers once every share is committed, with one result per event, in
+    /// the order given:
+    ///
+    /// - `Ok` with `duplicate: false`: the event was added; `event_count` and `flush_at`
+    ///   are what its `add` would have answered;
+    /// - `Ok` with `duplicate: true`: its id was seen before; nothing changed;
+    /// - `Err` of that event alone: it does not fit the job's event type, or the reducer
+    ///   refused it or panicked (the error its `add` would fail with); the others are added;
+    /// - `Err` shared by an instance's events: its request failed, and nothing of that
+    ///   request was added.
+    ///
+    /// An instance gets its events in requests of up to [`MAX_EVENTS_PER_REQUEST`], one
+    /// after the other; once one fails, the rest of its share is not sent and fails with
+    /// the same error, so that an instance never takes a later event of the call without
+    /// the earlier ones. A failed request may still have committed (a transport that lost
+    /// the answer, say): with event ids, sending the events again is safe. The outer `Err`
+    /// is for a job that is not registered or an event that does not encode.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use durable_jobs::testing::TestJobs;
+    /// # use durable_jobs::{Debounce, DebounceContext, Registry};
+    /// # struct Latest;
+    /// # impl Debounce for Latest {
+    /// #     type Event = u32;
+    /// #     type State = u32;
+    /// #     type Error = String;
+    /// #     fn flush_after(&self) -> Duration { Duration::from_secs(5) }
+    /// #     async fn execute(&self, _: &DebounceContext<u32>) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// # futures::executor::block_on(async {
+    /// # let jobs = TestJobs::new(Registry::builder().debounce("latest", Latest).build().unwrap());
+    /// let client = jobs.client();
+    /// let events = [
+    ///     ("user-1", &7, Some("evt-1")),
+    ///     ("user-2", &8, None),
+    ///     ("user-1", &9, Some("evt-1")),
+    /// ];
+    /// let results = client.debounce::<Latest>().add_many(events).await.unwrap();
+    /// assert_eq!(results[0].as_ref().unwrap().event_count, 1);
+    /// assert!(results[2].as_ref().unwrap().duplicate, "evt-1 again");
+    /// # });
+    /// ```
+    pub async fn add_many<'e>(
+        &self,
+        events: impl IntoIterator<Item = (&'e str, &'e J::Event, Option<&'e str>)>,
+    ) -> Result<Vec<Result<Added, JobError>>, JobError> {
+        self.name.as_ref().map_err(Clone::clone)?;
+        // Per instance: its items, and where each result goes.
+        let mut shares: BTreeMap<&str, (Vec<AddItem>, Vec<usize>)> = BTreeMap::new();
+        let mut count = 0;
+        for (position, (id, event, event_id)) in events.into_iter().enumerate() {
+            let item = AddItem {
+                event: codec::to_value("event", event)?,
+                event_id: event_id.map(str::to_string),
+            };
+            let share = shares.entry(id).or_default();
+            share.0.push(item);
+            share.1.push(position);
+            count = position + 1;
+        }
+        // Owned ids: a future that borrows one through the closure's argument would not be
+        // `Send` (the compiler cannot see that the lifetime is the same for every call).
+        let shares: Vec<(String, Vec<AddItem>, Vec<usize>)> = shares
+            .into_iter()
+            .map(|(id, (items, positions))| (id.to_string(), items, positions))
+            .collect();
+        let sent = shares.into_iter().map(|(id, items, positions)| async move {
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                let chunk: Vec<AddItem> = items.by_ref().take(MAX_EVENTS_PER_REQUEST).collect();
+                let size = chunk.len();
+                let answer = self
+                    .send(&id, Operation::DebounceAddMany { events: chunk })
+                    .await;
+                match answer.and_then(|response| outcomes_of(size, response)) {
+                    Ok(answered) => outcomes.extend(answered),
+                    Err(error) => {
+                        // This chunk and the rest of the share, which is not sent.
+                        let failed = size + items.len();
+                        outcomes.extend(std::iter::repeat_n(Err(error), failed));
+                        break;
+                    }
+                }
+            }
+            (positions, outcomes)
+        });
+        let mut results: Vec<Option<Result<Added, JobError>>> = vec![None; count];
+        let mut answers = stream::iter(sent).buffer_unordered(PARALLEL_INSTANCES);
+        while let Some((positions, outcomes)) = answers.next().await {
+            for (position, result) in positions.into_iter().zip(outcomes) {
+                if let Some(slot) = results.get_mut(position) {
+                    *slot = Some(result);
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(JobError::bad_request("an event got no answer"))))
+            .collect())
+    }
+
     /// Flushes the pending batch now and retries failed batches. Returns the number of
     /// events that will flush.
     pub async fn flush(&self, id: &str) -> Result<u32, JobError> {
@@ -126,5 +244,31 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
     pub async fn failed_batches(&self, id: &str) -> Result<Vec<FailedBatch>, JobError> {
         let response = self.send(id, Operation::DebounceFailedBatches).await?;
         expect_response!(response, Response::FailedBatches { batches } => batches)
+    }
+}
+
+/// The results of the events of one request of `count` events, from its answer; an answer
+/// of another shape fails the request.
+fn outcomes_of(count: usize, response: Response) -> Result<Vec<Result<Added, JobError>>, JobError> {
+    match response {
+        Response::AddedMany { outcomes } if outcomes.len() == count => {
+            Ok(outcomes.into_iter().map(outcome).collect())
+        }
+        other => Err(JobError::Client {
+            status: 0,
+            message: format!("unexpected answer to an add of several: {other:?}"),
+        }),
+    }
+}
+
+/// One event's result in an add of several.
+fn outcome(outcome: AddOutcome) -> Result<Added, JobError> {
+    match outcome.rejected {
+        Some(error) => Err(error),
+        None => Ok(Added {
+            event_count: outcome.event_count,
+            duplicate: outcome.duplicate,
+            flush_at: outcome.flush_at,
+        }),
     }
 }

@@ -10,7 +10,8 @@ use super::context::DebounceContext;
 use crate::jobs::lifecycle::DEFAULT_RETENTION;
 use crate::retry::RetryPolicy;
 
-/// A reducer refused an event; the `add` fails with a validation error and nothing is stored.
+/// A reducer refused an event; the `add` fails with a validation error and nothing is stored
+/// (in an `add_many`, that event's result is the error, and the other events are added).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected(pub String);
 

@@ -1,12 +1,15 @@
-//! Debounce requests: add, flush, clear, status, get_state, failed_batches. Only `add`
-//! runs user code: the reducer, which is synchronous and does no I/O.
+//! Debounce requests: add (of one event or several), flush, clear, status, get_state,
+//! failed_batches. Only an add runs user code: the reducer, which is synchronous and does no
+//! I/O.
+
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
 use super::erased::ErasedDebounce;
 use super::{
-    failed_key, full_key, DebounceStatus, FailedBatch, PendingBatch, Record, FAILED_PREFIX,
-    FULL_PREFIX,
+    failed_key, full_key, AddItem, AddOutcome, DebounceStatus, FailedBatch, PendingBatch, Record,
+    FAILED_PREFIX, FULL_PREFIX,
 };
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step};
@@ -48,6 +51,13 @@ pub(crate) async fn handle<B: Storage + Clock>(
             let step = engine.step(instance, &extra).await?;
             add(step, job, &event, event_id).await
         }
+        Operation::DebounceAddMany { events } => {
+            let ids = distinct_ids(&events);
+            let id_keys: Vec<String> = ids.iter().map(|id| idempotency::record_key(id)).collect();
+            let extra: Vec<&str> = id_keys.iter().map(String::as_str).collect();
+            let step = engine.step(instance, &extra).await?;
+            add_many(step, job, events, &ids).await
+        }
         Operation::DebounceClear => clear(engine, job, instance, Scope::Everything).await,
         Operation::DebounceDiscardFailed => {
             clear(engine, job, instance, Scope::FailedBatches).await
@@ -67,32 +77,129 @@ pub(crate) async fn handle<B: Storage + Clock>(
     }
 }
 
-/// Folds an event into the open batch, opening one if needed. A batch that reached
-/// `max_events` flushes at once; if it is still waiting when the next event arrives, it is
-/// closed and the event opens the next batch, so no flush ever sees more than `max_events`.
+/// Adds one event: [`take_event`] in a step of its own. A refused event fails the add; a
+/// duplicate commits nothing.
 async fn add<B: Storage + Clock>(
     mut step: DebounceStep<'_, B>,
     job: &dyn ErasedDebounce,
     event: &Value,
     event_id: Option<String>,
 ) -> Result<Response, JobError> {
+    let until = match &event_id {
+        Some(id) => seen_until(&step, 0, id, job.config().retention_ms)?,
+        None => None,
+    };
+    let outcome = take_event(&mut step, job, event, event_id, until)?;
+    if let Some(error) = outcome.rejected {
+        return Err(error);
+    }
+    if !outcome.duplicate {
+        step.finish().await?;
+    }
+    Ok(Response::Added {
+        event_count: outcome.event_count,
+        duplicate: outcome.duplicate,
+        flush_at: outcome.flush_at,
+    })
+}
+
+/// The event ids of `events`, each once, in the order they first appear: the id records
+/// an add of several reads with its step.
+fn distinct_ids(events: &[AddItem]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    events
+        .iter()
+        .filter_map(|e| e.event_id.as_ref())
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Adds several events in one step, each as `add` would at its turn: in order, so that the
+/// reducer sees them in the order given and `max_events` closes batches among them as it
+/// would between single adds. `ids` are the extra keys read with the step (see
+/// [`distinct_ids`]). One event refused, or a duplicate, leaves the others alone.
+async fn add_many<B: Storage + Clock>(
+    mut step: DebounceStep<'_, B>,
+    job: &dyn ErasedDebounce,
+    events: Vec<AddItem>,
+    ids: &[String],
+) -> Result<Response, JobError> {
+    let retention_ms = job.config().retention_ms;
+    // Until when each id is remembered: as read, then as an earlier event of this request
+    // remembered it, so that a repeated id is a duplicate exactly as in a later add.
+    let mut remembered: HashMap<String, i64> = HashMap::with_capacity(ids.len());
+    for (index, id) in ids.iter().enumerate() {
+        if let Some(until) = seen_until(&step, index, id, retention_ms)? {
+            remembered.insert(id.clone(), until);
+        }
+    }
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut changed = false;
+    for AddItem { event, event_id } in events {
+        let until = event_id.as_ref().and_then(|id| remembered.get(id).copied());
+        let id = event_id.clone();
+        let outcome = take_event(&mut step, job, &event, event_id, until)?;
+        let added = !outcome.duplicate && outcome.rejected.is_none();
+        if let (true, Some(id)) = (added, id) {
+            remembered.insert(id, step.now().saturating_add(retention_ms));
+        }
+        changed |= added;
+        outcomes.push(outcome);
+    }
+    if changed {
+        step.finish().await?;
+    }
+    Ok(Response::AddedMany { outcomes })
+}
+
+/// Takes one event into the open batch, opening one if needed, within `step`. A batch that
+/// reached `max_events` flushes at once; if it is still waiting when the next event
+/// arrives, it is closed and the event opens the next batch, so no flush ever sees more
+/// than `max_events`.
+///
+/// `seen_until` is when the record of the event's id expires, if one was ever written
+/// (expired or not). A live id makes the event a duplicate; an event that does not decode,
+/// or that the reducer refuses or panics on, is `rejected` with the error an add fails
+/// with. Neither changes the step. An `Err` is a failure of the step itself (an encoding):
+/// the step must not be committed.
+fn take_event<B: Storage + Clock>(
+    step: &mut DebounceStep<'_, B>,
+    job: &dyn ErasedDebounce,
+    event: &Value,
+    event_id: Option<String>,
+    seen_until: Option<i64>,
+) -> Result<AddOutcome, JobError> {
     let config = job.config();
     let now = step.now();
-    let seen_until = seen_until(&step, event_id.as_deref(), config.retention_ms)?;
-    if seen_until.is_some_and(|t| t > now) {
+    let as_it_stands = |step: &DebounceStep<'_, B>, duplicate, rejected| {
         let batch = step.record().batch.as_ref();
-        return Ok(Response::Added {
+        AddOutcome {
             event_count: batch.map_or(0, |b| b.event_count),
-            duplicate: true,
+            duplicate,
             flush_at: batch.map(|b| b.flush_at),
-        });
+            rejected,
+        }
+    };
+    if seen_until.is_some_and(|t| t > now) {
+        return Ok(as_it_stands(step, true, None));
     }
-    close_full_batch(&mut step, config.max_events)?;
-    let open_state = step.record().batch.as_ref().map(|b| &b.state);
-    let state = job.reduce(step.instance(), open_state, event)?;
+    // The reducer runs before anything changes, so that a refused event leaves no trace. A
+    // full open batch is about to be closed: the event then opens the next one.
+    let open_state = step
+        .record()
+        .batch
+        .as_ref()
+        .filter(|b| !is_full(b, config.max_events))
+        .map(|b| &b.state);
+    let state = match job.reduce(step.instance(), open_state, event) {
+        Ok(state) => state,
+        Err(error) => return Ok(as_it_stands(step, false, Some(error))),
+    };
+    close_full_batch(step, config.max_events)?;
     step.create_meta();
     step.change_meta(purge::cancel);
-    let (event_count, flush_at) = fold(&mut step, job, state);
+    let (event_count, flush_at) = fold(step, job, state);
     if let Some(id) = &event_id {
         let expires = now.saturating_add(config.retention_ms);
         let seen = Seen {
@@ -105,24 +212,23 @@ async fn add<B: Storage + Clock>(
         event_id,
         event_count,
     });
-    step.finish().await?;
-    Ok(Response::Added {
+    Ok(AddOutcome {
         event_count,
         duplicate: false,
         flush_at: Some(flush_at),
+        rejected: None,
     })
 }
 
-/// Until when `event_id` was remembered, if it ever was (expired or not).
+/// Until when `event_id` was remembered, if it ever was (expired or not): its record is
+/// extra key `index` of the step.
 fn seen_until<B: Storage + Clock>(
     step: &DebounceStep<'_, B>,
-    event_id: Option<&str>,
+    index: usize,
+    event_id: &str,
     retention_ms: i64,
 ) -> Result<Option<i64>, JobError> {
-    let Some(id) = event_id else {
-        return Ok(None);
-    };
-    let seen = step.extra::<Seen>(0, &idempotency::record_key(id))?;
+    let seen = step.extra::<Seen>(index, &idempotency::record_key(event_id))?;
     Ok(seen.map(|seen| seen.expires_at(retention_ms)))
 }
 

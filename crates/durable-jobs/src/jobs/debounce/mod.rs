@@ -1,4 +1,8 @@
 //! Debounce: per-id event coalescing.
+//!
+//! Events come in one at a time (`add`, `add_with_id`) or many at once (`add_many`, one
+//! step per instance involved); either way each event is taken as a single add would take
+//! it at its turn, so the reducer, `max_events` and duplicate ids behave the same.
 
 mod client;
 mod context;
@@ -17,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::KindRecord;
+use crate::errors::JobError;
 use crate::events::FlushReason;
 use crate::jobs::lifecycle::ErrorInfo;
 use crate::services::alarm::earliest;
@@ -123,6 +128,37 @@ impl KindRecord for Record {
         let purge_at = meta.purge_at.filter(|_| self.is_idle());
         self.flush_due_at().or(purge_at)
     }
+}
+
+/// One event of an add of several, as the wire carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddItem {
+    /// The event (JSON).
+    pub event: Value,
+    /// Its id, for deduplication.
+    #[serde(default)]
+    pub event_id: Option<String>,
+}
+
+/// What became of one event of an add of several: what an `add` of that event alone,
+/// made at its turn, would have answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddOutcome {
+    /// Events in the open batch once the event was taken; for a duplicate or a refused
+    /// event, as the batch stood.
+    pub event_count: u32,
+    /// The id was seen before within the retention period, by an earlier call or earlier
+    /// in the same request: nothing changed.
+    pub duplicate: bool,
+    /// When the open batch flushes.
+    pub flush_at: Option<i64>,
+    /// The error an `add` of the event would have failed with (it does not decode as the
+    /// job's event type, or the reducer refused it or panicked): nothing of it is stored,
+    /// and the other events are taken all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<JobError>,
 }
 
 /// A batch whose flush failed all its attempts. It stays until a flush retries it or a
