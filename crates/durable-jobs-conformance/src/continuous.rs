@@ -2,7 +2,7 @@
 
 use durable_jobs::{Registry, Schedule, Status};
 
-use crate::jobs::{Count, Failures, Gate, Log, Ticker};
+use crate::jobs::{ten_attempts_within_25_seconds, Count, Failures, Gate, Log, Ticker};
 use crate::{secs, TestRuntime};
 
 async fn with<R: TestRuntime>(ticker: Ticker) -> R {
@@ -199,6 +199,43 @@ pub async fn retries_then_on_error_then_next_run<R: TestRuntime>() {
     assert_eq!(status.status, Status::Active);
     assert_eq!(status.run_count, 1);
     assert_eq!(ticker.state("a").await.unwrap(), Some(Count { n: 1 }));
+}
+
+/// A retry policy's `max_duration` ends a failing run's retries before its `max_attempts`:
+/// the run ends as a final failure (`on_error`, status `Error`, the next regular run still
+/// scheduled), and the next run has a time limit of its own.
+pub async fn max_duration_ends_a_runs_retries<R: TestRuntime>() {
+    let log = Log::default();
+    let mut t = Ticker::every(&log, secs(3600));
+    t.failures = Failures::next(100);
+    t.retry = ten_attempts_within_25_seconds();
+    let rt: R = with(t).await;
+    let t0 = rt.now();
+    let client = rt.client();
+    let ticker = client.continuous::<Ticker>();
+    ticker.start("a", &Count { n: 0 }).await.unwrap();
+    rt.advance(secs(60)).await;
+    let attempts = |from: i64| -> Vec<String> {
+        (0..3)
+            .map(|k| format!("run 0 at {} attempt {}", from + k * 10_000, k + 1))
+            .collect()
+    };
+    assert_eq!(runs(&log), attempts(t0));
+    assert_eq!(
+        log.matching("on_error"),
+        ["on_error failure at attempt 3 after 3"]
+    );
+    let status = ticker.status("a").await.unwrap().unwrap();
+    assert!(matches!(status.status, Status::Error { .. }));
+    assert_eq!(status.last_error.as_ref().map(|e| e.attempts), Some(3));
+    assert_eq!(status.retry_at, None);
+    assert_eq!(status.next_run_at, Some(t0 + 3_600_000));
+    // The next regular run is retried within 25 s of its own first attempt.
+    rt.advance(secs(3600)).await;
+    let mut expected = attempts(t0);
+    expected.extend(attempts(t0 + 3_600_000));
+    assert_eq!(runs(&log), expected);
+    assert_eq!(log.matching("on_error").len(), 2);
 }
 
 /// `terminate` from `execute` stops the instance after that run.

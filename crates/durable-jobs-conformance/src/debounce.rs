@@ -2,7 +2,9 @@
 
 use durable_jobs::{JobError, Registry, Status};
 
-use crate::jobs::{Collector, Failures, Gate, Hook, Latest, Log, PANICKING_EVENT};
+use crate::jobs::{
+    ten_attempts_within_25_seconds, Collector, Failures, Gate, Hook, Latest, Log, PANICKING_EVENT,
+};
 use crate::{secs, TestRuntime};
 
 async fn with<R: TestRuntime>(collector: Collector) -> R {
@@ -200,6 +202,41 @@ pub async fn failed_flush_keeps_the_batch<R: TestRuntime>() {
     assert_eq!(status.failed_batches, 0);
     assert_eq!(status.status, Status::Active);
     assert!(hooks.failed_batches("c1").await.unwrap().is_empty());
+}
+
+/// A retry policy's `max_duration` ends a failing flush's retries before its
+/// `max_attempts`: the batch is kept as a failed batch, and a flush that retries it has a
+/// time limit of its own.
+pub async fn max_duration_ends_a_flushs_retries<R: TestRuntime>() {
+    let log = Log::default();
+    let mut c = Collector::new(&log);
+    c.failures = Failures::next(100);
+    c.retry = ten_attempts_within_25_seconds();
+    let rt: R = with(c).await;
+    let client = rt.client();
+    let hooks = client.debounce::<Collector>();
+    hooks.add("c1", &hook(1)).await.unwrap();
+    rt.advance(secs(60)).await;
+    let attempts: Vec<String> = (1..=3)
+        .map(|a| format!("flush [1] count 1 FlushAfter attempt {a}"))
+        .collect();
+    assert_eq!(log.matching("flush"), attempts);
+    assert_eq!(log.matching("on_error"), ["on_error collector down [1]"]);
+    let status = hooks.status("c1").await.unwrap().unwrap();
+    assert!(matches!(status.status, Status::Error { .. }));
+    assert!(!status.flushing);
+    assert_eq!(status.retry_at, None);
+    let failed = hooks.failed_batches("c1").await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].attempts, 3);
+
+    hooks.flush("c1").await.unwrap();
+    rt.advance(secs(60)).await;
+    assert_eq!(log.matching("flush [1] count 1 Manual").len(), 3);
+    let failed = hooks.failed_batches("c1").await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].attempts, 3);
+    assert_eq!(log.matching("on_error").len(), 2);
 }
 
 /// Without an `on_event`, the state is the latest event.

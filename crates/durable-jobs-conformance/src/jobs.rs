@@ -93,6 +93,12 @@ impl Gate {
     }
 }
 
+/// Up to 10 attempts 10 s apart, but no retry later than 25 s after the first attempt:
+/// attempts at 0 s, 10 s and 20 s, as the one at 30 s would come too late.
+pub fn ten_attempts_within_25_seconds() -> RetryPolicy {
+    RetryPolicy::fixed(10, Duration::from_secs(10)).with_max_duration(Duration::from_secs(25))
+}
+
 /// Counts down failures: `fail()` is true while the counter is above zero.
 #[derive(Clone, Default)]
 pub struct Failures(Arc<AtomicU32>);
@@ -140,6 +146,8 @@ pub struct Ticker {
     pub terminate_at: Option<u64>,
     /// Wait here during runs.
     pub gate: Option<Gate>,
+    /// How failing runs are retried (3 attempts, 10 s apart, by default).
+    pub retry: RetryPolicy,
 }
 
 impl Ticker {
@@ -153,6 +161,7 @@ impl Ticker {
             panics: Failures::default(),
             terminate_at: None,
             gate: None,
+            retry: RetryPolicy::fixed(3, Duration::from_secs(10)),
         }
     }
 }
@@ -170,7 +179,7 @@ impl Continuous for Ticker {
     }
 
     fn retry(&self) -> RetryPolicy {
-        RetryPolicy::fixed(3, Duration::from_secs(10))
+        self.retry
     }
 
     fn retention(&self) -> Duration {
@@ -224,6 +233,8 @@ pub struct Collector {
     pub panics: Failures,
     /// Wait here during flushes.
     pub gate: Option<Gate>,
+    /// How failing flushes are retried (3 attempts, 10 s apart, by default).
+    pub retry: RetryPolicy,
 }
 
 /// The event number that makes [`Collector`]'s reducer panic.
@@ -237,6 +248,7 @@ impl Collector {
             failures: Failures::default(),
             panics: Failures::default(),
             gate: None,
+            retry: RetryPolicy::fixed(3, Duration::from_secs(10)),
         }
     }
 }
@@ -255,7 +267,7 @@ impl Debounce for Collector {
     }
 
     fn retry(&self) -> RetryPolicy {
-        RetryPolicy::fixed(3, Duration::from_secs(10))
+        self.retry
     }
 
     fn on_event(&self, state: Option<Vec<u32>>, event: Hook) -> Result<Vec<u32>, Rejected> {
@@ -340,6 +352,8 @@ pub struct Worker {
     pub failing: Arc<Mutex<HashMap<String, u32>>>,
     /// Wait here during executions.
     pub gate: Option<Gate>,
+    /// How failing events are retried (3 attempts, 10 s apart, by default).
+    pub retry: RetryPolicy,
 }
 
 impl Worker {
@@ -350,6 +364,7 @@ impl Worker {
             concurrency,
             failing: Arc::default(),
             gate: None,
+            retry: RetryPolicy::fixed(3, Duration::from_secs(10)),
         }
     }
 
@@ -371,7 +386,7 @@ impl WorkerPool for Worker {
     }
 
     fn retry(&self) -> RetryPolicy {
-        RetryPolicy::fixed(3, Duration::from_secs(10))
+        self.retry
     }
 
     async fn execute(&self, ctx: &WorkerPoolContext<Task>) -> Result<(), String> {

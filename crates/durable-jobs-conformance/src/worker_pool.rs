@@ -2,7 +2,7 @@
 
 use durable_jobs::{EnqueueRequest, JobError, Registry, Status, GENERATED_ID_PREFIX};
 
-use crate::jobs::{Gate, Log, Task, Worker};
+use crate::jobs::{ten_attempts_within_25_seconds, Gate, Log, Task, Worker};
 use crate::{secs, TestRuntime};
 
 async fn with<R: TestRuntime>(worker: Worker) -> R {
@@ -131,6 +131,42 @@ pub async fn retries_then_dead_letter_then_replay<R: TestRuntime>() {
     let status = pool.status().await.unwrap();
     assert_eq!((status.dead_letters, status.processed), (0, 2));
     assert!(pool.all_dead_letters().await.unwrap().is_empty());
+}
+
+/// A retry policy's `max_duration` ends a failing event's retries before its
+/// `max_attempts`: the event is dead-lettered, and a replay has a time limit of its own.
+pub async fn max_duration_ends_an_events_retries<R: TestRuntime>() {
+    let log = Log::default();
+    let mut worker = Worker::new(&log, 1);
+    worker.retry = ten_attempts_within_25_seconds();
+    worker.fail("bad", 100);
+    let rt: R = with(worker).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let t0 = rt.now();
+    pool.enqueue_with(&Task::named("bad"), EnqueueRequest::new().event_id("bad-1"))
+        .await
+        .unwrap();
+    rt.advance(secs(60)).await;
+    let attempts: Vec<String> = (1..=3)
+        .map(|a| format!("exec bad on 0 attempt {a}"))
+        .collect();
+    assert_eq!(log.matching("exec "), attempts);
+    assert_eq!(log.matching("dead"), ["dead bad (bad failed)"]);
+    let dead = pool.all_dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1.attempts, 3);
+    assert_eq!(dead[0].1.dead_at, t0 + 20_000);
+    let status = pool.status().await.unwrap();
+    assert_eq!((status.dead_letters, status.pending), (1, 0));
+
+    assert_eq!(pool.replay(None).await.unwrap(), 1);
+    rt.advance(secs(60)).await;
+    assert_eq!(log.matching("exec ").len(), 6);
+    let dead = pool.all_dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1.attempts, 3);
+    assert_eq!(log.matching("dead").len(), 2);
 }
 
 /// Pausing stops processing (events are kept); resuming restarts it.

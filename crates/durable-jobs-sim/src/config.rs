@@ -50,6 +50,10 @@ impl JobsConfig {
     /// The settings for `seed`.
     pub fn for_seed(seed: u64) -> Self {
         let mut rng = SimRng::new(seed ^ 0xC0FF_EE00_D15E_A5E5);
+        // Time limits on retries come from a stream of their own, so that every other
+        // setting of a seed stays what it was before they existed.
+        let mut limits = SimRng::new(seed ^ 0x7157_0DD5_EC0D_5EED);
+        let mut retry = |rng: &mut SimRng| with_time_limit(retry(rng), &mut limits);
         JobsConfig {
             tick_every_ms: *rng.pick(&[5_000, 30_000, 120_000]),
             tick_start_immediately: rng.chance(700),
@@ -99,6 +103,38 @@ fn retry(rng: &mut SimRng) -> RetryPolicy {
             Duration::from_secs(20),
         ),
     }
+}
+
+/// A third of the policies also stop retrying some seconds after the first attempt: less
+/// than their chain of delays, so that the limit, not the attempts, ends some retries.
+fn with_time_limit(policy: RetryPolicy, rng: &mut SimRng) -> RetryPolicy {
+    if !rng.chance(333) {
+        return policy;
+    }
+    let ms = *rng.pick(&[1, 1_500, 4_000, 12_000]);
+    policy.with_max_duration(Duration::from_millis(ms))
+}
+
+/// Whether work whose attempt `attempts` failed at `failed_at`, and whose first attempt
+/// started at `earliest_start` or later, may end there as a final failure under `policy`:
+/// its attempts are used up, or its `max_duration` leaves no time for the next retry.
+/// Jitter only shortens delays, so the nominal delay bounds the retry's time.
+pub fn may_end_after(
+    policy: &RetryPolicy,
+    attempts: u32,
+    failed_at: i64,
+    earliest_start: i64,
+) -> bool {
+    if attempts == policy.max_attempts {
+        return true;
+    }
+    let Some(max) = policy.max_duration else {
+        return false;
+    };
+    let nominal = policy.with_jitter(0.0).delay(attempts, 0).as_millis() as i64;
+    attempts >= 1
+        && attempts < policy.max_attempts
+        && failed_at + nominal > earliest_start + max.as_millis() as i64
 }
 
 fn retention(rng: &mut SimRng) -> i64 {

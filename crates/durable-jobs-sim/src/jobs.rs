@@ -60,9 +60,14 @@ fn millis(ms: i64) -> Duration {
     Duration::from_millis(ms.max(0) as u64)
 }
 
-/// Reports a hook called on an attempt that was not the last one.
+/// Reports a hook called on an attempt that was not the last one: the last allowed,
+/// or, under a time limit, possibly an earlier one.
 fn check_final_attempt(world: &World, what: &str, attempt: u32, retry: &RetryPolicy) {
-    if attempt != retry.max_attempts {
+    let possible = match retry.max_duration {
+        None => attempt == retry.max_attempts,
+        Some(_) => (1..=retry.max_attempts).contains(&attempt),
+    };
+    if !possible {
         world.report(Violation::new(
             class::RESPONSE,
             format!(

@@ -6,10 +6,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use durable_jobs::wire::{Operation, Request, Response};
-use durable_jobs::{InstanceId, JobError, JobKind};
+use durable_jobs::{DeadLetter, FailedBatch, InstanceId, JobError, JobKind};
 use serde_json::Value;
 
-use crate::config::JobsConfig;
+use crate::config::{may_end_after, JobsConfig};
 use crate::layout::{self, Place, Rows, Stored, View};
 use crate::ops::{Expected, History};
 use crate::runtime::TaskId;
@@ -652,8 +652,10 @@ impl Model {
                 Ok(())
             }
             (Operation::WorkerPoolDeadLetters { .. }, Response::DeadLetters { items }) => {
-                let max = self.cfg.pool_retry.max_attempts;
-                match items.iter().find(|i| i.attempts != max) {
+                let policy = &self.cfg.pool_retry;
+                let ended =
+                    |i: &&DeadLetter| may_end_after(policy, i.attempts, i.dead_at, i.enqueued_at);
+                match items.iter().find(|i| !ended(i)) {
                     Some(i) => a.bad(format!(
                         "dead letter {} after {} attempts",
                         i.event_id, i.attempts
@@ -680,8 +682,10 @@ impl Model {
                 Ok(())
             }
             (Operation::DebounceFailedBatches, Response::FailedBatches { batches }) => {
-                let max = self.cfg.batch_retry.max_attempts;
-                match batches.iter().find(|b| b.attempts != max) {
+                let policy = &self.cfg.batch_retry;
+                let ended =
+                    |b: &&FailedBatch| may_end_after(policy, b.attempts, b.failed_at, b.started_at);
+                match batches.iter().find(|b| !ended(b)) {
                     Some(b) => a.bad(format!(
                         "failed batch {} after {} attempts",
                         b.seq, b.attempts

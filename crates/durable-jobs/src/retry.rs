@@ -32,6 +32,26 @@ pub enum Backoff {
 /// `max_attempts` counts the first attempt: `1` means no retry. Jitter takes up to that
 /// fraction off each delay, deterministically from the instance and attempt, so that many
 /// instances failing together do not retry together, while tests stay reproducible.
+///
+/// `max_duration` also bounds the attempts by time: no retry is scheduled whose time
+/// (the failure plus its delay) would come after the start of the first attempt plus
+/// `max_duration`; the failure that would need one is final, as if it were the last
+/// attempt. Whichever limit is reached first ends the retries.
+///
+/// ```
+/// use std::time::Duration;
+/// use durable_jobs::RetryPolicy;
+///
+/// // Up to 10 attempts a minute apart, but none later than 5 minutes after the first.
+/// let policy = RetryPolicy::fixed(10, Duration::from_secs(60))
+///     .with_max_duration(Duration::from_secs(5 * 60));
+/// assert_eq!(policy.max_duration, Some(Duration::from_secs(300)));
+/// ```
+///
+/// The attempt that a job's `on_error` or `on_dead_letter` hook learns is the last is
+/// decided when it starts: with `max_duration`, an attempt that starts early enough to be
+/// retried in time but runs so long that its retry would come too late ends the work
+/// without the hook, like an attempt that timed out or panicked on the last try.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (at least 1).
@@ -40,6 +60,9 @@ pub struct RetryPolicy {
     pub backoff: Backoff,
     /// Fraction of each delay that may be taken off at random, from 0.0 to 1.0.
     pub jitter: f64,
+    /// How long after the start of the first attempt retries may still come; `None` for
+    /// no limit but `max_attempts` (the default).
+    pub max_duration: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -53,6 +76,7 @@ impl Default for RetryPolicy {
                 max: Duration::from_secs(300),
             },
             jitter: 0.2,
+            max_duration: None,
         }
     }
 }
@@ -64,6 +88,7 @@ impl RetryPolicy {
             max_attempts: 1,
             backoff: Backoff::Fixed(Duration::ZERO),
             jitter: 0.0,
+            max_duration: None,
         }
     }
 
@@ -73,6 +98,7 @@ impl RetryPolicy {
             max_attempts,
             backoff: Backoff::Fixed(delay),
             jitter: 0.0,
+            max_duration: None,
         }
     }
 
@@ -82,6 +108,7 @@ impl RetryPolicy {
             max_attempts,
             backoff: Backoff::Linear { initial, step, max },
             jitter: 0.0,
+            max_duration: None,
         }
     }
 
@@ -95,6 +122,7 @@ impl RetryPolicy {
                 max,
             },
             jitter: 0.0,
+            max_duration: None,
         }
     }
 
@@ -108,7 +136,15 @@ impl RetryPolicy {
         self
     }
 
-    /// Whether another attempt follows attempt `attempt` (1-based) when it fails.
+    /// The same policy, retrying only while the retry's time is at most `max_duration` after
+    /// the start of the first attempt.
+    pub fn with_max_duration(mut self, max_duration: Duration) -> Self {
+        self.max_duration = Some(max_duration);
+        self
+    }
+
+    /// Whether another attempt follows attempt `attempt` (1-based) when it fails, as far as
+    /// `max_attempts` goes (`max_duration` may end the retries sooner).
     pub fn retries_after(&self, attempt: u32) -> bool {
         attempt < self.max_attempts.max(1)
     }
@@ -146,16 +182,46 @@ impl RetryPolicy {
         nominal.mul_f64(1.0 - self.jitter.min(1.0) * r)
     }
 
-    /// When failed attempt `attempt` (after a failure at `now`) is tried again; `None`
-    /// once the attempts are used up. `seed` spreads the jitter of instances apart.
-    pub(crate) fn retry_at(&self, attempt: u32, seed: &str, now: i64) -> Option<i64> {
-        self.retries_after(attempt)
-            .then(|| now.saturating_add(millis(self.delay(attempt, hash_str(seed)))))
+    /// When failed attempt `attempt` (after a failure at `failed_at`) is tried again;
+    /// `None` once the attempts are used up, or when that time would come after
+    /// `max_duration` from `first_attempt_at`, the start of the first attempt. `seed`
+    /// spreads the jitter of instances apart.
+    pub(crate) fn retry_at(
+        &self,
+        attempt: u32,
+        seed: &str,
+        failed_at: i64,
+        first_attempt_at: i64,
+    ) -> Option<i64> {
+        if !self.retries_after(attempt) {
+            return None;
+        }
+        let at = failed_at.saturating_add(millis(self.delay(attempt, hash_str(seed))));
+        let deadline = self
+            .max_duration
+            .map(|d| first_attempt_at.saturating_add(millis(d)));
+        deadline.is_none_or(|d| at <= d).then_some(at)
+    }
+
+    /// Whether attempt `attempt`, starting at `started`, is known to be the last: even a
+    /// failure at once would leave no retry. What the hooks for a final failure go by.
+    pub(crate) fn is_last(
+        &self,
+        attempt: u32,
+        seed: &str,
+        started: i64,
+        first_attempt_at: i64,
+    ) -> bool {
+        self.retry_at(attempt, seed, started, first_attempt_at)
+            .is_none()
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_attempts == 0 {
             return Err("retry max_attempts must be at least 1".into());
+        }
+        if self.max_duration.is_some_and(|d| d.is_zero()) {
+            return Err("retry max_duration must be longer than zero".into());
         }
         Ok(())
     }
@@ -201,6 +267,38 @@ mod tests {
         assert!(f.retries_after(1));
         assert!(!f.retries_after(2));
         assert!(!RetryPolicy::none().retries_after(1));
+    }
+
+    #[test]
+    fn max_duration_stops_retries_that_would_come_too_late() {
+        let s = Duration::from_secs;
+        let p = RetryPolicy::fixed(10, s(10)).with_max_duration(s(25));
+        // First attempt at 0 s, failing at once each time: retries at 10 s and 20 s; the
+        // one at 30 s would be past 25 s.
+        assert_eq!(p.retry_at(1, "i", 0, 0), Some(10_000));
+        assert_eq!(p.retry_at(2, "i", 10_000, 0), Some(20_000));
+        assert_eq!(p.retry_at(3, "i", 20_000, 0), None);
+        // A retry exactly at the limit is still made.
+        assert_eq!(p.retry_at(2, "i", 15_000, 0), Some(25_000));
+        assert_eq!(p.retry_at(2, "i", 15_001, 0), None);
+        // The limit counts from the first attempt, not from the failure.
+        assert_eq!(p.retry_at(1, "i", 100_000, 100_000), Some(110_000));
+        assert!(p.is_last(3, "i", 20_000, 0));
+        assert!(!p.is_last(2, "i", 10_000, 0));
+        // max_attempts still ends the retries first when it comes first.
+        let few = RetryPolicy::fixed(2, s(1)).with_max_duration(s(3600));
+        assert_eq!(few.retry_at(2, "i", 1_000, 0), None);
+        // Without a limit nothing changes.
+        assert_eq!(
+            RetryPolicy::fixed(10, s(10)).retry_at(9, "i", i64::MAX / 2, 0),
+            Some(i64::MAX / 2 + 10_000)
+        );
+        assert_eq!(RetryPolicy::default().max_duration, None);
+        assert!(RetryPolicy::default()
+            .with_max_duration(Duration::ZERO)
+            .validate()
+            .is_err());
+        assert!(p.validate().is_ok());
     }
 
     #[test]

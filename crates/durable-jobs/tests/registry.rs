@@ -119,6 +119,34 @@ fn bad_configurations_are_rejected() {
 }
 
 #[test]
+fn a_bad_time_zone_is_rejected_at_build() {
+    let err = Registry::builder()
+        .continuous(
+            "nightly",
+            Tick(Schedule::cron_in("30 2 * * *", "Europe/Berlim")),
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RegistryError::InvalidConfig {
+            kind: JobKind::Continuous,
+            name: "nightly".into(),
+            message: "`Europe/Berlim` is not an IANA time zone name \
+                      (such as `Europe/Berlin`, `America/New_York` or `UTC`)"
+                .into(),
+        }
+    );
+    assert!(Registry::builder()
+        .continuous(
+            "nightly",
+            Tick(Schedule::cron_in("30 2 * * *", "Europe/Berlin"))
+        )
+        .build()
+        .is_ok());
+}
+
+#[test]
 fn a_type_registered_twice_is_reached_by_name() {
     futures::executor::block_on(async {
         let registry = Registry::builder()

@@ -33,6 +33,7 @@ const ALARM_RETRY: RetryPolicy = RetryPolicy {
         max: Duration::from_secs(300),
     },
     jitter: 0.0,
+    max_duration: None,
 };
 
 /// How soon an alarm held back by the fence is tried again. The end of the older

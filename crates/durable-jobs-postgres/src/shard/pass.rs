@@ -21,6 +21,7 @@ const PASS_RETRY: RetryPolicy = RetryPolicy {
         max: Duration::from_secs(300),
     },
     jitter: 0.0,
+    max_duration: None,
 };
 
 /// How often a claim looks again while an earlier pass of its instance still runs here.

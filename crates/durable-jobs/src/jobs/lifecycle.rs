@@ -83,8 +83,35 @@ pub(crate) fn next_attempt(failed: u32, started: u32) -> u32 {
     failed.max(started).saturating_add(1)
 }
 
+/// When the first attempt of a failing run, flush or event started, which a retry policy's
+/// `max_duration` counts from: attempt 1 is its own first; a later one goes by the time
+/// recorded with the first failure or, where none was (the earlier attempts ended without
+/// an outcome, or the record was written by a version that did not keep the time), by its
+/// own start.
+pub(crate) fn first_attempt_at(attempt: u32, recorded: Option<i64>, started: i64) -> i64 {
+    match recorded {
+        Some(t) if attempt > 1 => t,
+        _ => started,
+    }
+}
+
 /// Whether `attempt` would go past what `retry` allows: the earlier attempts, some of
 /// which never reported back, used them all up.
 pub(crate) fn is_beyond(retry: &RetryPolicy, attempt: u32) -> bool {
     attempt > 1 && !retry.retries_after(attempt - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_attempt_is_its_own_start_or_the_recorded_time() {
+        assert_eq!(first_attempt_at(1, None, 50), 50);
+        // A first attempt starting again (its outcome was lost) starts the clock anew.
+        assert_eq!(first_attempt_at(1, Some(10), 50), 50);
+        assert_eq!(first_attempt_at(3, Some(10), 50), 10);
+        // A record of an older version, mid-retry: counted from this attempt.
+        assert_eq!(first_attempt_at(3, None, 50), 50);
+    }
 }

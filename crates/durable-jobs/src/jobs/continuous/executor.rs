@@ -26,6 +26,8 @@ struct Claim {
     abandoned: bool,
     run_count: u64,
     state: Vec<u8>,
+    /// When the run's first attempt started, if an earlier attempt failed.
+    first_attempt_at: Option<i64>,
 }
 
 /// Handles one alarm of a Continuous instance. The caller holds the execution guard.
@@ -44,8 +46,13 @@ pub(crate) async fn alarm<B: Storage + Clock>(
         };
         return complete(engine, job, instance, &claim, outcome, engine.now()).await;
     }
-    let final_attempt = !job.config().retry.retries_after(claim.attempt);
     let started = engine.now();
+    let first = lifecycle::first_attempt_at(claim.attempt, claim.first_attempt_at, started);
+    let seed = instance.to_string();
+    let final_attempt = job
+        .config()
+        .retry
+        .is_last(claim.attempt, &seed, started, first);
     let input = RunInput {
         state: claim.state.clone(),
         instance: instance.clone(),
@@ -98,6 +105,7 @@ async fn claim<B: Storage + Clock>(
         run_count: rec.run_count,
         // A missing state decodes as `null`, which fails the run with a clear error for
         // any state type that needs a value.
+        first_attempt_at: rec.first_attempt_at,
         state: step.take_extra(0).unwrap_or_else(|| b"null".to_vec()),
     };
     if engine.records_attempts_at_start() && !abandoned {
@@ -128,7 +136,7 @@ async fn complete<B: Storage + Clock>(
             RunOutcome::Done { state, terminate } => {
                 succeed(&mut step, job, claim, state, terminate, started)
             }
-            RunOutcome::Failed { error } => fail(&mut step, job, claim, error),
+            RunOutcome::Failed { error } => fail(&mut step, job, claim, error, started),
         }
     }
     step.finish().await
@@ -148,6 +156,7 @@ fn succeed<B: Storage + Clock>(
     rec.last_run_at = Some(now);
     rec.attempt = 0;
     rec.retry_at = None;
+    rec.first_attempt_at = None;
     advance(job, rec, claim, now);
     let run_count = rec.run_count;
     step.emit(EventKind::ContinuousExecuted {
@@ -170,6 +179,7 @@ fn fail<B: Storage + Clock>(
     job: &dyn ErasedContinuous,
     claim: &Claim,
     error: String,
+    started: i64,
 ) {
     let now = step.now();
     let attempt = claim.attempt;
@@ -178,10 +188,12 @@ fn fail<B: Storage + Clock>(
         attempt,
     });
     let seed = step.instance().to_string();
-    if let Some(retry_at) = job.config().retry.retry_at(attempt, &seed, now) {
+    let first = lifecycle::first_attempt_at(attempt, step.record().first_attempt_at, started);
+    if let Some(retry_at) = job.config().retry.retry_at(attempt, &seed, now, first) {
         let rec = step.record_mut();
         rec.attempt = attempt;
         rec.retry_at = Some(retry_at);
+        rec.first_attempt_at = Some(first);
         return;
     }
     tracing::warn!(instance = %step.instance(), %error, attempts = attempt, "continuous run failed");
@@ -191,6 +203,7 @@ fn fail<B: Storage + Clock>(
     let rec = step.record_mut();
     rec.attempt = 0;
     rec.retry_at = None;
+    rec.first_attempt_at = None;
     rec.last_error = last_error;
     advance(job, rec, claim, now);
     emit_scheduled(step);

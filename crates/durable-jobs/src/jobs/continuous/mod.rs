@@ -42,6 +42,10 @@ pub(crate) struct Record {
     pub started: Option<u32>,
     pub retry_at: Option<i64>,
     pub last_error: Option<ErrorInfo>,
+    /// When the first attempt of the failing run started, while it waits for a retry: the
+    /// retry policy's `max_duration` counts from it. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_at: Option<i64>,
 }
 
 impl Record {
@@ -100,4 +104,28 @@ pub struct ContinuousStatus {
     /// that blocks cannot be cancelled); the instance runs nothing else until it returns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdue_since: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_without_the_first_attempt_time_still_decodes() {
+        // A run waiting for its retry, as versions before `firstAttemptAt` stored it.
+        let old = br#"{"runCount":4,"nextRunAt":3600000,"lastRunAt":1000,"triggerAt":null,
+            "attempt":1,"retryAt":10000,"lastError":null}"#;
+        let rec: Record = serde_json::from_slice(old).unwrap();
+        assert_eq!((rec.attempt, rec.retry_at), (1, Some(10_000)));
+        assert_eq!(rec.first_attempt_at, None);
+        // Without one, nothing new is written: older versions read the record as before.
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(!json.contains("firstAttemptAt"), "{json}");
+        let waiting = Record {
+            first_attempt_at: Some(0),
+            ..rec
+        };
+        let json = serde_json::to_string(&waiting).unwrap();
+        assert!(json.contains(r#""firstAttemptAt":0"#), "{json}");
+    }
 }

@@ -45,8 +45,13 @@ pub(crate) async fn alarm<B: Storage + Clock>(
         if engine.records_attempts_at_start() {
             record_start(engine, instance, attempt).await?;
         }
-        let final_attempt = !job.config().retry.retries_after(attempt);
         let started = engine.now();
+        // The batch's first attempt started when it was taken out for flushing.
+        let seed = instance.to_string();
+        let final_attempt =
+            job.config()
+                .retry
+                .is_last(attempt, &seed, started, inflight.claimed_at);
         let input = FlushInput {
             state: inflight.batch.state.clone(),
             instance: instance.clone(),
@@ -259,7 +264,8 @@ fn fail<B: Storage + Clock>(
         attempt,
     });
     let seed = step.instance().to_string();
-    if let Some(retry_at) = job.config().retry.retry_at(attempt, &seed, now) {
+    let retry = &job.config().retry;
+    if let Some(retry_at) = retry.retry_at(attempt, &seed, now, inflight.claimed_at) {
         if let Some(i) = step.record_mut().inflight.as_mut() {
             i.attempt = attempt;
             i.retry_at = Some(retry_at);

@@ -319,7 +319,12 @@ async fn run_one<B: Storage + Clock>(
     let Claimed {
         pending, attempt, ..
     } = &claimed;
-    let final_attempt = !job.config().retry.retries_after(*attempt);
+    let started = engine.now();
+    let first = lifecycle::first_attempt_at(*attempt, pending.first_attempt_at, started);
+    let final_attempt = job
+        .config()
+        .retry
+        .is_last(*attempt, &pending.event_id, started, first);
     let processing = engine.event(
         instance,
         EventKind::WorkerPoolProcessing {
@@ -333,7 +338,6 @@ async fn run_one<B: Storage + Clock>(
     } else {
         Some(processing)
     };
-    let started = engine.now();
     let input = ProcessInput {
         event: pending.event.clone(),
         event_id: pending.event_id.clone(),
@@ -392,7 +396,7 @@ async fn record_outcomes<B: Storage + Clock>(
         } = claimed;
         match result {
             Ok(()) => complete(&mut step, job, &key, &pending, started)?,
-            Err(error) => fail(&mut step, job, &key, pending, attempt, error)?,
+            Err(error) => fail(&mut step, job, &key, pending, attempt, error, started)?,
         }
     }
     step.sweep_ids(sweep_limit).await?;
@@ -411,7 +415,8 @@ async fn abandon<B: Storage + Clock>(
     let mut step: PoolStep<'_, B> = engine.alarm_step(instance, &[]).await?;
     step.record_mut().started = None;
     let error = lifecycle::ABANDONED.to_string();
-    fail(&mut step, job.as_ref(), key, pending, attempts, error)?;
+    let now = step.now();
+    fail(&mut step, job.as_ref(), key, pending, attempts, error, now)?;
     step.finish().await
 }
 
@@ -448,18 +453,21 @@ fn fail<B: Storage + Clock>(
     mut pending: Pending,
     attempt: u32,
     error: String,
+    started: i64,
 ) -> Result<(), JobError> {
     step.emit(EventKind::WorkerPoolFailed {
         event_id: pending.event_id.clone(),
         error: error.clone(),
         attempt,
     });
-    if let Some(retry_at) = job
-        .config()
-        .retry
-        .retry_at(attempt, &pending.event_id, step.now())
+    let first = lifecycle::first_attempt_at(attempt, pending.first_attempt_at, started);
+    if let Some(retry_at) =
+        job.config()
+            .retry
+            .retry_at(attempt, &pending.event_id, step.now(), first)
     {
         pending.attempt = attempt;
+        pending.first_attempt_at = Some(first);
         pending.last_error = Some(error);
         step.put(key, &pending)?;
         let pool = step.record_mut();

@@ -206,6 +206,7 @@ fn add_to_queue<B: Storage + Clock>(
         attempt: 0,
         last_error: None,
         generated_id,
+        first_attempt_at: None,
     };
     queue(step, pending, replaces)?;
     let position = step.record().pending;
@@ -419,6 +420,7 @@ async fn change_dead_letters<B: Storage + Clock>(
                     attempt: 0,
                     last_error: None,
                     generated_id: letter.generated_id,
+                    first_attempt_at: None,
                 };
                 queue(&mut step, pending, None)?;
             }

@@ -144,6 +144,10 @@ pub(crate) struct Pending {
     /// The id was made up at enqueue: once the event is done, nobody can ask for it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub generated_id: bool,
+    /// When its first attempt started, once one failed: the retry policy's `max_duration`
+    /// counts from it. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_at: Option<i64>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -288,4 +292,21 @@ pub struct PoolInstanceStatus {
     /// that blocks cannot be cancelled); the instance runs nothing else until it returns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdue_since: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_event_without_the_first_attempt_time_still_decodes() {
+        // An event waiting for its retry, as versions before `firstAttemptAt` stored it.
+        let old = br#"{"eventId":"e1","event":{"n":1},"priority":0,"seq":7,"enqueuedAt":5,
+            "attempt":2,"lastError":"down"}"#;
+        let pending: Pending = serde_json::from_slice(old).unwrap();
+        assert_eq!(pending.attempt, 2);
+        assert_eq!(pending.first_attempt_at, None);
+        let json = serde_json::to_string(&pending).unwrap();
+        assert!(!json.contains("firstAttemptAt"), "{json}");
+    }
 }
