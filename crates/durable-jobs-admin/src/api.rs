@@ -190,6 +190,7 @@ async fn instance(
         ),
         JobKind::Debounce => (Operation::DebounceStatus, Some(Operation::DebounceGetState)),
         JobKind::WorkerPool => (Operation::WorkerPoolStatus, None),
+        JobKind::Task => (Operation::TaskStatus, Some(Operation::TaskGetState)),
     };
     let status = send(&backend, &id, status_op).await?;
     let state = match state_op {
@@ -305,6 +306,8 @@ fn is_operator_action(op: &Operation) -> bool {
             | Operation::WorkerPoolCancel { .. }
             | Operation::WorkerPoolReplay { .. }
             | Operation::WorkerPoolDiscard { .. }
+            | Operation::TaskTrigger
+            | Operation::TaskTerminate
     )
 }
 

@@ -30,9 +30,11 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// Lifecycle events enqueued (`workerPool.enqueued`).
 const ENQUEUED_TOTAL: &str = "durable_jobs_enqueued_total";
-/// Events added to a Debounce batch (`debounce.eventReceived`).
+/// Events added to a Debounce batch (`debounce.eventReceived`) or sent to a Task
+/// (`task.eventReceived`).
 const ADDED_TOTAL: &str = "durable_jobs_added_total";
-/// Successful executions: Continuous runs, Debounce flushes, WorkerPool events.
+/// Successful executions: Continuous runs, Debounce flushes, WorkerPool events, Task
+/// executions.
 const EXECUTED_TOTAL: &str = "durable_jobs_executed_total";
 /// Failed attempts of any kind.
 const FAILED_TOTAL: &str = "durable_jobs_failed_total";
@@ -52,7 +54,7 @@ const CLEARED_EVENTS_TOTAL: &str = "durable_jobs_cleared_events_total";
 const CANCELLED_TOTAL: &str = "durable_jobs_cancelled_total";
 /// Continuous instances started.
 const STARTED_TOTAL: &str = "durable_jobs_started_total";
-/// Continuous instances stopped.
+/// Continuous instances stopped and Tasks terminated.
 const STOPPED_TOTAL: &str = "durable_jobs_stopped_total";
 /// Executions that passed their timeout without returning.
 const OVERDUE_TOTAL: &str = "durable_jobs_overdue_total";
@@ -290,12 +292,17 @@ impl EventTracker for MetricsTracker {
         let labels = [("kind", kind.to_string()), ("job", job)];
         match what {
             EventKind::ContinuousStarted => counter!(STARTED_TOTAL, &labels).increment(1),
-            EventKind::ContinuousStopped { .. } => counter!(STOPPED_TOTAL, &labels).increment(1),
+            EventKind::ContinuousStopped { .. } | EventKind::TaskTerminated => {
+                counter!(STOPPED_TOTAL, &labels).increment(1)
+            }
             EventKind::ContinuousScheduled { .. }
             | EventKind::WorkerPoolPaused
-            | EventKind::WorkerPoolResumed => {}
+            | EventKind::WorkerPoolResumed
+            | EventKind::TaskScheduled { .. }
+            | EventKind::TaskIdle => {}
             EventKind::ContinuousExecuted { duration_ms, .. }
-            | EventKind::WorkerPoolCompleted { duration_ms, .. } => {
+            | EventKind::WorkerPoolCompleted { duration_ms, .. }
+            | EventKind::TaskExecuted { duration_ms, .. } => {
                 executed(&labels, duration_ms);
             }
             EventKind::DebounceFlushed {
@@ -308,8 +315,11 @@ impl EventTracker for MetricsTracker {
             }
             EventKind::ContinuousError { .. }
             | EventKind::DebounceError { .. }
-            | EventKind::WorkerPoolFailed { .. } => counter!(FAILED_TOTAL, &labels).increment(1),
-            EventKind::DebounceEventReceived { .. } => counter!(ADDED_TOTAL, &labels).increment(1),
+            | EventKind::WorkerPoolFailed { .. }
+            | EventKind::TaskFailed { .. } => counter!(FAILED_TOTAL, &labels).increment(1),
+            EventKind::DebounceEventReceived { .. } | EventKind::TaskEventReceived { .. } => {
+                counter!(ADDED_TOTAL, &labels).increment(1)
+            }
             EventKind::DebounceFlushing { reason, .. } => {
                 let [kind, job] = labels;
                 let with_reason = [kind, job, ("reason", reason_label(reason).to_string())];
@@ -383,6 +393,12 @@ fn kind_of(what: &EventKind, instance_id: &str) -> Option<JobKind> {
         | EventKind::WorkerPoolCancelled { .. }
         | EventKind::WorkerPoolPaused
         | EventKind::WorkerPoolResumed => Some(JobKind::WorkerPool),
+        EventKind::TaskEventReceived { .. }
+        | EventKind::TaskScheduled { .. }
+        | EventKind::TaskExecuted { .. }
+        | EventKind::TaskFailed { .. }
+        | EventKind::TaskIdle
+        | EventKind::TaskTerminated => Some(JobKind::Task),
         EventKind::ExecutionOverdue { .. } => instance_id.split(':').next()?.parse().ok(),
     }
 }
@@ -485,7 +501,7 @@ pub fn set_instance_counts(kind: JobKind, job: &str, counts: &StatusCounts) {
         JobKind::Debounce => {
             gauge!(INSTANCES_WITH_FAILED_BATCHES, &labels).set(counts.with_failed_batches as f64);
         }
-        JobKind::Continuous => {}
+        JobKind::Continuous | JobKind::Task => {}
     }
 }
 

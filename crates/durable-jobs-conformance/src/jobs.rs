@@ -424,3 +424,135 @@ impl WorkerPool for Worker {
         self.log.push(format!("empty {}", ctx.instance_index()));
     }
 }
+
+/// What happens to an order, as its payment reminder hears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    /// The order exists: remind in a day.
+    Created,
+    /// Paid: no reminder any more.
+    Paid,
+    /// Keep the order but stop reminding.
+    Snooze,
+    /// Refused by `on_event`.
+    Invalid,
+    /// Makes `on_event` panic.
+    Explode,
+}
+
+/// A payment reminder's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Reminders sent.
+    pub reminders: u32,
+}
+
+/// A Task: reminds of an unpaid order a day after it is created, then daily, and gives up
+/// after three reminders; a payment ends it.
+#[derive(Clone)]
+pub struct Reminder {
+    /// Where it writes what it does.
+    pub log: Log,
+    /// Failing reminders.
+    pub failures: Failures,
+    /// What `on_error` sets the timer to, from the failure, if anything.
+    pub retry_later: Option<Duration>,
+    /// Whether `on_idle` sets a timer an hour on (once per task, while no reminder was
+    /// sent).
+    pub wake_when_idle: bool,
+    /// Holds the first reminder until the test releases it.
+    pub gate: Option<Gate>,
+    /// Sends one reminder only: `execute` sets no timer.
+    pub once: bool,
+}
+
+impl Reminder {
+    /// The day between reminders.
+    pub const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    /// A reminder that never fails.
+    pub fn new(log: &Log) -> Self {
+        Reminder {
+            log: log.clone(),
+            failures: Failures::default(),
+            retry_later: None,
+            wake_when_idle: false,
+            gate: None,
+            once: false,
+        }
+    }
+}
+
+impl durable_jobs::Task for Reminder {
+    type State = Order;
+    type Event = OrderEvent;
+    type Error = String;
+
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::fixed(2, Duration::from_secs(10))
+    }
+
+    fn retention(&self) -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    fn on_event(
+        &self,
+        ctx: &mut durable_jobs::TaskContext<Order>,
+        event: OrderEvent,
+    ) -> Result<(), Rejected> {
+        self.log.push(format!("event {} {event:?}", ctx.id()));
+        match event {
+            OrderEvent::Created => {
+                ctx.set_state(Order { reminders: 0 });
+                ctx.schedule_in(Self::DAY);
+            }
+            OrderEvent::Paid => ctx.terminate(),
+            OrderEvent::Snooze => ctx.cancel_schedule(),
+            OrderEvent::Invalid => return Err(Rejected("not an order event".into())),
+            OrderEvent::Explode => panic!("on_event exploded"),
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, ctx: &mut durable_jobs::TaskContext<Order>) -> Result<(), String> {
+        if let Some(gate) = &self.gate {
+            gate.pass().await;
+        }
+        let sent = ctx.state().map_or(0, |o| o.reminders) + 1;
+        self.log.push(format!(
+            "remind {} #{sent} at {} attempt {}",
+            ctx.id(),
+            ctx.now(),
+            ctx.attempt()
+        ));
+        if self.failures.fail() {
+            return Err("mail server down".into());
+        }
+        if sent == 3 {
+            ctx.terminate();
+        } else if self.once {
+            ctx.set_state(Order { reminders: sent });
+        } else {
+            ctx.set_state(Order { reminders: sent });
+            ctx.schedule_in(Self::DAY);
+        }
+        Ok(())
+    }
+
+    fn on_idle(&self, ctx: &mut durable_jobs::TaskContext<Order>) {
+        self.log.push(format!("idle {}", ctx.id()));
+        let untouched = ctx.state().is_none_or(|o| o.reminders == 0);
+        if self.wake_when_idle && untouched {
+            ctx.set_state(Order { reminders: 1 });
+            ctx.schedule_in(Duration::from_secs(3600));
+        }
+    }
+
+    async fn on_error(&self, error: &String, ctx: &mut durable_jobs::TaskContext<Order>) {
+        self.log.push(format!("on_error {} {error}", ctx.id()));
+        if let Some(later) = self.retry_later {
+            ctx.schedule_in(later);
+        }
+    }
+}

@@ -15,6 +15,7 @@ pub mod debounce;
 pub mod input;
 pub mod inspect;
 pub mod jobs;
+pub mod task;
 pub mod tracking;
 pub mod worker_pool;
 
@@ -124,9 +125,20 @@ macro_rules! conformance_tests {
             worker_pool::a_processed_event_id_expires,
             worker_pool::a_panicking_event_is_dead_lettered,
             worker_pool::replays_once_per_dead_letter_and_refuses_reserved_ids,
+            task::send_creates_and_on_event_schedules,
+            task::the_timer_runs_until_the_task_ends_itself,
+            task::trigger_runs_now,
+            task::terminate_deletes_and_a_new_event_creates_again,
+            task::a_repeated_event_id_counts_once,
+            task::retries_then_on_error_sets_the_timer,
+            task::an_idle_task_wakes_by_on_idle_or_is_purged,
+            task::an_execution_without_a_new_timer_leaves_the_task_idle,
+            task::a_refused_or_panicking_event_changes_nothing,
+            task::terminate_during_an_execution_discards_its_result,
             tracking::continuous_lifecycle_events,
             tracking::debounce_lifecycle_events,
             tracking::worker_pool_lifecycle_events,
+            tracking::task_lifecycle_events,
             input::unknown_job_names_are_errors,
             input::schema_invalid_values_store_nothing,
             input::ids_with_colons_are_distinct_instances,

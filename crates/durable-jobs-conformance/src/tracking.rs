@@ -102,3 +102,38 @@ pub async fn worker_pool_lifecycle_events<R: TestRuntime>() {
         ]
     );
 }
+
+/// eventReceived and scheduled per event; executed, then idle or terminated.
+pub async fn task_lifecycle_events<R: TestRuntime>() {
+    let log = Log::default();
+    let mut reminder = crate::jobs::Reminder::new(&log);
+    reminder.failures = crate::jobs::Failures::next(1);
+    let rt: R = R::start(
+        Registry::builder()
+            .task("remind", reminder)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let client = rt.client();
+    let tasks = client.task::<crate::jobs::Reminder>();
+    use crate::jobs::OrderEvent;
+    tasks.send("o", &OrderEvent::Created).await.unwrap();
+    rt.advance(secs(24 * 3600 + 10)).await;
+    tasks.send("o", &OrderEvent::Snooze).await.unwrap();
+    tasks.send("o", &OrderEvent::Paid).await.unwrap();
+    assert_eq!(
+        rt.events_of("task:remind:o"),
+        [
+            "task.eventReceived",
+            "task.scheduled",
+            "task.failed",
+            "task.executed",
+            "task.scheduled",
+            "task.eventReceived",
+            "task.idle",
+            "task.eventReceived",
+            "task.terminated",
+        ]
+    );
+}

@@ -40,7 +40,7 @@ pub struct StoredInstance {
     /// Its kind's record (a Continuous schedule, a Debounce batch, a pool's counters),
     /// if it has one.
     pub record: Option<Value>,
-    /// A Continuous instance's state, if it has one.
+    /// A Continuous or Task instance's state, if it has one.
     pub state: Option<Value>,
     /// When its alarm is due (ms since the epoch), if it has one.
     pub alarm: Option<i64>,
@@ -235,7 +235,9 @@ impl FileInspector {
                 .and_then(|mut stmt| stmt.query_row([&instance], |r| r.get(0)).optional())
                 .map_err(|e| storage("cannot read the alarm index", e))?;
             let state = match id.kind {
-                JobKind::Continuous => state.map(|s| decode(STATE_KEY, &s)).transpose()?,
+                JobKind::Continuous | JobKind::Task => {
+                    state.map(|s| decode(STATE_KEY, &s)).transpose()?
+                }
                 JobKind::Debounce | JobKind::WorkerPool => None,
             };
             Ok(Some(StoredInstance {

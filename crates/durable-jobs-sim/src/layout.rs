@@ -117,7 +117,7 @@ pub fn serials(kind: JobKind, rows: &Records) -> Vec<Stored> {
                 })
             })
             .collect(),
-        JobKind::Continuous => Vec::new(),
+        JobKind::Continuous | JobKind::Task => Vec::new(),
     }
 }
 
@@ -232,7 +232,34 @@ pub fn check(kind: JobKind, rows: &Records, cfg: &JobsConfig) -> Result<(), Viol
         JobKind::Continuous => check_continuous(rows, meta),
         JobKind::Debounce => check_debounce(rows, cfg),
         JobKind::WorkerPool => check_pool(rows),
+        JobKind::Task => check_task(rows, meta),
     }
+}
+
+/// A terminated task keeps neither record nor state and is purged at once; a live one has
+/// its record, and an idle one (no timer, no retry) is due for its purge.
+fn check_task(rows: &Records, meta: &Value) -> Result<(), Violation> {
+    let record = decode(rows, "task");
+    if meta["status"]["status"] == "stopped" {
+        if record.is_some() || decode(rows, "state").is_some() {
+            return Err(bad("a terminated task keeps its record or state".into()));
+        }
+        if time(meta, "purgeAt").is_none() {
+            return Err(bad("a terminated task has no purge time".into()));
+        }
+        return Ok(());
+    }
+    let Some(record) = record else {
+        return Err(bad("a live task lacks its record".into()));
+    };
+    let idle = time(record, "nextRunAt").is_none() && time(record, "retryAt").is_none();
+    if idle && time(meta, "purgeAt").is_none() {
+        return Err(bad("an idle task has no purge time".into()));
+    }
+    if !idle && time(meta, "purgeAt").is_some() {
+        return Err(bad("a task with a timer is due for purging".into()));
+    }
+    Ok(())
 }
 
 fn check_continuous(rows: &Records, meta: &Value) -> Result<(), Violation> {
@@ -408,6 +435,7 @@ pub fn due_at(kind: JobKind, rows: &Records) -> Option<i64> {
         JobKind::Continuous => continuous_due(rows, meta),
         JobKind::Debounce => debounce_due(rows, meta),
         JobKind::WorkerPool => pool_due(rows),
+        JobKind::Task => task_due(rows, meta),
     };
     [work, sweep].into_iter().flatten().min()
 }
@@ -423,6 +451,15 @@ fn continuous_due(rows: &Records, meta: &Value) -> Option<i64> {
             .flatten()
             .min()
     })
+}
+
+fn task_due(rows: &Records, meta: &Value) -> Option<i64> {
+    let purge = time(meta, "purgeAt");
+    if meta["status"]["status"] == "stopped" {
+        return purge;
+    }
+    let rec = decode(rows, "task")?;
+    time(rec, "retryAt").or(time(rec, "nextRunAt")).or(purge)
 }
 
 fn debounce_due(rows: &Records, meta: &Value) -> Option<i64> {

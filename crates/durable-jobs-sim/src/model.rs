@@ -207,7 +207,8 @@ impl Model {
         match kind {
             JobKind::Debounce => self.cfg.batch_retention_ms,
             JobKind::WorkerPool => self.cfg.pool_retention_ms,
-            JobKind::Continuous => self.cfg.tick_retention_ms,
+            // The simulated jobs include no Task; its instances never reach the model.
+            JobKind::Continuous | JobKind::Task => self.cfg.tick_retention_ms,
         }
     }
 

@@ -648,7 +648,7 @@ impl Sim {
                 return Err(Violation::new(class::UNBOUNDED_IDS, d));
             }
             let purgeable = match s.id.kind {
-                JobKind::Continuous => true,
+                JobKind::Continuous | JobKind::Task => true,
                 JobKind::Debounce => !rows.keys().any(|k| k.starts_with("failed:")),
                 JobKind::WorkerPool => false,
             };

@@ -156,6 +156,46 @@ pub enum EventKind {
     /// The instance was resumed.
     #[serde(rename = "workerPool.resumed")]
     WorkerPoolResumed,
+    /// An event was sent to a Task.
+    #[serde(rename = "task.eventReceived", rename_all = "camelCase")]
+    TaskEventReceived {
+        /// The event's id, if it had one.
+        event_id: Option<String>,
+        /// Events the task has accepted, this one included.
+        event_count: u64,
+    },
+    /// A Task's timer was set.
+    #[serde(rename = "task.scheduled", rename_all = "camelCase")]
+    TaskScheduled {
+        /// When it fires.
+        at: i64,
+        /// What set it.
+        by: crate::jobs::task::ScheduledBy,
+    },
+    /// A Task's execution succeeded.
+    #[serde(rename = "task.executed", rename_all = "camelCase")]
+    TaskExecuted {
+        /// Successful executions so far, this one included.
+        execution_count: u64,
+        /// How long `execute` took.
+        duration_ms: i64,
+    },
+    /// A Task's execution failed.
+    #[serde(rename = "task.failed", rename_all = "camelCase")]
+    TaskFailed {
+        /// The error's text.
+        error: String,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// Whether another attempt follows.
+        will_retry: bool,
+    },
+    /// A Task has no timer left.
+    #[serde(rename = "task.idle")]
+    TaskIdle,
+    /// A Task ended: terminated by a client or by its own code.
+    #[serde(rename = "task.terminated")]
+    TaskTerminated,
     /// An execution passed its timeout and did not stop (code that blocks or does not
     /// yield cannot be cancelled); its instance waits for it to return.
     #[serde(rename = "execution.overdue", rename_all = "camelCase")]
@@ -187,6 +227,12 @@ impl EventKind {
             EventKind::WorkerPoolCancelled { .. } => "workerPool.cancelled",
             EventKind::WorkerPoolPaused => "workerPool.paused",
             EventKind::WorkerPoolResumed => "workerPool.resumed",
+            EventKind::TaskEventReceived { .. } => "task.eventReceived",
+            EventKind::TaskScheduled { .. } => "task.scheduled",
+            EventKind::TaskExecuted { .. } => "task.executed",
+            EventKind::TaskFailed { .. } => "task.failed",
+            EventKind::TaskIdle => "task.idle",
+            EventKind::TaskTerminated => "task.terminated",
             EventKind::ExecutionOverdue { .. } => "execution.overdue",
         }
     }

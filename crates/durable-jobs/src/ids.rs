@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors::JobError;
 
-/// The three kinds of job.
+/// The four kinds of job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum JobKind {
     /// Per-id recurring work with persistent state.
@@ -19,6 +19,9 @@ pub enum JobKind {
     /// A named queue served by N sequential instances.
     #[serde(rename = "workerPool")]
     WorkerPool,
+    /// A per-id state machine driven by events, with a timer of its own.
+    #[serde(rename = "task")]
+    Task,
 }
 
 impl JobKind {
@@ -28,6 +31,7 @@ impl JobKind {
             JobKind::Continuous => "continuous",
             JobKind::Debounce => "debounce",
             JobKind::WorkerPool => "workerPool",
+            JobKind::Task => "task",
         }
     }
 }
@@ -45,6 +49,7 @@ impl FromStr for JobKind {
             "continuous" => Ok(JobKind::Continuous),
             "debounce" => Ok(JobKind::Debounce),
             "workerPool" => Ok(JobKind::WorkerPool),
+            "task" => Ok(JobKind::Task),
             other => Err(JobError::BadRequest {
                 message: format!("unknown job kind `{other}`"),
             }),

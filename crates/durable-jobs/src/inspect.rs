@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::KindRecord;
 use crate::errors::JobError;
 use crate::ids::{InstanceId, JobKind};
-use crate::jobs::{continuous, debounce, worker_pool};
+use crate::jobs::{continuous, debounce, task, worker_pool};
 use crate::services::codec;
 use crate::services::metadata::{Metadata, Status, StatusName, META_KEY};
 
@@ -179,6 +179,7 @@ pub fn summary_keys(kind: JobKind) -> [&'static str; 2] {
         JobKind::Continuous => <continuous::Record as KindRecord>::KEY,
         JobKind::Debounce => <debounce::Record as KindRecord>::KEY,
         JobKind::WorkerPool => <worker_pool::PoolRecord as KindRecord>::KEY,
+        JobKind::Task => <task::Record as KindRecord>::KEY,
     };
     [META_KEY, record]
 }
@@ -206,7 +207,7 @@ pub fn summarize(
     };
     let [_, key] = summary_keys(summary.id.kind);
     match summary.id.kind {
-        JobKind::Continuous => {}
+        JobKind::Continuous | JobKind::Task => {}
         JobKind::Debounce => {
             if let Some(r) = record
                 .map(|r| codec::decode::<debounce::Record>(key, r))

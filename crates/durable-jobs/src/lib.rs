@@ -78,6 +78,7 @@ pub use jobs::debounce::{
     AddItem, AddOutcome, Debounce, DebounceContext, DebounceStatus, FailedBatch, Rejected,
 };
 pub use jobs::execution::Execution;
+pub use jobs::task::{ScheduledBy, Sent, Task, TaskContext, TaskPhase, TaskStatus};
 pub use jobs::worker_pool::{
     DeadLetter, EmptyContext, EnqueueItem, EnqueueOutcome, EnqueueRequest, PoolInstanceStatus,
     PoolStatus, QueuedEvent, WorkerPool, WorkerPoolContext, GENERATED_ID_PREFIX,

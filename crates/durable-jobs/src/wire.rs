@@ -7,6 +7,7 @@ use crate::errors::JobError;
 use crate::ids::{InstanceId, JobKind};
 use crate::jobs::continuous::ContinuousStatus;
 use crate::jobs::debounce::{AddItem, AddOutcome, DebounceStatus, FailedBatch};
+use crate::jobs::task::TaskStatus;
 use crate::jobs::worker_pool::{
     DeadLetter, EnqueueItem, EnqueueOutcome, PoolInstanceStatus, QueuedEvent,
 };
@@ -133,6 +134,22 @@ pub enum Operation {
         /// Which ones.
         event_ids: Option<Vec<String>>,
     },
+    /// Send an event to a Task, creating it on its first event.
+    #[serde(rename_all = "camelCase")]
+    TaskSend {
+        /// The event.
+        event: Value,
+        /// An id for deduplication.
+        event_id: Option<String>,
+    },
+    /// Run a Task now.
+    TaskTrigger,
+    /// End a Task: cancel its timer and delete its data.
+    TaskTerminate,
+    /// Read a Task's status.
+    TaskStatus,
+    /// Read a Task's state.
+    TaskGetState,
 }
 
 impl Operation {
@@ -163,6 +180,9 @@ impl Operation {
             | WorkerPoolPending { .. }
             | WorkerPoolReplay { .. }
             | WorkerPoolDiscard { .. } => JobKind::WorkerPool,
+            TaskSend { .. } | TaskTrigger | TaskTerminate | TaskStatus | TaskGetState => {
+                JobKind::Task
+            }
         }
     }
 }
@@ -181,7 +201,7 @@ pub enum Response {
         /// False when there was nothing to stop.
         stopped: bool,
     },
-    /// Answer to `continuousTrigger`: a run is due now.
+    /// Answer to `continuousTrigger` and `taskTrigger`: a run is due now.
     Triggered,
     /// Answer to `continuousStatus`.
     ContinuousStatus {
@@ -280,6 +300,26 @@ pub enum Response {
     DeadLettersChanged {
         /// How many dead letters were replayed or discarded.
         count: u32,
+    },
+    /// Answer to `taskSend`.
+    #[serde(rename_all = "camelCase")]
+    TaskSent {
+        /// The event created the task.
+        created: bool,
+        /// True when the event id was seen before; nothing changed.
+        duplicate: bool,
+        /// When the task runs next, if it has a timer.
+        next_run_at: Option<i64>,
+    },
+    /// Answer to `taskTerminate`.
+    Terminated {
+        /// False when there was no task to end.
+        terminated: bool,
+    },
+    /// Answer to `taskStatus`.
+    TaskStatus {
+        /// `None` when the task does not exist.
+        status: Option<TaskStatus>,
     },
 }
 

@@ -19,7 +19,8 @@ use durable_jobs::testing::TestJobs;
 use durable_jobs::wire::{Operation, Request, Response};
 use durable_jobs::{
     Continuous, ContinuousContext, Debounce, DebounceContext, Engine, InstanceId, JobError,
-    JobKind, Registry, Rejected, RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
+    JobKind, Registry, Rejected, RetryPolicy, Schedule, Task, TaskContext, WorkerPool,
+    WorkerPoolContext,
 };
 use futures::executor::block_on;
 use proptest::prelude::*;
@@ -111,11 +112,42 @@ impl WorkerPool for Pool {
     }
 }
 
+/// Sums its events and runs that many minutes after each; a sum of 13 fails every run.
+struct Remind;
+
+impl Task for Remind {
+    type State = u32;
+    type Event = u32;
+    type Error = String;
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy::fixed(2, Duration::from_secs(1))
+    }
+    fn retention(&self) -> Duration {
+        HOUR
+    }
+    fn on_event(&self, ctx: &mut TaskContext<u32>, event: u32) -> Result<(), Rejected> {
+        let sum = ctx.state().copied().unwrap_or(0).saturating_add(event);
+        ctx.set_state(sum);
+        ctx.schedule_in(Duration::from_secs(60 * u64::from(event)));
+        Ok(())
+    }
+    async fn execute(&self, ctx: &mut TaskContext<u32>) -> Result<(), String> {
+        match ctx.state().copied().unwrap_or(0) {
+            13 => Err("thirteen".into()),
+            n => {
+                ctx.set_state(n.saturating_add(1));
+                Ok(())
+            }
+        }
+    }
+}
+
 fn registry() -> Registry {
     match Registry::builder()
         .continuous("tick", Tick)
         .debounce("batch", Batch)
         .worker_pool("pool", Pool)
+        .task("remind", Remind)
         .build()
     {
         Ok(registry) => registry,
@@ -129,6 +161,7 @@ fn target(kind: JobKind) -> InstanceId {
         JobKind::Continuous => InstanceId::new(kind, "tick", "a"),
         JobKind::Debounce => InstanceId::new(kind, "batch", "a"),
         JobKind::WorkerPool => InstanceId::new(kind, "pool", "0"),
+        JobKind::Task => InstanceId::new(kind, "remind", "a"),
     }
 }
 
@@ -141,6 +174,8 @@ fn instances() -> Vec<InstanceId> {
         InstanceId::new(JobKind::Debounce, "batch", "b"),
         target(JobKind::WorkerPool),
         InstanceId::new(JobKind::WorkerPool, "pool", "1"),
+        target(JobKind::Task),
+        InstanceId::new(JobKind::Task, "remind", "b"),
     ]
 }
 
@@ -175,6 +210,13 @@ fn enqueue(event: &str, event_id: Option<&str>, priority: i32) -> Operation {
     }
 }
 
+fn send_task(event: u32, event_id: Option<&str>) -> Operation {
+    Operation::TaskSend {
+        event: json!(event),
+        event_id: event_id.map(str::to_string),
+    }
+}
+
 fn ids(event_ids: &[&str]) -> Option<Vec<String>> {
     Some(event_ids.iter().map(|id| id.to_string()).collect())
 }
@@ -194,6 +236,11 @@ async fn populate(jobs: &TestJobs) {
     for pool in &all[4..6] {
         must(jobs, pool, enqueue("bad-1", Some("bad-1"), 0)).await;
         must(jobs, pool, enqueue("ok-1", Some("ok-1"), 0)).await;
+    }
+    // Each task sums to 13, due in nine minutes, where every run fails.
+    for task in &all[6..8] {
+        must(jobs, task, send_task(4, Some("t4"))).await;
+        must(jobs, task, send_task(9, Some("t9"))).await;
     }
     // The first runs; the poisoned batch and `bad-1` fail all their attempts.
     jobs.advance(Duration::from_secs(10)).await;
@@ -285,6 +332,18 @@ fn requests(kind: JobKind) -> Vec<Operation> {
             Operation::WorkerPoolDiscard { event_ids: None },
             Operation::WorkerPoolStatus,
         ],
+        JobKind::Task => vec![
+            Operation::TaskStatus,
+            Operation::TaskGetState,
+            send_task(1, None),
+            send_task(2, Some("t4")),
+            Operation::TaskTrigger,
+            Operation::TaskStatus,
+            Operation::TaskTerminate,
+            Operation::TaskTrigger,
+            send_task(3, Some("new")),
+            Operation::TaskGetState,
+        ],
     }
 }
 
@@ -292,15 +351,19 @@ fn requests(kind: JobKind) -> Vec<Operation> {
 /// left it: each must fail when the record does not decode.
 fn readers(kind: JobKind, key: &str, stored: &BTreeMap<String, Vec<u8>>) -> Vec<Operation> {
     // Every step reads the metadata and the kind's own record.
-    if key == "meta" || key == "continuous" || key == "debounce" || key == "pool" {
+    if matches!(key, "meta" | "continuous" | "debounce" | "pool" | "task") {
         return requests(kind);
     }
     if key == "state" {
-        return vec![Operation::ContinuousGetState];
+        return match kind {
+            JobKind::Task => vec![Operation::TaskGetState],
+            _ => vec![Operation::ContinuousGetState],
+        };
     }
     if let Some(id) = key.strip_prefix("idem:") {
         return match kind {
             JobKind::Debounce => vec![add(9, Some(id))],
+            JobKind::Task => vec![send_task(9, Some(id))],
             // A made-up id cannot be enqueued again (it is refused before any read).
             _ if id.starts_with(durable_jobs::GENERATED_ID_PREFIX) => vec![
                 Operation::WorkerPoolCancel {
@@ -375,7 +438,7 @@ fn readers(kind: JobKind, key: &str, stored: &BTreeMap<String, Vec<u8>>) -> Vec<
 /// fail there: the metadata and the kind's record at once, the full batch and every queued
 /// event once the work before them is done.
 fn read_by_alarm(key: &str) -> bool {
-    matches!(key, "meta" | "continuous" | "debounce" | "pool")
+    matches!(key, "meta" | "continuous" | "debounce" | "pool" | "task")
         || key.starts_with("full:")
         || key.starts_with("q:")
 }
@@ -424,7 +487,12 @@ fn control(kind: JobKind, order: Order) -> &'static Control {
     static CONTROLS: OnceLock<BTreeMap<(JobKind, Order), Control>> = OnceLock::new();
     let controls = CONTROLS.get_or_init(|| {
         let mut controls = BTreeMap::new();
-        for kind in [JobKind::Continuous, JobKind::Debounce, JobKind::WorkerPool] {
+        for kind in [
+            JobKind::Continuous,
+            JobKind::Debounce,
+            JobKind::WorkerPool,
+            JobKind::Task,
+        ] {
             for order in [Order::RequestsFirst, Order::AlarmsFirst] {
                 let control = block_on(async {
                     let jobs = TestJobs::new(registry());
@@ -499,7 +567,8 @@ fn kind() -> impl Strategy<Value = JobKind> {
     prop_oneof![
         Just(JobKind::Continuous),
         Just(JobKind::Debounce),
-        Just(JobKind::WorkerPool)
+        Just(JobKind::WorkerPool),
+        Just(JobKind::Task)
     ]
 }
 
@@ -642,14 +711,21 @@ async fn scenario<F: FnOnce(&[u8]) -> Vec<u8>>(case: Case<F>) -> Result<(), Test
         }
         if key == "state" {
             // The user's state no longer decodes: its runs fail, and the status says why.
-            let status = send(&jobs, &t, Operation::ContinuousStatus).await;
-            let Ok(Response::ContinuousStatus {
-                status: Some(status),
-            }) = status
-            else {
-                return Err(TestCaseError::fail(format!("status: {status:?}")));
+            let last_error = match kind {
+                JobKind::Task => match send(&jobs, &t, Operation::TaskStatus).await {
+                    Ok(Response::TaskStatus {
+                        status: Some(status),
+                    }) => status.last_error,
+                    other => return Err(TestCaseError::fail(format!("status: {other:?}"))),
+                },
+                _ => match send(&jobs, &t, Operation::ContinuousStatus).await {
+                    Ok(Response::ContinuousStatus {
+                        status: Some(status),
+                    }) => status.last_error,
+                    other => return Err(TestCaseError::fail(format!("status: {other:?}"))),
+                },
             };
-            let error = status.last_error.map(|e| e.message).unwrap_or_default();
+            let error = last_error.map(|e| e.message).unwrap_or_default();
             prop_assert!(error.starts_with("invalid state"), "last error: {error}");
         }
     }

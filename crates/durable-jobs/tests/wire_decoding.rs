@@ -15,7 +15,8 @@ use durable_jobs::wire::{Operation, Reply, Request, Response};
 use durable_jobs::{
     Continuous, ContinuousContext, ContinuousStatus, DeadLetter, Debounce, DebounceContext,
     DebounceStatus, FailedBatch, InstanceId, JobError, JobKind, PoolInstanceStatus, Registry,
-    Schedule, Status, StatusName, WorkerPool, WorkerPoolContext,
+    Rejected, Schedule, Status, StatusName, Task, TaskContext, TaskPhase, TaskStatus, WorkerPool,
+    WorkerPoolContext,
 };
 use futures::executor::block_on;
 use proptest::prelude::*;
@@ -59,7 +60,8 @@ fn kind() -> impl Strategy<Value = JobKind> {
     prop_oneof![
         Just(JobKind::Continuous),
         Just(JobKind::Debounce),
-        Just(JobKind::WorkerPool)
+        Just(JobKind::WorkerPool),
+        Just(JobKind::Task)
     ]
 }
 
@@ -128,6 +130,12 @@ fn operation() -> impl Strategy<Value = Operation> {
             .prop_map(|(after, limit)| WorkerPoolPending { after, limit }),
         ids().prop_map(|event_ids| WorkerPoolReplay { event_ids }),
         ids().prop_map(|event_ids| WorkerPoolDiscard { event_ids }),
+        (value(), prop::option::of(text()))
+            .prop_map(|(event, event_id)| TaskSend { event, event_id }),
+        Just(TaskTrigger),
+        Just(TaskTerminate),
+        Just(TaskStatus),
+        Just(TaskGetState),
     ]
 }
 
@@ -158,6 +166,41 @@ fn error_info() -> impl Strategy<Value = Option<ErrorInfo>> {
 
 fn time() -> impl Strategy<Value = Option<i64>> {
     any::<Option<i64>>()
+}
+
+fn task_status() -> impl Strategy<Value = TaskStatus> {
+    (
+        (any::<bool>(), status()),
+        (any::<u64>(), any::<u64>()),
+        (time(), time(), time()),
+        error_info(),
+        (any::<i64>(), time(), time()),
+    )
+        .prop_map(
+            |(
+                (idle, status),
+                (event_count, execution_count),
+                (next, retry, last),
+                last_error,
+                (created, purge, overdue),
+            )| TaskStatus {
+                phase: if idle {
+                    TaskPhase::Idle
+                } else {
+                    TaskPhase::Scheduled
+                },
+                status,
+                event_count,
+                execution_count,
+                next_run_at: next,
+                retry_at: retry,
+                last_run_at: last,
+                last_error,
+                created_at: created,
+                purge_at: purge,
+                overdue_since: overdue,
+            },
+        )
 }
 
 fn continuous_status() -> impl Strategy<Value = ContinuousStatus> {
@@ -373,6 +416,15 @@ fn response() -> impl Strategy<Value = Response> {
         pool_status().prop_map(|status| WorkerPoolStatus { status }),
         prop::collection::vec(dead_letter(), 0..3).prop_map(|items| DeadLetters { items }),
         any::<u32>().prop_map(|count| DeadLettersChanged { count }),
+        (any::<bool>(), any::<bool>(), time()).prop_map(|(created, duplicate, next_run_at)| {
+            TaskSent {
+                created,
+                duplicate,
+                next_run_at,
+            }
+        }),
+        any::<bool>().prop_map(|terminated| Terminated { terminated }),
+        prop::option::of(task_status()).prop_map(|status| TaskStatus { status }),
     ]
 }
 
@@ -571,11 +623,29 @@ impl WorkerPool for Mail {
     }
 }
 
+/// A Task that keeps the sum of its `u32` events and runs a second after each.
+struct Sum;
+
+impl Task for Sum {
+    type State = u32;
+    type Event = u32;
+    type Error = String;
+    fn on_event(&self, ctx: &mut TaskContext<u32>, event: u32) -> Result<(), Rejected> {
+        ctx.set_state(ctx.state().copied().unwrap_or(0).saturating_add(event));
+        ctx.schedule_in(Duration::from_secs(1));
+        Ok(())
+    }
+    async fn execute(&self, _: &mut TaskContext<u32>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 fn harness() -> TestJobs {
     match Registry::builder()
         .continuous("counter", Counter)
         .debounce("latest", Latest)
         .worker_pool("mail", Mail)
+        .task("sum", Sum)
         .build()
     {
         Ok(registry) => TestJobs::new(registry),
@@ -589,6 +659,7 @@ fn addressed(mut request: Request, index: u32) -> Request {
         JobKind::Continuous => "counter",
         JobKind::Debounce => "latest",
         JobKind::WorkerPool => "mail",
+        JobKind::Task => "sum",
     };
     request.instance.name = name.to_string();
     if request.instance.kind == JobKind::WorkerPool {

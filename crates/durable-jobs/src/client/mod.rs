@@ -9,6 +9,7 @@ use crate::errors::JobError;
 use crate::ids::{InstanceId, JobKind};
 use crate::jobs::continuous::{Continuous, ContinuousClient};
 use crate::jobs::debounce::{Debounce, DebounceClient};
+use crate::jobs::task::{Task, TaskClient};
 use crate::jobs::worker_pool::{WorkerPool, WorkerPoolClient};
 use crate::registry::Registry;
 use crate::wire::{Operation, Request, Response};
@@ -95,6 +96,16 @@ impl<T: Transport> JobsClient<T> {
     /// The WorkerPool of type `J` registered as `name`.
     pub fn worker_pool_named<J: WorkerPool>(&self, name: &str) -> WorkerPoolClient<'_, J, T> {
         WorkerPoolClient::new(self, Ok(name.to_string()))
+    }
+
+    /// The Task job of type `J` (registered under one name).
+    pub fn task<J: Task>(&self) -> TaskClient<'_, J, T> {
+        TaskClient::new(self, self.name_of::<J>(JobKind::Task))
+    }
+
+    /// The Task job registered as `name`.
+    pub fn task_named<J: Task>(&self, name: &str) -> TaskClient<'_, J, T> {
+        TaskClient::new(self, Ok(name.to_string()))
     }
 
     /// Sends a raw request (what the typed accessors build).

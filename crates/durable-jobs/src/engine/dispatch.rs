@@ -11,7 +11,7 @@ use crate::adapters::{Clock, Storage, WriteBatch};
 use crate::errors::JobError;
 use crate::ids::InstanceId;
 use crate::jobs::worker_pool::GENERATED_ID_PREFIX;
-use crate::jobs::{continuous, debounce, worker_pool};
+use crate::jobs::{continuous, debounce, task, worker_pool};
 use crate::registry::{Entry, Limits};
 use crate::services::codec;
 use crate::services::metadata::{Metadata, META_KEY};
@@ -47,6 +47,7 @@ impl<B: Storage + Clock> Engine<B> {
                     Entry::WorkerPool(job) => {
                         worker_pool::handle(self, job.as_ref(), &instance, op).await
                     }
+                    Entry::Task(job) => task::handle(self, job.as_ref(), &instance, op).await,
                 }
             };
             // Outside the lock, so the next request's step proceeds while this one's writes
@@ -143,6 +144,12 @@ impl<B: Storage + Clock> Engine<B> {
                     }
                     worker_pool::alarm(self, job, instance).await
                 }
+                Entry::Task(job) => {
+                    if sweep_due {
+                        self.sweep_ids::<task::Record>(instance).await?;
+                    }
+                    task::alarm(self, job, instance).await
+                }
             }
         }
         .instrument(span)
@@ -191,6 +198,11 @@ fn op_name(op: &Operation) -> &'static str {
         WorkerPoolPending { .. } => "workerPoolPending",
         WorkerPoolReplay { .. } => "workerPoolReplay",
         WorkerPoolDiscard { .. } => "workerPoolDiscard",
+        TaskSend { .. } => "taskSend",
+        TaskTrigger => "taskTrigger",
+        TaskTerminate => "taskTerminate",
+        TaskStatus => "taskStatus",
+        TaskGetState => "taskGetState",
     }
 }
 
@@ -256,6 +268,10 @@ pub(crate) fn check_request(request: &Request, limits: &Limits) -> Result<(), Jo
             Ok(())
         }
         Operation::WorkerPoolCancel { event_id } => check_id(Some(event_id), limits),
+        Operation::TaskSend { event, event_id } => {
+            check_len("event", json_size(event), limits.max_payload_bytes)?;
+            check_id(event_id.as_deref(), limits)
+        }
         Operation::ContinuousStop { reason: Some(r) } => {
             check_len("reason", r.len(), limits.max_id_bytes)
         }

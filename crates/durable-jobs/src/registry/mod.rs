@@ -10,6 +10,8 @@ use crate::jobs::continuous::erased::{ContinuousEntry, ErasedContinuous};
 use crate::jobs::continuous::Continuous;
 use crate::jobs::debounce::erased::{DebounceEntry, ErasedDebounce};
 use crate::jobs::debounce::Debounce;
+use crate::jobs::task::erased::{ErasedTask, TaskEntry};
+use crate::jobs::task::Task;
 use crate::jobs::worker_pool::erased::{ErasedWorkerPool, WorkerPoolEntry};
 use crate::jobs::worker_pool::WorkerPool;
 
@@ -36,6 +38,7 @@ pub(crate) enum Entry {
     Continuous(Arc<dyn ErasedContinuous>),
     Debounce(Arc<dyn ErasedDebounce>),
     WorkerPool(Arc<dyn ErasedWorkerPool>),
+    Task(Arc<dyn ErasedTask>),
 }
 
 struct Inner {
@@ -156,6 +159,14 @@ impl RegistryBuilder {
         let entry = WorkerPoolEntry::new(job).map(|e| Entry::WorkerPool(Arc::new(e)));
         self.entries
             .push((JobKind::WorkerPool, name.into(), TypeId::of::<J>(), entry));
+        self
+    }
+
+    /// Registers a Task job under `name`.
+    pub fn task<J: Task>(mut self, name: impl Into<String>, job: J) -> Self {
+        let entry = TaskEntry::new(job).map(|e| Entry::Task(Arc::new(e)));
+        self.entries
+            .push((JobKind::Task, name.into(), TypeId::of::<J>(), entry));
         self
     }
 
