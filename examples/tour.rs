@@ -1,5 +1,6 @@
-//! A tour of the three job kinds on the in-memory harness and its virtual clock: an hour of
-//! job time in a few milliseconds. This is how you test your own jobs.
+//! A tour of the four job kinds on the in-memory harness and its virtual clock: an hour of
+//! job time, then days of payment reminders, in a few milliseconds. This is how you
+//! test your own jobs.
 //!
 //! Run with `cargo run --example tour`.
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use durable_jobs::testing::TestJobs;
 use durable_jobs::{
     Continuous, ContinuousContext, Debounce, DebounceContext, EnqueueRequest, Registry, Rejected,
-    RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
+    RetryPolicy, Schedule, Task, TaskContext, WorkerPool, WorkerPoolContext,
 };
 use serde::{Deserialize, Serialize};
 
@@ -116,12 +117,63 @@ impl WorkerPool for EmailSender {
     }
 }
 
+#[derive(Serialize, Deserialize)]
+enum OrderEvent {
+    Created,
+    Paid,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Order {
+    reminders: u32,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Sends a payment reminder 24 hours after an order is created unless it is paid first,
+/// then daily, and cancels the order after three reminders.
+struct PaymentReminder;
+
+impl Task for PaymentReminder {
+    type State = Order;
+    type Event = OrderEvent;
+    type Error = String;
+
+    fn on_event(&self, ctx: &mut TaskContext<Order>, event: OrderEvent) -> Result<(), Rejected> {
+        match event {
+            OrderEvent::Created => {
+                ctx.set_state(Order { reminders: 0 });
+                ctx.schedule_in(DAY);
+            }
+            OrderEvent::Paid => {
+                println!("order {} paid", ctx.id());
+                ctx.terminate();
+            }
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, ctx: &mut TaskContext<Order>) -> Result<(), String> {
+        let sent = ctx.state().map_or(0, |o| o.reminders) + 1;
+        println!("payment reminder {sent} for order {}", ctx.id());
+        if sent == 3 {
+            println!("order {} cancelled after 3 reminders", ctx.id());
+            ctx.terminate();
+        } else {
+            ctx.set_state(Order { reminders: sent });
+            ctx.schedule_in(DAY);
+        }
+        Ok(())
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     futures::executor::block_on(async {
         let registry = Registry::builder()
             .continuous("tokenRefresher", TokenRefresher)
             .debounce("webhookBatcher", WebhookBatcher)
             .worker_pool("emailSender", EmailSender)
+            .task("paymentReminder", PaymentReminder)
             .build()?;
         let jobs = TestJobs::new(registry);
         let client = jobs.client();
@@ -165,6 +217,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             state.map_or(0, |t| t.refreshes),
             pool.processed,
             pool.dead_letters
+        );
+
+        client
+            .continuous::<TokenRefresher>()
+            .stop("user-123")
+            .await?;
+        let orders = client.task::<PaymentReminder>();
+        orders.send("order-1", &OrderEvent::Created).await?;
+        orders.send("order-2", &OrderEvent::Created).await?;
+        jobs.advance(DAY / 2).await;
+        orders.send("order-2", &OrderEvent::Paid).await?;
+        jobs.advance(DAY * 4).await;
+        println!(
+            "days later: order-1 {}, order-2 {}",
+            if orders.status("order-1").await?.is_none() {
+                "gone"
+            } else {
+                "open"
+            },
+            if orders.status("order-2").await?.is_none() {
+                "gone"
+            } else {
+                "open"
+            },
         );
         Ok(())
     })
