@@ -468,6 +468,8 @@ pub async fn enqueue_many_answers_each_event<R: TestRuntime>() {
         event,
         event_id: None,
         priority: 0,
+        run_at: None,
+        delay_ms: None,
     };
     let answer = client
         .transport()

@@ -588,6 +588,8 @@ impl Generator {
                     event: self.item(),
                     event_id,
                     priority: *self.rng.pick(&[-1, 0, 0, 5]),
+                    run_at: None,
+                    delay_ms: None,
                 }
             })
             .collect();
@@ -645,6 +647,8 @@ impl Generator {
             event,
             event_id,
             priority,
+            run_at: None,
+            delay_ms: None,
         };
         (
             Request {

@@ -73,7 +73,7 @@ pub use jobs::debounce::{Debounce, DebounceContext, DebounceStatus, FailedBatch,
 pub use jobs::execution::Execution;
 pub use jobs::worker_pool::{
     DeadLetter, EmptyContext, EnqueueItem, EnqueueOutcome, EnqueueRequest, PoolInstanceStatus,
-    PoolStatus, QueuedEvent, WorkerPool, WorkerPoolContext, GENERATED_ID_PREFIX,
+    PoolStatus, QueuedEvent, RunAt, WorkerPool, WorkerPoolContext, GENERATED_ID_PREFIX, MAX_DELAY,
 };
 pub use registry::{Limits, Registry, RegistryBuilder};
 pub use retry::{Backoff, RetryPolicy};

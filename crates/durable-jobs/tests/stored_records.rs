@@ -172,6 +172,8 @@ fn enqueue(event: &str, event_id: Option<&str>, priority: i32) -> Operation {
         event: json!(event),
         event_id: event_id.map(str::to_string),
         priority,
+        run_at: None,
+        delay_ms: None,
     }
 }
 
