@@ -19,6 +19,9 @@ use crate::wire::{Operation, Response};
 /// Queued events one `pending` page holds at most.
 const MAX_PENDING_PAGE: u32 = 1000;
 
+/// `MAX_DELAY` as errors name it.
+const MAX_DELAY_TEXT: &str = "10 years (3650 days)";
+
 /// Dead letters replayed or discarded by one request at most.
 const DEAD_LETTERS_PER_REQUEST: usize = 1000;
 
@@ -211,7 +214,6 @@ pub(crate) fn run_time(
     run_at: Option<i64>,
     delay_ms: Option<u64>,
 ) -> Result<Option<i64>, JobError> {
-    let limit = || humantime::format_duration(super::MAX_DELAY);
     let at = match (run_at, delay_ms) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
@@ -223,19 +225,16 @@ pub(crate) fn run_time(
         (None, Some(delay)) => match i64::try_from(delay) {
             Ok(delay) if delay <= MAX_DELAY_MS => now.saturating_add(delay),
             _ => {
-                let delay = humantime::format_duration(std::time::Duration::from_millis(delay));
                 return Err(JobError::bad_request(format!(
-                    "a delay of {delay} is longer than the {} an event may wait",
-                    limit()
-                )));
+                    "a delay of {delay} ms is longer than the {MAX_DELAY_TEXT} an event may wait"
+                )))
             }
         },
     };
     if at.saturating_sub(now) > MAX_DELAY_MS {
         return Err(JobError::bad_request(format!(
-            "the run time {} is more than {} ahead of the instance's clock ({})",
+            "the run time {} is more than {MAX_DELAY_TEXT} ahead of the instance's clock ({})",
             time_text(at),
-            limit(),
             time_text(now)
         )));
     }
