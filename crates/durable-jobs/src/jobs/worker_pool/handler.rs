@@ -106,6 +106,7 @@ async fn enqueue<B: Storage + Clock>(
     index: u32,
     item: EnqueueItem,
 ) -> Result<Response, JobError> {
+    // Checked before the step too, against an earlier time: this refuses nothing more.
     let run_at = run_time(step.now(), item.run_at, item.delay_ms)?;
     let known: Option<IdRecord> = match &item.event_id {
         Some(id) => step.extra(0, &idempotency::record_key(id))?,

@@ -13,7 +13,7 @@ pub use context::{EmptyContext, WorkerPoolContext};
 pub use definition::WorkerPool;
 pub use erased::MAX_CONCURRENCY;
 pub(crate) use executor::alarm;
-pub(crate) use handler::handle;
+pub(crate) use handler::{handle, run_time};
 pub use routing::jump_hash;
 
 use std::time::Duration;
