@@ -136,7 +136,7 @@ async fn claim<B: Storage + Clock>(
             if step.record().claimed.is_some() {
                 step.record_mut().claimed = None;
             }
-            if step.record().delayed > 0 {
+            if step.record().delayed > 0 && step.record().next_delayed_at.is_none() {
                 look_up_delayed(&mut step).await?;
             }
             if step.record().pending != 0 || step.record().current.is_some() {
@@ -294,8 +294,8 @@ async fn promote_due<B: Storage + Clock>(step: &mut PoolStep<'_, B>) -> Result<(
     Ok(())
 }
 
-/// With the queue empty and delayed events counted: reads when the first one is due, in
-/// case the record lost track, and trusts the rows if there are none.
+/// With the queue empty and delayed events counted, but not when the first is due (a
+/// record that lost track): reads it, and trusts the rows if there are none.
 async fn look_up_delayed<B: Storage + Clock>(step: &mut PoolStep<'_, B>) -> Result<(), JobError> {
     let now = step.now();
     let first = step
