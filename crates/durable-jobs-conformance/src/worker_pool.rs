@@ -797,6 +797,8 @@ pub async fn enqueue_many_with_delays<R: TestRuntime>() {
     let client = rt.client();
     let pool = client.worker_pool::<Worker>();
     let t0 = rt.now();
+    // Paused, so that the counts are read before anything runs.
+    pool.pause_all().await.unwrap();
     let too_far = durable_jobs::MAX_DELAY + secs(1);
     let events = vec![
         (Task::named("in-20"), EnqueueRequest::new().delay(secs(20))),
@@ -821,6 +823,7 @@ pub async fn enqueue_many_with_delays<R: TestRuntime>() {
     assert!([0, 1, 3].iter().all(|i| results[*i].is_ok()), "{results:?}");
     let status = pool.status().await.unwrap();
     assert_eq!((status.pending, status.delayed), (1, 2));
+    pool.resume_all().await.unwrap();
     rt.advance(secs(0)).await;
     assert_eq!(executed(&log), ["now"]);
     rt.advance(secs(10)).await;
