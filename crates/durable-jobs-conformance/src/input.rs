@@ -131,6 +131,8 @@ pub async fn schema_invalid_values_store_nothing<R: TestRuntime>() {
         event: json!({"title": "x"}),
         event_id: None,
         priority: 0,
+        run_at: None,
+        delay_ms: None,
     };
     let err = client
         .send(request(JobKind::WorkerPool, "tasks", "0", enqueue))
@@ -233,6 +235,8 @@ pub async fn wrong_kind_requests_are_rejected<R: TestRuntime>() {
         event: json!({"name": "x"}),
         event_id: None,
         priority: 0,
+        run_at: None,
+        delay_ms: None,
     };
     let err = client
         .send(request(JobKind::WorkerPool, "tasks", "7", enqueue.clone()))

@@ -71,6 +71,30 @@ impl TestRuntime for TestJobs {
     }
 }
 
+/// A runtime that can stop and start again on the same storage.
+pub trait Restart: TestRuntime {
+    /// Stops the runtime as a shutdown would, then starts it again on the same storage,
+    /// with the same registry and tracker, its clock where it was.
+    fn restart(self) -> impl Future<Output = Self>;
+}
+
+impl Restart for TestJobs {
+    async fn restart(self) -> Self {
+        TestJobs::restart(&self);
+        self
+    }
+}
+
+/// Instantiates the tests that restart a runtime, as [`conformance_tests!`] does.
+#[macro_export]
+macro_rules! restart_tests {
+    ($rt:ty, $run:expr) => {
+        $crate::conformance_tests!(@each $rt, $run;
+            worker_pool::delayed_events_survive_a_restart,
+        );
+    };
+}
+
 /// Seconds, shorter to read in tests.
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -135,6 +159,13 @@ macro_rules! conformance_tests {
             task::an_execution_without_a_new_timer_leaves_the_task_idle,
             task::a_refused_or_panicking_event_changes_nothing,
             task::terminate_during_an_execution_discards_its_result,
+            worker_pool::delayed_events_run_at_their_time,
+            worker_pool::a_delayed_event_does_not_hold_up_its_partition,
+            worker_pool::due_delayed_events_take_their_place_in_the_queue,
+            worker_pool::cancel_a_delayed_event,
+            worker_pool::status_and_pending_show_delayed_events,
+            worker_pool::enqueue_many_with_delays,
+            worker_pool::run_times_out_of_bounds_are_refused,
             tracking::continuous_lifecycle_events,
             tracking::debounce_lifecycle_events,
             tracking::worker_pool_lifecycle_events,

@@ -3,7 +3,7 @@
 use durable_jobs::{EnqueueRequest, JobError, Registry, Status, GENERATED_ID_PREFIX};
 
 use crate::jobs::{ten_attempts_within_25_seconds, Gate, Log, Task, Worker};
-use crate::{secs, TestRuntime};
+use crate::{secs, Restart, TestRuntime};
 
 async fn with<R: TestRuntime>(worker: Worker) -> R {
     R::start(
@@ -504,6 +504,8 @@ pub async fn enqueue_many_answers_each_event<R: TestRuntime>() {
         event,
         event_id: None,
         priority: 0,
+        run_at: None,
+        delay_ms: None,
     };
     let answer = client
         .transport()
@@ -542,5 +544,433 @@ pub async fn enqueue_many_answers_each_event<R: TestRuntime>() {
     assert!(
         order(&["a1", "a4", "a5"]) && order(&["b1", "b2"]),
         "{ran:?}"
+    );
+}
+
+/// Milliseconds, as the API's times are.
+fn ms(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A delayed event runs at its time, not before, while events enqueued after it run at
+/// once; `on_empty` waits for it; a run time already past runs at once.
+pub async fn delayed_events_run_at_their_time<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 1)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let t0 = rt.now();
+    pool.enqueue_with(&Task::named("later"), EnqueueRequest::new().delay(secs(10)))
+        .await
+        .unwrap();
+    pool.enqueue_with(&Task::named("at"), EnqueueRequest::new().run_at(t0 + 4_000))
+        .await
+        .unwrap();
+    let now = pool.enqueue(&Task::named("now")).await.unwrap();
+    assert_eq!(now.position, 3, "delayed events count as waiting");
+    pool.enqueue_with(
+        &Task::named("past"),
+        EnqueueRequest::new().run_at(t0 - 60_000),
+    )
+    .await
+    .unwrap();
+    pool.enqueue_with(&Task::named("zero"), EnqueueRequest::new().delay(secs(0)))
+        .await
+        .unwrap();
+    rt.advance(secs(0)).await;
+    assert_eq!(executed(&log), ["now", "past", "zero"]);
+    assert!(
+        log.matching("empty").is_empty(),
+        "delayed events are waiting"
+    );
+    rt.advance(std::time::Duration::from_millis(3_999)).await;
+    assert_eq!(executed(&log), ["now", "past", "zero"]);
+    rt.advance(std::time::Duration::from_millis(1)).await;
+    assert_eq!(executed(&log), ["now", "past", "zero", "at"]);
+    rt.advance(std::time::Duration::from_millis(5_999)).await;
+    assert_eq!(executed(&log).len(), 4, "`later` is due at 10 s");
+    assert!(log.matching("empty").is_empty());
+    rt.advance(std::time::Duration::from_millis(1)).await;
+    assert_eq!(executed(&log), ["now", "past", "zero", "at", "later"]);
+    assert_eq!(log.matching("empty"), ["empty 0"]);
+    let status = pool.status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.delayed, status.processed),
+        (0, 0, 5)
+    );
+}
+
+/// A delayed event holds up nothing: the events of its partition enqueued after it run at
+/// once, and it runs at its time on the same instance.
+pub async fn a_delayed_event_does_not_hold_up_its_partition<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 3)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let on_p = || EnqueueRequest::new().partition_key("p");
+    let first = pool
+        .enqueue_with(&Task::named("first"), on_p().delay(secs(60)))
+        .await
+        .unwrap();
+    for name in ["second", "third"] {
+        let done = pool.enqueue_with(&Task::named(name), on_p()).await.unwrap();
+        assert_eq!(done.instance_index, first.instance_index);
+    }
+    rt.advance(secs(59)).await;
+    assert_eq!(executed(&log), ["second", "third"]);
+    rt.advance(secs(1)).await;
+    assert_eq!(executed(&log), ["second", "third", "first"]);
+    let index = first.instance_index;
+    assert_eq!(
+        log.matching("exec first"),
+        [format!("exec first on {index} attempt 1")]
+    );
+}
+
+/// Among runnable events the order stays priority, then enqueue order: a delayed event of
+/// high priority does not hold up runnable events of lower priority, and once due it takes
+/// its place by its priority and enqueue order, ahead of lower priorities and of later
+/// events of its own.
+pub async fn due_delayed_events_take_their_place_in_the_queue<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 1)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let at = |priority: i32| EnqueueRequest::new().priority(priority);
+    pool.enqueue_with(&Task::named("urgent-later"), at(9).delay(secs(10)))
+        .await
+        .unwrap();
+    pool.enqueue_with(&Task::named("low-1"), at(0))
+        .await
+        .unwrap();
+    pool.enqueue_with(&Task::named("low-2"), at(0))
+        .await
+        .unwrap();
+    rt.advance(secs(0)).await;
+    assert_eq!(executed(&log), ["low-1", "low-2"]);
+    rt.advance(secs(10)).await;
+    assert_eq!(executed(&log), ["low-1", "low-2", "urgent-later"]);
+
+    // Paused, so that everything is queued when the delayed events fall due.
+    pool.pause_all().await.unwrap();
+    for (name, priority, delay) in [
+        ("d-early", 0, Some(5)),
+        ("d-high", 9, Some(5)),
+        ("a", 0, None),
+        ("d-mid", 5, Some(5)),
+        ("b", 0, None),
+        ("c", 7, None),
+        ("d-late", 9, Some(60)),
+    ] {
+        let mut options = at(priority);
+        if let Some(delay) = delay {
+            options = options.delay(secs(delay));
+        }
+        pool.enqueue_with(&Task::named(name), options)
+            .await
+            .unwrap();
+    }
+    rt.advance(secs(5)).await;
+    assert_eq!(executed(&log).len(), 3, "paused");
+    pool.resume_all().await.unwrap();
+    rt.advance(secs(0)).await;
+    assert_eq!(
+        executed(&log)[3..],
+        ["d-high", "c", "d-mid", "d-early", "a", "b"]
+    );
+    rt.advance(secs(60)).await;
+    assert_eq!(executed(&log).last().map(String::as_str), Some("d-late"));
+}
+
+/// A delayed event can be cancelled; it never runs, and the alarm moves on to the next
+/// delayed event.
+pub async fn cancel_a_delayed_event<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 1)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let t0 = rt.now();
+    let later = |id: &str, delay: u64| EnqueueRequest::new().event_id(id).delay(secs(delay));
+    pool.enqueue_with(&Task::named("soon"), later("soon-1", 10))
+        .await
+        .unwrap();
+    pool.enqueue_with(&Task::named("late"), later("late-1", 30))
+        .await
+        .unwrap();
+    let kept = pool
+        .enqueue_with(&Task::named("kept"), EnqueueRequest::new().delay(secs(20)))
+        .await
+        .unwrap();
+    assert!(pool.cancel("soon-1").await.unwrap());
+    assert!(!pool.cancel("soon-1").await.unwrap());
+    let status = pool.instance_status(0).await.unwrap();
+    assert_eq!((status.pending, status.delayed), (0, 2));
+    assert_eq!(status.next_delayed_at, Some(t0 + 20_000));
+    assert!(pool.cancel(&kept.event_id).await.unwrap(), "a made-up id");
+    let status = pool.instance_status(0).await.unwrap();
+    assert_eq!(
+        (status.delayed, status.next_delayed_at),
+        (1, Some(t0 + 30_000))
+    );
+    rt.advance(secs(60)).await;
+    assert_eq!(executed(&log), ["late"]);
+    assert!(
+        pool.enqueue_with(
+            &Task::named("soon"),
+            EnqueueRequest::new().event_id("soon-1")
+        )
+        .await
+        .unwrap()
+        .duplicate,
+        "a cancelled id is remembered"
+    );
+}
+
+/// Status counts delayed events apart from queued ones, with the first run time; `pending`
+/// lists the queue, then the delayed events by run time, each with its run time, a page at
+/// a time.
+pub async fn status_and_pending_show_delayed_events<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 2)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let t0 = rt.now();
+    pool.pause_all().await.unwrap();
+    let on = |index: u32| EnqueueRequest::new().partition_key(format!("k{index}"));
+    // Partition keys that route to instance 0 and to instance 1.
+    let keys: Vec<u32> = (0..64)
+        .filter(|k| pool.route(&on(*k)).unwrap() == 0)
+        .take(1)
+        .chain(
+            (0..64)
+                .filter(|k| pool.route(&on(*k)).unwrap() == 1)
+                .take(1),
+        )
+        .collect();
+    let (zero, one) = (keys[0], keys[1]);
+    for (name, key, delay) in [
+        ("q-1", zero, None),
+        ("d-30", zero, Some(30)),
+        ("d-10", zero, Some(10)),
+        ("q-2", zero, None),
+        ("d-20", zero, Some(20)),
+        ("d-5", one, Some(5)),
+    ] {
+        let mut options = on(key);
+        if let Some(delay) = delay {
+            options = options.delay(secs(delay));
+        }
+        pool.enqueue_with(&Task::named(name), options)
+            .await
+            .unwrap();
+    }
+    let status = pool.status().await.unwrap();
+    assert_eq!((status.pending, status.delayed), (2, 4));
+    let per_instance: Vec<(u64, u64, Option<i64>)> = status
+        .instances
+        .iter()
+        .map(|s| (s.pending, s.delayed, s.next_delayed_at))
+        .collect();
+    assert_eq!(
+        per_instance,
+        [(2, 3, Some(t0 + 10_000)), (0, 1, Some(t0 + 5_000))]
+    );
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (items, next) = pool.pending(0, after, 2).await.unwrap();
+        seen.extend(items.into_iter().map(|e| {
+            let name = e.event["name"].as_str().unwrap_or("").to_string();
+            (name, e.delayed, e.run_at.map(|t| t - t0))
+        }));
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    let expected: Vec<(String, bool, Option<i64>)> = [
+        ("q-1", false, None),
+        ("q-2", false, None),
+        ("d-10", true, Some(10_000)),
+        ("d-20", true, Some(20_000)),
+        ("d-30", true, Some(30_000)),
+    ]
+    .into_iter()
+    .map(|(n, d, t)| (n.to_string(), d, t))
+    .collect();
+    assert_eq!(seen, expected);
+
+    // Due while paused: still delayed until a claim moves them; then listed in the queue
+    // with the time they were given.
+    rt.advance(secs(15)).await;
+    assert_eq!(pool.status().await.unwrap().delayed, 4);
+    pool.resume(1).await.unwrap();
+    rt.advance(secs(0)).await;
+    assert_eq!(executed(&log), ["d-5"]);
+    pool.resume(0).await.unwrap();
+    rt.advance(secs(0)).await;
+    assert_eq!(executed(&log), ["d-5", "q-1", "d-10", "q-2"]);
+    let status = pool.status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.delayed, status.processed),
+        (0, 2, 4)
+    );
+    assert_eq!(status.instances[0].next_delayed_at, Some(t0 + 20_000));
+    assert_eq!(status.instances[1].next_delayed_at, None);
+    rt.advance(secs(15)).await;
+    let status = pool.status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.delayed, status.processed),
+        (0, 0, 6)
+    );
+}
+
+/// `enqueue_many` takes a run time per event; one too far ahead is refused alone.
+pub async fn enqueue_many_with_delays<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 2)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let t0 = rt.now();
+    // Paused, so that the counts are read before anything runs.
+    pool.pause_all().await.unwrap();
+    let too_far = durable_jobs::MAX_DELAY + secs(1);
+    let events = vec![
+        (Task::named("in-20"), EnqueueRequest::new().delay(secs(20))),
+        (Task::named("now"), EnqueueRequest::new()),
+        (Task::named("too-far"), EnqueueRequest::new().delay(too_far)),
+        (
+            Task::named("at-10"),
+            EnqueueRequest::new().run_at(t0 + 10_000).event_id("at-10"),
+        ),
+        (
+            Task::named("again"),
+            EnqueueRequest::new().event_id("at-10").delay(secs(1)),
+        ),
+    ];
+    let results = pool.enqueue_many(&events).await.unwrap();
+    assert!(
+        matches!(results[2], Err(JobError::BadRequest { .. })),
+        "{:?}",
+        results[2]
+    );
+    assert!(results[4].as_ref().unwrap().duplicate);
+    assert!([0, 1, 3].iter().all(|i| results[*i].is_ok()), "{results:?}");
+    let status = pool.status().await.unwrap();
+    assert_eq!((status.pending, status.delayed), (1, 2));
+    pool.resume_all().await.unwrap();
+    rt.advance(secs(0)).await;
+    assert_eq!(executed(&log), ["now"]);
+    rt.advance(secs(10)).await;
+    assert_eq!(executed(&log), ["now", "at-10"]);
+    rt.advance(secs(10)).await;
+    assert_eq!(executed(&log), ["now", "at-10", "in-20"]);
+}
+
+/// A run time more than `MAX_DELAY` ahead, a delay longer than that (even one that no
+/// milliseconds count holds) and a request giving both a time and a delay are refused
+/// with a bad request, and store nothing; `MAX_DELAY` itself is accepted.
+pub async fn run_times_out_of_bounds_are_refused<R: TestRuntime>() {
+    use durable_jobs::wire::{Operation, Request};
+    use durable_jobs::{InstanceId, JobKind, Transport, MAX_DELAY};
+
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 1)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let now = rt.now();
+    for options in [
+        EnqueueRequest::new().delay(MAX_DELAY + std::time::Duration::from_millis(1)),
+        EnqueueRequest::new().delay(std::time::Duration::MAX),
+        EnqueueRequest::new().run_at(now + ms(MAX_DELAY) + 1),
+        EnqueueRequest::new().run_at(i64::MAX),
+    ] {
+        let error = pool
+            .enqueue_with(&Task::named("x"), options.clone())
+            .await
+            .expect_err("out of bounds");
+        assert!(
+            matches!(&error, JobError::BadRequest { message } if message.contains("10 years")),
+            "{options:?}: {error:?}"
+        );
+    }
+    let both = Request {
+        instance: InstanceId::new(JobKind::WorkerPool, "tasks", "0"),
+        op: Operation::WorkerPoolEnqueue {
+            event: serde_json::json!({"name": "x"}),
+            event_id: None,
+            priority: 0,
+            run_at: Some(now + 1_000),
+            delay_ms: Some(1_000),
+        },
+    };
+    assert!(matches!(
+        client.transport().send(both).await,
+        Err(JobError::BadRequest { .. })
+    ));
+    let status = pool.status().await.unwrap();
+    assert_eq!((status.pending, status.delayed), (0, 0), "nothing stored");
+
+    let furthest = pool
+        .enqueue_with(&Task::named("far"), EnqueueRequest::new().delay(MAX_DELAY))
+        .await
+        .unwrap();
+    let status = pool.instance_status(0).await.unwrap();
+    assert_eq!(status.next_delayed_at, Some(now + ms(MAX_DELAY)));
+    assert!(pool.cancel(&furthest.event_id).await.unwrap());
+    pool.enqueue_with(
+        &Task::named("long-ago"),
+        EnqueueRequest::new().run_at(i64::MIN),
+    )
+    .await
+    .unwrap();
+    rt.advance(secs(0)).await;
+    assert_eq!(executed(&log), ["long-ago"]);
+}
+
+/// Delayed events are stored like queued ones: after a restart they are still counted,
+/// listed and cancellable, and run at their time, not before.
+pub async fn delayed_events_survive_a_restart<R: Restart>() {
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 1)).await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let t0 = rt.now();
+    for (id, delay) in [("in-30", 30), ("in-40", 40), ("in-50", 50)] {
+        let options = EnqueueRequest::new().event_id(id).delay(secs(delay));
+        pool.enqueue_with(&Task::named(id), options).await.unwrap();
+    }
+    pool.enqueue(&Task::named("now")).await.unwrap();
+    rt.advance(secs(10)).await;
+    assert_eq!(executed(&log), ["now"]);
+
+    let rt = rt.restart().await;
+    let client = rt.client();
+    let pool = client.worker_pool::<Worker>();
+    let status = pool.instance_status(0).await.unwrap();
+    assert_eq!((status.pending, status.delayed), (0, 3));
+    assert_eq!(status.next_delayed_at, Some(t0 + 30_000));
+    let (items, _) = pool.pending(0, None, 10).await.unwrap();
+    let listed: Vec<(&str, bool)> = items
+        .iter()
+        .map(|e| (e.event_id.as_str(), e.delayed))
+        .collect();
+    assert_eq!(listed, [("in-30", true), ("in-40", true), ("in-50", true)]);
+    assert!(pool.cancel("in-40").await.unwrap());
+    rt.advance(secs(19)).await;
+    assert_eq!(executed(&log), ["now"], "not before its time");
+    rt.advance(secs(1)).await;
+    assert_eq!(executed(&log), ["now", "in-30"]);
+    rt.advance(secs(30)).await;
+    assert_eq!(executed(&log), ["now", "in-30", "in-50"]);
+    assert!(
+        pool.enqueue_with(
+            &Task::named("in-30"),
+            EnqueueRequest::new().event_id("in-30")
+        )
+        .await
+        .unwrap()
+        .duplicate
     );
 }

@@ -3,3 +3,4 @@
 use durable_jobs::testing::TestJobs;
 
 durable_jobs_conformance::conformance_tests!(TestJobs, |fut| futures::executor::block_on(fut));
+durable_jobs_conformance::restart_tests!(TestJobs, |fut| futures::executor::block_on(fut));

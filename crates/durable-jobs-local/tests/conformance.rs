@@ -1,4 +1,5 @@
-//! The shared behaviour suite on the embedded runtime (SQLite in memory, virtual clock).
+//! The shared behaviour suite on the embedded runtime (a SQLite file of its own for each
+//! test, so that a test can restart the runtime on it; virtual clock).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +9,31 @@ use durable_jobs::services::tracker::MemoryTracker;
 use durable_jobs::testing::DEFAULT_START;
 use durable_jobs::{JobError, JobKind, JobsClient, Registry};
 use durable_jobs_conformance::inspect::Inspect;
-use durable_jobs_conformance::TestRuntime;
+use durable_jobs_conformance::{Restart, TestRuntime};
 use durable_jobs_local::{LocalRuntime, LocalTransport};
 
 struct Local {
     runtime: LocalRuntime,
     tracker: Arc<MemoryTracker>,
+    registry: Registry,
+    /// Holds the database file; removed when the test ends.
+    dir: tempfile::TempDir,
+}
+
+impl Local {
+    fn open(
+        registry: &Registry,
+        tracker: &Arc<MemoryTracker>,
+        dir: &tempfile::TempDir,
+        at: i64,
+    ) -> LocalRuntime {
+        LocalRuntime::builder(registry.clone())
+            .path(dir.path().join("jobs.db"))
+            .virtual_clock(at)
+            .tracker(tracker.clone())
+            .open()
+            .expect("open a runtime on a file of its own")
+    }
 }
 
 impl TestRuntime for Local {
@@ -21,13 +41,14 @@ impl TestRuntime for Local {
 
     async fn start(registry: Registry) -> Self {
         let tracker = Arc::new(MemoryTracker::new());
-        let runtime = LocalRuntime::builder(registry)
-            .in_memory()
-            .virtual_clock(DEFAULT_START)
-            .tracker(tracker.clone())
-            .open()
-            .expect("open an in-memory runtime");
-        Local { runtime, tracker }
+        let dir = tempfile::tempdir().expect("a directory for the database");
+        let runtime = Local::open(&registry, &tracker, &dir, DEFAULT_START);
+        Local {
+            runtime,
+            tracker,
+            registry,
+            dir,
+        }
     }
 
     fn client(&self) -> JobsClient<LocalTransport> {
@@ -47,6 +68,26 @@ impl TestRuntime for Local {
     }
 }
 
+impl Restart for Local {
+    async fn restart(self) -> Self {
+        let Local {
+            runtime,
+            tracker,
+            registry,
+            dir,
+        } = self;
+        let now = runtime.now();
+        runtime.shutdown().await;
+        let runtime = Local::open(&registry, &tracker, &dir, now);
+        Local {
+            runtime,
+            tracker,
+            registry,
+            dir,
+        }
+    }
+}
+
 impl Inspect for Local {
     async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
         self.runtime.instances(query).await
@@ -59,3 +100,4 @@ impl Inspect for Local {
 
 durable_jobs_conformance::conformance_tests!(Local, |fut| futures::executor::block_on(fut));
 durable_jobs_conformance::inspect_tests!(Local, |fut| futures::executor::block_on(fut));
+durable_jobs_conformance::restart_tests!(Local, |fut| futures::executor::block_on(fut));

@@ -10,7 +10,7 @@ use durable_jobs::services::tracker::MemoryTracker;
 use durable_jobs::testing::DEFAULT_START;
 use durable_jobs::{JobError, JobKind, JobsClient, Registry};
 use durable_jobs_conformance::inspect::Inspect;
-use durable_jobs_conformance::TestRuntime;
+use durable_jobs_conformance::{Restart, TestRuntime};
 use durable_jobs_postgres::testing::{unique_name, TestServer};
 use durable_jobs_postgres::{PostgresRuntime, PostgresTransport};
 
@@ -25,6 +25,27 @@ fn server() -> &'static TestServer {
 struct Postgres {
     runtime: PostgresRuntime,
     tracker: Arc<MemoryTracker>,
+    registry: Registry,
+    schema: String,
+}
+
+impl Postgres {
+    async fn connect(
+        registry: &Registry,
+        tracker: &Arc<MemoryTracker>,
+        schema: &str,
+        at: i64,
+    ) -> PostgresRuntime {
+        PostgresRuntime::builder(server().url(), registry.clone())
+            .schema(schema)
+            .virtual_clock(at)
+            .tracker(tracker.clone())
+            .shards(2)
+            .max_connections(4)
+            .connect()
+            .await
+            .expect("start a runtime on the test server")
+    }
 }
 
 impl TestRuntime for Postgres {
@@ -32,16 +53,14 @@ impl TestRuntime for Postgres {
 
     async fn start(registry: Registry) -> Self {
         let tracker = Arc::new(MemoryTracker::new());
-        let runtime = PostgresRuntime::builder(server().url(), registry)
-            .schema(unique_name("conformance"))
-            .virtual_clock(DEFAULT_START)
-            .tracker(tracker.clone())
-            .shards(2)
-            .max_connections(4)
-            .connect()
-            .await
-            .expect("start a runtime on the test server");
-        Postgres { runtime, tracker }
+        let schema = unique_name("conformance");
+        let runtime = Postgres::connect(&registry, &tracker, &schema, DEFAULT_START).await;
+        Postgres {
+            runtime,
+            tracker,
+            registry,
+            schema,
+        }
     }
 
     fn client(&self) -> JobsClient<PostgresTransport> {
@@ -61,6 +80,26 @@ impl TestRuntime for Postgres {
     }
 }
 
+impl Restart for Postgres {
+    async fn restart(self) -> Self {
+        let Postgres {
+            runtime,
+            tracker,
+            registry,
+            schema,
+        } = self;
+        let now = runtime.now();
+        runtime.shutdown().await;
+        let runtime = Postgres::connect(&registry, &tracker, &schema, now).await;
+        Postgres {
+            runtime,
+            tracker,
+            registry,
+            schema,
+        }
+    }
+}
+
 impl Inspect for Postgres {
     async fn instances(&self, query: &InstanceQuery) -> Result<InstancePage, JobError> {
         self.runtime.instances(query).await
@@ -73,3 +112,4 @@ impl Inspect for Postgres {
 
 durable_jobs_conformance::conformance_tests!(Postgres, |fut| futures::executor::block_on(fut));
 durable_jobs_conformance::inspect_tests!(Postgres, |fut| futures::executor::block_on(fut));
+durable_jobs_conformance::restart_tests!(Postgres, |fut| futures::executor::block_on(fut));

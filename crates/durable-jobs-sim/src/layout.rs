@@ -77,7 +77,8 @@ fn bad(detail: String) -> Violation {
 /// Where a simulated event is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
-    /// A WorkerPool queue row, with its sequence number.
+    /// A WorkerPool queue row or delayed row (the same event, before and after its time),
+    /// with its sequence number.
     Queued {
         /// The row's sequence number.
         seq: u64,
@@ -127,12 +128,14 @@ fn pool_serials(rows: &Records) -> Vec<Stored> {
         place,
         event_id: row["eventId"].as_str().map(str::to_string),
     };
-    let queued = with_prefix(rows, "q:").map(|(_, row)| {
-        let place = Place::Queued {
-            seq: num(row, "seq"),
-        };
-        stored(row, place)
-    });
+    let queued = with_prefix(rows, "q:")
+        .chain(with_prefix(rows, "d:"))
+        .map(|(_, row)| {
+            let place = Place::Queued {
+                seq: num(row, "seq"),
+            };
+            stored(row, place)
+        });
     let dead = with_prefix(rows, "dead:").map(|(_, row)| stored(row, Place::Dead));
     queued.chain(dead).collect()
 }
@@ -329,14 +332,20 @@ fn check_debounce(rows: &Records, cfg: &JobsConfig) -> Result<(), Violation> {
 fn check_pool(rows: &Records) -> Result<(), Violation> {
     let pool = decode(rows, "pool").unwrap_or(&NULL);
     let queued = count_prefix(rows, "q:");
+    let delayed = count_prefix(rows, "d:");
     let dead = count_prefix(rows, "dead:");
-    if num(pool, "pending") != queued || num(pool, "dead") != dead {
+    if num(pool, "pending") != queued
+        || num(pool, "delayed") != delayed
+        || num(pool, "dead") != dead
+    {
         return Err(bad(format!(
-            "pool counts pending {} / dead {} but {queued} queue rows and {dead} dead rows",
+            "pool counts pending {} / delayed {} / dead {} but {queued} queue rows, {delayed} delayed rows and {dead} dead rows",
             num(pool, "pending"),
+            num(pool, "delayed"),
             num(pool, "dead")
         )));
     }
+    check_delayed(rows, pool)?;
     if let Some(current) = pool["current"].as_str() {
         if !rows.contains_key(current) {
             return Err(bad(format!("pool.current `{current}` is not in the queue")));
@@ -351,7 +360,7 @@ fn check_pool(rows: &Records) -> Result<(), Violation> {
             )));
         }
     }
-    for (prefix, tag) in [("q:", "queued"), ("dead:", "dead")] {
+    for (prefix, tag) in [("q:", "queued"), ("d:", "queued"), ("dead:", "dead")] {
         for (key, row) in with_prefix(rows, prefix) {
             let id = row["eventId"].as_str().unwrap_or_default();
             let record = decode(rows, &format!("idem:{id}")).unwrap_or(&NULL);
@@ -361,6 +370,43 @@ fn check_pool(rows: &Records) -> Result<(), Violation> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// Delayed rows sit under `d:{run_at}:{seq}`, their own run time and sequence number, and
+/// the pool record's `nextDelayedAt` is the first one's run time (the alarm's due time
+/// for them); queue rows sit under `q:{rank}:{seq}`, whatever run time they came with.
+fn check_delayed(rows: &Records, pool: &Value) -> Result<(), Violation> {
+    for (key, row) in with_prefix(rows, "d:") {
+        let Some(run_at) = time(row, "runAt") else {
+            return Err(bad(format!("delayed row `{key}` has no run time")));
+        };
+        let expected = format!("d:{:020}:{:020}", run_at.max(0), num(row, "seq"));
+        if key != expected {
+            return Err(bad(format!(
+                "delayed row `{key}` runs at {run_at}: its key should be `{expected}`"
+            )));
+        }
+    }
+    for (key, row) in with_prefix(rows, "q:") {
+        let rank = i64::from(i32::MAX) - row["priority"].as_i64().unwrap_or(0);
+        let expected = format!("q:{rank:010}:{:020}", num(row, "seq"));
+        if key != expected {
+            return Err(bad(format!(
+                "queue row `{key}` of priority {}: its key should be `{expected}`",
+                row["priority"]
+            )));
+        }
+    }
+    let first = with_prefix(rows, "d:")
+        .next()
+        .and_then(|(_, row)| time(row, "runAt"));
+    let noted = time(pool, "nextDelayedAt");
+    if noted != first {
+        return Err(bad(format!(
+            "pool.nextDelayedAt is {noted:?}, but the first delayed row runs at {first:?}"
+        )));
     }
     Ok(())
 }
@@ -490,11 +536,18 @@ fn pool_due(rows: &Records) -> Option<i64> {
     if pool["paused"] == true {
         return None;
     }
-    if !pool["current"].is_null() {
-        return Some(time(pool, "retryAt").unwrap_or(0));
-    }
-    let work = num(pool, "pending") > 0 || count_prefix(rows, "q:") > 0;
-    (work || pool["drained"] == false).then_some(0)
+    // The first delayed event is due at its time; `on_empty` waits for it.
+    let delayed = with_prefix(rows, "d:")
+        .next()
+        .map(|(_, row)| time(row, "runAt").unwrap_or(0));
+    let queue = if !pool["current"].is_null() {
+        Some(time(pool, "retryAt").unwrap_or(0))
+    } else {
+        let work = num(pool, "pending") > 0 || count_prefix(rows, "q:") > 0;
+        let empty_hook = pool["drained"] == false && delayed.is_none();
+        (work || empty_hook).then_some(0)
+    };
+    [queue, delayed].into_iter().flatten().min()
 }
 
 /// The token of a Continuous instance's state, if it has one.
@@ -542,7 +595,11 @@ pub fn check_work_pending(rows: &Records, work: &Work, attempt: u32) -> Result<(
             ))
         }
         Work::Event { serial, seq } => {
-            let row = with_prefix(rows, "q:").find(|(_, row)| num(row, "seq") == *seq);
+            // A claim runs the events it moved out of the delayed rows before that move
+            // is durable: a crash puts them back there, due, to run again.
+            let row = with_prefix(rows, "q:")
+                .chain(with_prefix(rows, "d:"))
+                .find(|(_, row)| num(row, "seq") == *seq);
             match row {
                 Some((_, row)) if num(&row["event"], "serial") == *serial => {
                     if num(row, "attempt") >= attempt {
@@ -571,29 +628,58 @@ pub fn is_queue_head(rows: &Records, seq: u64) -> bool {
 /// Checks, when a WorkerPool event starts, that it is the head of its queue: the event
 /// waiting for its retry if there is one, else the first by priority then enqueue order.
 /// Events enqueued since its claim have a later sequence number, so an earlier one still
-/// queued ahead of it was passed over. `ran`: events of the same claim that already ran
-/// successfully, whose outcomes are not recorded yet; they are not ahead any more.
+/// queued ahead of it was passed over, unless it is a delayed event that came into the
+/// queue since: one due before this event was enqueued (or came due itself) was moved
+/// into the queue by this event's claim at the latest. `ran`: events of the same claim
+/// that already ran successfully, whose outcomes are not recorded yet; they are not ahead
+/// any more.
 pub fn check_queue_order(rows: &Records, work: &Work, ran: &[u64]) -> Result<(), Violation> {
     let Work::Event { serial, seq } = work else {
         return Ok(());
     };
     let pool = decode(rows, "pool").unwrap_or(&NULL);
     let mine = with_prefix(rows, "q:").find(|(_, row)| num(row, "seq") == *seq);
-    let Some((key, _)) = mine else {
+    let Some(mine) = mine else {
         return Ok(());
     };
+    let key = mine.0;
     let out_of_order = |what: String| Err(Violation::new(class::ORDER, what));
     if let Some(current) = pool["current"].as_str().filter(|c| *c != key) {
         return out_of_order(format!(
             "event #{serial} starts while `{current}` waits for its retry at the head"
         ));
     }
+    // This event was claimed no sooner than it was enqueued, nor (if delayed) due.
+    let claimed_after = [time(mine.1, "enqueuedAt"), time(mine.1, "runAt")]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(i64::MIN);
     let ahead = with_prefix(rows, "q:")
         .take_while(|(k, _)| *k < key)
-        .find(|(_, row)| num(row, "seq") < *seq && !ran.contains(&num(row, "seq")));
-    match ahead {
-        Some((other, _)) => out_of_order(format!(
+        .find(|(_, row)| {
+            num(row, "seq") < *seq
+                && !ran.contains(&num(row, "seq"))
+                && time(row, "runAt").is_none_or(|t| t <= claimed_after)
+        });
+    if let Some((other, _)) = ahead {
+        return out_of_order(format!(
             "event #{serial} (`{key}`) starts while `{other}`, queued before it, is ahead of it"
+        ));
+    }
+    // A delayed event due by then that its claim left out of the queue, where it would
+    // have been ahead.
+    let left_out = with_prefix(rows, "d:").find(|(_, row)| {
+        let rank = i64::from(i32::MAX) - row["priority"].as_i64().unwrap_or(0);
+        let queue_key = format!("q:{rank:010}:{:020}", num(row, "seq"));
+        queue_key.as_str() < key
+            && num(row, "seq") < *seq
+            && time(row, "runAt").is_some_and(|t| t <= claimed_after)
+    });
+    match left_out {
+        Some((other, row)) => out_of_order(format!(
+            "event #{serial} (`{key}`) starts while `{other}`, due at {} and ahead of it, is still delayed",
+            row["runAt"]
         )),
         None => Ok(()),
     }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::config::{may_end_after, JobsConfig};
 use crate::layout::{self, Place, Rows, Stored, View};
-use crate::ops::{Expected, History};
+use crate::ops::{Expected, History, RunTime};
 use crate::runtime::TaskId;
 use crate::violation::{class, Violation};
 use crate::world::{Execution, Outcome, Work};
@@ -69,6 +69,8 @@ struct Event {
     seen_dead: bool,
     /// Gone from durable storage, for an accepted reason.
     done: bool,
+    /// The earliest it may run: a WorkerPool event enqueued with a run time or a delay.
+    not_before: Option<i64>,
 }
 
 /// Something that may remove events without running them.
@@ -258,8 +260,12 @@ impl Model {
     }
 
     fn note_event(&mut self, task: TaskId, request: &Request, instance: &str, now: i64, tick: u64) {
-        for (event, event_id) in request_events(request) {
+        for (event, event_id, time) in request_events(request) {
+            let not_before = time.not_before(now);
             self.note_one_event(task, request, instance, now, tick, event, event_id);
+            if let Some(e) = event_serial(event).and_then(|s| self.events.get_mut(&s)) {
+                e.not_before = not_before;
+            }
         }
     }
 
@@ -302,6 +308,7 @@ impl Model {
                 seqs: BTreeSet::new(),
                 seen_dead: false,
                 done: false,
+                not_before: None,
             },
         );
     }
@@ -333,6 +340,16 @@ impl Model {
     pub fn executions(&mut self, finished: Vec<Execution>) -> Result<(), Violation> {
         for e in finished {
             self.counts.executions += 1;
+            if let Work::Event { serial, .. } = &e.work {
+                let due = self.events.get(serial).and_then(|ev| ev.not_before);
+                if let Some(due) = due.filter(|t| e.started_at < *t) {
+                    let d = format!(
+                        "event #{serial} started at {}, before its run time {due}",
+                        e.started_at
+                    );
+                    return Err(violation(class::EARLY, &e.instance, d));
+                }
+            }
             if e.outcome != Outcome::Succeeded {
                 continue;
             }
@@ -401,7 +418,7 @@ impl Model {
     }
 
     fn resolve_id(&mut self, task: TaskId, request: &Request, instance: &str, state: IdState) {
-        for (_, id) in request_events(request) {
+        for (_, id, _) in request_events(request) {
             if let Some(id) = id {
                 self.resolve_one_id(task, instance, id, state);
             }
@@ -609,6 +626,19 @@ impl Model {
                     ));
                 }
                 for (item, outcome) in events.iter().zip(outcomes) {
+                    let time = RunTime {
+                        run_at: item.run_at,
+                        delay_ms: item.delay_ms,
+                    };
+                    if time.refused(a.sent.submitted) {
+                        if outcome.rejected.is_none() || outcome.event_id.is_some() {
+                            return a.bad(format!(
+                                "an event with run time {time:?} was taken: {outcome:?}"
+                            ));
+                        }
+                        self.item_refused(a, item);
+                        continue;
+                    }
                     let Some(answered) = outcome
                         .event_id
                         .clone()
@@ -668,10 +698,13 @@ impl Model {
                 Operation::WorkerPoolPending { limit, .. },
                 Response::PendingEvents { items, next },
             ) => {
-                // Queue order: higher priority first, then enqueue order.
-                let ordered = items
-                    .windows(2)
-                    .all(|w| (-w[0].priority, w[0].seq) < (-w[1].priority, w[1].seq));
+                // Queue order (higher priority first, then enqueue order), then the
+                // delayed events by run time, then enqueue order.
+                let order = |e: &durable_jobs::QueuedEvent| match e.delayed {
+                    false => (0, i64::from(e.priority).saturating_neg(), e.seq),
+                    true => (1, e.run_at.unwrap_or(i64::MIN), e.seq),
+                };
+                let ordered = items.windows(2).all(|w| order(&w[0]) < order(&w[1]));
                 if !ordered {
                     return a.bad(format!("pending events out of queue order: {items:?}"));
                 }
@@ -806,6 +839,16 @@ impl Model {
             return Err(violation(class::LOST_ACK, a.instance, d));
         }
         Ok(())
+    }
+
+    /// An event of an enqueue of several that the engine refused: nothing of it was stored.
+    fn item_refused(&mut self, a: &Answer, item: &durable_jobs::EnqueueItem) {
+        if let Some(id) = &item.event_id {
+            self.resolve_one_id(a.task, a.instance, id, IdState::NotStored);
+        }
+        if let Some(e) = event_serial(&item.event).and_then(|s| self.events.get_mut(&s)) {
+            e.stage = Stage::NotStored;
+        }
     }
 
     /// The idempotency rules: an id stored within the retention period is a duplicate; a
@@ -1162,22 +1205,39 @@ impl Model {
     }
 }
 
-/// The events a request carries, with their ids.
-fn request_events(request: &Request) -> Vec<(&Value, &Option<String>)> {
+/// The events a request carries, with their ids and run times.
+fn request_events(request: &Request) -> Vec<(&Value, &Option<String>, RunTime)> {
     match &request.op {
-        Operation::DebounceAdd { event, event_id }
-        | Operation::WorkerPoolEnqueue {
-            event, event_id, ..
-        } => vec![(event, event_id)],
-        Operation::WorkerPoolEnqueueMany { events } => {
-            events.iter().map(|e| (&e.event, &e.event_id)).collect()
+        Operation::DebounceAdd { event, event_id } => vec![(event, event_id, RunTime::NOW)],
+        Operation::WorkerPoolEnqueue {
+            event,
+            event_id,
+            run_at,
+            delay_ms,
+            ..
+        } => {
+            let time = RunTime {
+                run_at: *run_at,
+                delay_ms: *delay_ms,
+            };
+            vec![(event, event_id, time)]
         }
         // Events the reducer must refuse are not tracked, as a single add of one is not: if
         // one is ever stored, it was never sent.
         Operation::DebounceAddMany { events } => events
             .iter()
             .filter(|e| !refused_by_the_reducer(&e.event))
-            .map(|e| (&e.event, &e.event_id))
+            .map(|e| (&e.event, &e.event_id, RunTime::NOW))
+            .collect(),
+        Operation::WorkerPoolEnqueueMany { events } => events
+            .iter()
+            .map(|e| {
+                let time = RunTime {
+                    run_at: e.run_at,
+                    delay_ms: e.delay_ms,
+                };
+                (&e.event, &e.event_id, time)
+            })
             .collect(),
         _ => Vec::new(),
     }
@@ -1191,7 +1251,7 @@ fn refused_by_the_reducer(event: &Value) -> bool {
 fn sent_serials(request: &Request) -> Vec<u64> {
     request_events(request)
         .into_iter()
-        .filter_map(|(event, _)| event_serial(event))
+        .filter_map(|(event, _, _)| event_serial(event))
         .collect()
 }
 

@@ -28,6 +28,52 @@ const PARTITIONS: [&str; 4] = ["p1", "p2", "p3", "p4"];
 /// How many futures may be in flight before the generator stops sending requests.
 const MAX_IN_FLIGHT: usize = 6;
 
+/// Twenty years: a run time this far ahead is refused, whatever the clock did meanwhile.
+const FAR_AHEAD_MS: i64 = 20 * 365 * 24 * 60 * 60 * 1000;
+
+/// When an enqueued event may run, as the wire carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunTime {
+    /// A time (ms since the epoch).
+    pub run_at: Option<i64>,
+    /// A delay from the instance's time (ms).
+    pub delay_ms: Option<u64>,
+}
+
+impl RunTime {
+    /// No time: run at once.
+    pub const NOW: RunTime = RunTime {
+        run_at: None,
+        delay_ms: None,
+    };
+
+    /// Whether the engine must refuse it, given the time `sent` the request was sent: both
+    /// a time and a delay, or one more than `MAX_DELAY` ahead. The generator keeps well
+    /// away from the bound, so the time the engine reads it at does not matter.
+    pub fn refused(self, sent: i64) -> bool {
+        let max = i64::try_from(durable_jobs::MAX_DELAY.as_millis()).unwrap_or(i64::MAX);
+        match (self.run_at, self.delay_ms) {
+            (Some(_), Some(_)) => true,
+            (Some(at), None) => at.saturating_sub(sent) > max,
+            (None, Some(delay)) => i64::try_from(delay).map_or(true, |d| d > max),
+            (None, None) => false,
+        }
+    }
+
+    /// The earliest time the event may run, if the engine takes it: no step that stores
+    /// it runs before `sent`.
+    pub fn not_before(self, sent: i64) -> Option<i64> {
+        if self.refused(sent) {
+            return None;
+        }
+        match (self.run_at, self.delay_ms) {
+            (Some(at), _) => Some(at),
+            (None, Some(delay)) => Some(sent.saturating_add(i64::try_from(delay).ok()?)),
+            (None, None) => None,
+        }
+    }
+}
+
 /// What a request is expected to end with, whatever the instance's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expected {
@@ -261,6 +307,8 @@ pub struct Generator {
     next_task: TaskId,
     /// The instance the request being drawn aims at, if any.
     focus: Option<InstanceId>,
+    /// The time when the request being drawn is sent.
+    now: i64,
 }
 
 impl Generator {
@@ -275,6 +323,7 @@ impl Generator {
             next_id: 1,
             next_task: 0,
             focus: None,
+            now: 0,
         }
     }
 
@@ -361,6 +410,7 @@ impl Generator {
             None => self.rng.below(100),
         };
         self.focus = focus;
+        self.now = rt.now();
         let (request, expected) = match kind_roll {
             0..=29 => self.continuous(),
             30..=62 => self.debounce(history),
@@ -539,6 +589,31 @@ impl Generator {
         (Operation::DebounceAddMany { events }, expected)
     }
 
+    /// When an event may run: mostly at once; else after a delay, at a time ahead or
+    /// already past; now and then a time the engine must refuse (too far ahead, a delay no
+    /// `i64` holds, or a time and a delay both).
+    fn run_time(&mut self) -> RunTime {
+        let now = self.now;
+        let (run_at, delay_ms) = match self.rng.below(100) {
+            0..=63 => (None, None),
+            64..=75 => {
+                let delay = match self.rng.below(3) {
+                    0 => 0,
+                    1 => self.rng.between(1, 1_000),
+                    _ => self.rng.between(1_000, 30_000),
+                };
+                (None, u64::try_from(delay).ok())
+            }
+            76..=87 => (Some(now + self.rng.between(1, 30_000)), None),
+            88..=93 => (Some(now - self.rng.between(0, 20_000)), None),
+            94..=95 => (None, u64::try_from(FAR_AHEAD_MS).ok()),
+            96 => (Some(now + FAR_AHEAD_MS), None),
+            97 => (Some(now + 1_000), Some(1_000)),
+            _ => (None, Some(u64::MAX)),
+        };
+        RunTime { run_at, delay_ms }
+    }
+
     /// The index of the pool instance in focus, if one is.
     fn focus_index(&self) -> Option<u32> {
         self.focus.as_ref().and_then(InstanceId::pool_index)
@@ -614,10 +689,13 @@ impl Generator {
                 let event_id = self
                     .event_id(history, &name)
                     .filter(|id| ids.insert(id.clone()));
+                let time = self.run_time();
                 EnqueueItem {
                     event: self.item(),
                     event_id,
                     priority: *self.rng.pick(&[-1, 0, 0, 5]),
+                    run_at: time.run_at,
+                    delay_ms: time.delay_ms,
                 }
             })
             .collect();
@@ -667,14 +745,18 @@ impl Generator {
         let reserved = event_id
             .as_deref()
             .is_some_and(|id| id.starts_with(durable_jobs::GENERATED_ID_PREFIX));
-        if reserved && expected != Expected::TooLarge {
-            // Ids of the shape the engine makes up are refused before anything is read.
+        let time = self.run_time();
+        if (reserved || time.refused(self.now)) && expected != Expected::TooLarge {
+            // Ids of the shape the engine makes up, and run times out of bounds, are
+            // refused before anything is read (sizes are checked first).
             expected = Expected::BadRequest;
         }
         let op = Operation::WorkerPoolEnqueue {
             event,
             event_id,
             priority,
+            run_at: time.run_at,
+            delay_ms: time.delay_ms,
         };
         (
             Request {

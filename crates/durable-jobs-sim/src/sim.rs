@@ -696,6 +696,8 @@ impl Sim {
                     event,
                     event_id: Some(id.clone()),
                     priority: 0,
+                    run_at: None,
+                    delay_ms: None,
                 },
             };
             let task = self.next_task;

@@ -45,6 +45,8 @@ pub mod class {
     pub const USER_CODE_IN_REQUEST: &str = "user-code-in-request";
     /// A WorkerPool event ran before one that was ahead of it in its queue.
     pub const ORDER: &str = "order";
+    /// A delayed WorkerPool event ran before its run time.
+    pub const EARLY: &str = "early";
     /// A Debounce batch held more than `max_events` events.
     pub const BATCH_TOO_LARGE: &str = "batch-too-large";
     /// An event id was reported duplicate, or accepted, against its retention period.

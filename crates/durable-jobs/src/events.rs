@@ -107,7 +107,7 @@ pub enum EventKind {
     WorkerPoolEnqueued {
         /// The event's id.
         event_id: String,
-        /// Pending events on the instance, this one included.
+        /// Events waiting on the instance (queued and delayed), this one included.
         position: u64,
     },
     /// An event is being processed.

@@ -116,7 +116,8 @@ pub struct InstanceSummary {
     pub created_at: i64,
     /// When its status last changed.
     pub updated_at: i64,
-    /// Events waiting: a pool's queue, a Debounce instance's open batch.
+    /// Events waiting: a pool's queue and delayed events, a Debounce instance's open
+    /// batch.
     pub pending: u64,
     /// A pool instance's dead letters.
     pub dead_letters: u64,
@@ -222,7 +223,7 @@ pub fn summarize(
                 .map(|r| codec::decode::<worker_pool::PoolRecord>(key, r))
                 .transpose()?
             {
-                summary.pending = r.pending;
+                summary.pending = r.waiting();
                 summary.dead_letters = r.dead;
             }
         }

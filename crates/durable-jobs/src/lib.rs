@@ -81,7 +81,7 @@ pub use jobs::execution::Execution;
 pub use jobs::task::{ScheduledBy, Sent, Task, TaskContext, TaskPhase, TaskStatus};
 pub use jobs::worker_pool::{
     DeadLetter, EmptyContext, EnqueueItem, EnqueueOutcome, EnqueueRequest, PoolInstanceStatus,
-    PoolStatus, QueuedEvent, WorkerPool, WorkerPoolContext, GENERATED_ID_PREFIX,
+    PoolStatus, QueuedEvent, RunAt, WorkerPool, WorkerPoolContext, GENERATED_ID_PREFIX, MAX_DELAY,
 };
 pub use registry::{Limits, Registry, RegistryBuilder};
 pub use retry::{Backoff, RetryPolicy};

@@ -90,6 +90,13 @@ pub enum Operation {
         event_id: Option<String>,
         /// Higher runs first.
         priority: i32,
+        /// Run it no sooner than this time (ms since the epoch); a time already past runs
+        /// it at once. Not together with `delay_ms`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_at: Option<i64>,
+        /// Run it no sooner than this long after the instance receives it (ms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delay_ms: Option<u64>,
     },
     /// Enqueue several events on this instance, in one step.
     WorkerPoolEnqueueMany {
@@ -115,7 +122,8 @@ pub enum Operation {
         /// At most this many.
         limit: u32,
     },
-    /// List queued events in queue order (priority, then enqueue order).
+    /// List queued events in queue order (priority, then enqueue order), then delayed
+    /// events by run time.
     WorkerPoolPending {
         /// Start after this cursor (a page's `next`).
         after: Option<String>,
@@ -258,7 +266,7 @@ pub enum Response {
         event_id: String,
         /// The instance it went to.
         instance_index: u32,
-        /// Pending events on that instance, this one included.
+        /// Events waiting on that instance (queued and delayed), this one included.
         position: u64,
         /// True when the event id was seen before; nothing changed.
         duplicate: bool,
@@ -363,6 +371,8 @@ mod tests {
                 event: serde_json::json!({"to": "a@b"}),
                 event_id: Some("e:1".into()),
                 priority: 5,
+                run_at: None,
+                delay_ms: Some(1500),
             },
         };
         let bytes = r.to_json();

@@ -121,6 +121,8 @@ impl Setup {
                 event: serde_json::json!(n),
                 event_id: Some(format!("e{n}")),
                 priority: 0,
+                run_at: None,
+                delay_ms: None,
             };
             self.send(engine, op).await;
         }

@@ -104,6 +104,8 @@ fn a_cancel_elsewhere_leaves_a_running_event_alone() {
             event: serde_json::json!(7),
             event_id: Some("e".into()),
             priority: 0,
+            run_at: None,
+            delay_ms: None,
         };
         send(&a, &instance, enqueue).await;
         let cancel_during_run = async {

@@ -207,6 +207,8 @@ fn enqueue(event: &str, event_id: Option<&str>, priority: i32) -> Operation {
         event: json!(event),
         event_id: event_id.map(str::to_string),
         priority,
+        run_at: None,
+        delay_ms: None,
     }
 }
 
@@ -217,6 +219,20 @@ fn send_task(event: u32, event_id: Option<&str>) -> Operation {
     }
 }
 
+/// An enqueue that waits `delay` before its event may run.
+fn enqueue_later(event: &str, event_id: Option<&str>, delay: Duration) -> Operation {
+    Operation::WorkerPoolEnqueue {
+        event: json!(event),
+        event_id: event_id.map(str::to_string),
+        priority: 0,
+        run_at: None,
+        delay_ms: Some(millis(delay) as u64),
+    }
+}
+
+/// When the scenario's delayed event falls due: within the first advance.
+const LATER: Duration = Duration::from_secs(10 * 60);
+
 fn ids(event_ids: &[&str]) -> Option<Vec<String>> {
     Some(event_ids.iter().map(|id| id.to_string()).collect())
 }
@@ -224,7 +240,7 @@ fn ids(event_ids: &[&str]) -> Option<Vec<String>> {
 /// Fills every instance so that each kind of record exists: a Continuous instance that ran
 /// once; a Debounce instance with a failed batch, a batch waiting for its retry, a full
 /// batch, an open batch and event ids; a pool instance with a dead letter, a finished id,
-/// an event waiting for its retry and events queued behind it.
+/// an event waiting for its retry, events queued behind it and a delayed event.
 async fn populate(jobs: &TestJobs) {
     let all = instances();
     for tick in &all[0..2] {
@@ -259,6 +275,7 @@ async fn populate(jobs: &TestJobs) {
         must(jobs, pool, enqueue("ok-2", Some("ok-2"), 5)).await;
         must(jobs, pool, enqueue("ok-3", Some("ok-3"), 0)).await;
         must(jobs, pool, enqueue("ok-4", None, 0)).await;
+        must(jobs, pool, enqueue_later("later", Some("later"), LATER)).await;
     }
     // No alarm fires from here on: the full batch and the open one wait behind the retry.
     for batch in &all[2..4] {
@@ -313,6 +330,11 @@ fn requests(kind: JobKind) -> Vec<Operation> {
             enqueue("z", Some("ok-1"), 0),
             enqueue("w", Some("bad-1"), 0),
             enqueue("v", Some("new"), -3),
+            enqueue_later("u", Some("new-later"), LATER),
+            Operation::WorkerPoolPending {
+                after: None,
+                limit: 100,
+            },
             Operation::WorkerPoolCancel {
                 event_id: "ok-3".into(),
             },
@@ -421,6 +443,20 @@ fn readers(kind: JobKind, key: &str, stored: &BTreeMap<String, Vec<u8>>) -> Vec<
     if key.starts_with("full:") {
         return vec![Operation::DebounceClear];
     }
+    if key.starts_with("d:") {
+        // Listed after the queue; cancelled through the id that points at it.
+        let mut ops = vec![Operation::WorkerPoolPending {
+            after: None,
+            limit: 100,
+        }];
+        let pointing = stored.iter().filter_map(|(k, v)| {
+            let record: Value = serde_json::from_slice(v).ok()?;
+            let points_here = record.get("key").and_then(Value::as_str) == Some(key);
+            points_here.then(|| k.strip_prefix("idem:").map(str::to_string))?
+        });
+        ops.extend(pointing.map(|event_id| Operation::WorkerPoolCancel { event_id }));
+        return ops;
+    }
     if key.starts_with("q:") {
         // Status names the event waiting for its retry, which it reads.
         let pool: Option<Value> = stored
@@ -436,11 +472,12 @@ fn readers(kind: JobKind, key: &str, stored: &BTreeMap<String, Vec<u8>>) -> Vec<
 
 /// Whether the alarms that follow the corruption must reach the record under `key`, and
 /// fail there: the metadata and the kind's record at once, the full batch and every queued
-/// event once the work before them is done.
+/// event once the work before them is done, the delayed event once it is due.
 fn read_by_alarm(key: &str) -> bool {
     matches!(key, "meta" | "continuous" | "debounce" | "pool" | "task")
         || key.starts_with("full:")
         || key.starts_with("q:")
+        || key.starts_with("d:")
 }
 
 /// What one instance stores: its rows and its alarm.

@@ -101,25 +101,33 @@ fn operation() -> impl Strategy<Value = Operation> {
         Just(DebounceStatus),
         Just(DebounceGetState),
         Just(DebounceFailedBatches),
-        (value(), prop::option::of(text()), any::<i32>()).prop_map(
-            |(event, event_id, priority)| WorkerPoolEnqueue {
+        (value(), prop::option::of(text()), any::<i32>(), run_time()).prop_map(
+            |(event, event_id, priority, (run_at, delay_ms))| WorkerPoolEnqueue {
                 event,
                 event_id,
-                priority
+                priority,
+                run_at,
+                delay_ms,
             }
         ),
-        prop::collection::vec((value(), prop::option::of(text()), any::<i32>()), 0..4).prop_map(
-            |items| WorkerPoolEnqueueMany {
-                events: items
-                    .into_iter()
-                    .map(|(event, event_id, priority)| durable_jobs::EnqueueItem {
+        prop::collection::vec(
+            (value(), prop::option::of(text()), any::<i32>(), run_time()),
+            0..4
+        )
+        .prop_map(|items| WorkerPoolEnqueueMany {
+            events: items
+                .into_iter()
+                .map(
+                    |(event, event_id, priority, (run_at, delay_ms))| durable_jobs::EnqueueItem {
                         event,
                         event_id,
                         priority,
-                    })
-                    .collect(),
-            }
-        ),
+                        run_at,
+                        delay_ms,
+                    }
+                )
+                .collect(),
+        }),
         Just(WorkerPoolPause),
         Just(WorkerPoolResume),
         text().prop_map(|event_id| WorkerPoolCancel { event_id }),
@@ -201,6 +209,11 @@ fn task_status() -> impl Strategy<Value = TaskStatus> {
                 overdue_since: overdue,
             },
         )
+}
+
+/// An enqueue's `(run_at, delay_ms)`: none, either, or both (which the instance refuses).
+fn run_time() -> impl Strategy<Value = (Option<i64>, Option<u64>)> {
+    (time(), any::<Option<u64>>())
 }
 
 fn continuous_status() -> impl Strategy<Value = ContinuousStatus> {
@@ -298,17 +311,24 @@ fn pool_status() -> impl Strategy<Value = PoolInstanceStatus> {
     (
         any::<u32>(),
         status(),
-        (any::<u64>(), any::<u64>(), any::<u64>()),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
         prop::option::of(text()),
-        time(),
-        time(),
+        (time(), time(), time()),
     )
         .prop_map(
-            |(index, status, (pending, processed, dead_letters), retrying, retry_at, overdue)| {
+            |(
+                index,
+                status,
+                (pending, delayed, processed, dead_letters),
+                retrying,
+                (retry_at, overdue, next_delayed_at),
+            )| {
                 PoolInstanceStatus {
                     index,
                     status,
                     pending,
+                    delayed,
+                    next_delayed_at,
                     processed,
                     dead_letters,
                     retrying,
@@ -840,6 +860,20 @@ fn numbers_out_of_range_are_bad_requests() {
     // Inside an event, any number JSON can hold is taken as it is.
     let big = enqueue_json(json!(u64::MAX)).to_string();
     assert!(Request::from_json(big.as_bytes()).is_ok());
+    // Run times and delays are whole milliseconds: a delay cannot be negative, and neither
+    // is text or a fraction.
+    for (member, number) in [
+        ("delayMs", json!(-1)),
+        ("delayMs", json!(1.5)),
+        ("delayMs", json!("1000")),
+        ("runAt", json!(1e300)),
+        ("runAt", json!(i128::from(i64::MAX) + 1)),
+        ("runAt", json!("2026-01-01T00:00:00Z")),
+    ] {
+        let mut enqueue = enqueue_json(json!(1));
+        enqueue[member] = number;
+        assert!(bad_request(enqueue.to_string().as_bytes()), "{enqueue}");
+    }
 }
 
 #[test]

@@ -7,8 +7,8 @@
 //! POST /webhooks/{id}/add   {"field", "eventId"?}
 //! POST /webhooks/many       {"adds": [{"id", "field", "eventId"?}]}
 //! POST /webhooks/{id}/flush | /clear            GET /webhooks/{id}/status | /state | /failed-batches
-//! POST /emails              {"to", "partition"?, "seq"?, "eventId"?, "priority"?}
-//! POST /emails/many         {"emails": [{"to", "partition"?, "seq"?, "eventId"?, "priority"?}]}
+//! POST /emails              {"to", "partition"?, "seq"?, "eventId"?, "priority"?, "delayMs"? | "runAt"?}
+//! POST /emails/many         {"emails": [{"to", "partition"?, "seq"?, "eventId"?, "priority"?, "delayMs"? | "runAt"?}]}
 //! POST /emails/pause | /resume  {"index"?}      POST /emails/cancel {"eventId"}
 //! GET  /emails/status | /emails/instances/{i}/status | /emails/dead-letters
 //! POST /emails/replay | /emails/discard  {"eventIds"?}
@@ -20,6 +20,8 @@
 //! constant time. Without the secret the front refuses to serve, unless the variable
 //! `DURABLE_JOBS_LOCAL_DEV` is `"true"` (for `wrangler dev` on a laptop): instance states
 //! hold the example's access tokens, and every route can stop, clear or replay work.
+
+use std::time::Duration;
 
 use durable_jobs::{EnqueueRequest, InstanceId, JobError, JobsClient};
 use durable_jobs_cloudflare::DoTransport;
@@ -248,6 +250,10 @@ struct EnqueueBody {
     event_id: Option<String>,
     #[serde(default)]
     priority: i32,
+    /// Send no sooner than this many milliseconds from now.
+    delay_ms: Option<u64>,
+    /// Send no sooner than this time (ms since the epoch).
+    run_at: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -256,7 +262,7 @@ struct ManyBody {
 }
 
 /// An enqueue's email and its options.
-fn with_options(enqueue: EnqueueBody) -> (Email, EnqueueRequest) {
+fn with_options(enqueue: EnqueueBody) -> Result<(Email, EnqueueRequest), JobError> {
     let mut options = EnqueueRequest::new().priority(enqueue.priority);
     if let Some(partition) = &enqueue.email.partition {
         options = options.partition_key(partition.clone());
@@ -264,7 +270,13 @@ fn with_options(enqueue: EnqueueBody) -> (Email, EnqueueRequest) {
     if let Some(event_id) = enqueue.event_id {
         options = options.event_id(event_id);
     }
-    (enqueue.email, options)
+    options = match (enqueue.delay_ms, enqueue.run_at) {
+        (Some(_), Some(_)) => return Err(bad_request("give delayMs or runAt, not both")),
+        (Some(delay), None) => options.delay(Duration::from_millis(delay)),
+        (None, Some(at)) => options.run_at(at),
+        (None, None) => options,
+    };
+    Ok((enqueue.email, options))
 }
 
 #[derive(Deserialize)]
@@ -282,7 +294,7 @@ async fn emails(
     let pool = client.worker_pool::<EmailSender>();
     match (method, rest) {
         (Method::Post, []) => {
-            let (email, options) = with_options(parse(body)?);
+            let (email, options) = with_options(parse(body)?)?;
             let enqueued = pool.enqueue_with(&email, options).await?;
             Ok(json!({
                 "eventId": enqueued.event_id,
@@ -293,8 +305,11 @@ async fn emails(
         }
         (Method::Post, ["many"]) => {
             let many: ManyBody = parse(body)?;
-            let events: Vec<(Email, EnqueueRequest)> =
-                many.emails.into_iter().map(with_options).collect();
+            let events: Vec<(Email, EnqueueRequest)> = many
+                .emails
+                .into_iter()
+                .map(with_options)
+                .collect::<Result<_, _>>()?;
             let results = pool.enqueue_many(&events).await?;
             let results: Vec<Value> = results
                 .into_iter()

@@ -415,6 +415,38 @@ test("worker pool: events without a partition or an id spread over the instances
     "each ran on the instance it was routed to");
 });
 
+test("worker pool: a delayed event runs after its delay, not before, and holds up nothing", async () => {
+  const to = (address) => (e) => e.job === "emailSender" && e.to === address;
+  const t0 = Date.now();
+  const later = await post("/emails", {
+    to: "later@delay.test", partition: "delay", eventId: "delay-1", delayMs: 2_000,
+  });
+  await post("/emails", { to: "now@delay.test", partition: "delay" });
+  const [now] = await waitForEntries("the email behind the delayed one", to("now@delay.test"), 1, 3_000);
+  assert.ok(now.at - t0 < 1_500, `the partition moved on at once, ${now.at - t0} ms`);
+  const one = await get(`/emails/instances/${later.instanceIndex}/status`);
+  assert.equal(one.delayed, 1, JSON.stringify(one));
+  assert.ok(one.nextDelayedAt >= t0 + 1_900, `due ${one.nextDelayedAt - t0} ms after the enqueue`);
+  assert.equal((await entries(to("later@delay.test"))).length, 0, "not before its delay");
+
+  const [ran] = await waitForEntries("the delayed email", to("later@delay.test"), 1, 6_000);
+  assert.ok(ran.at - t0 >= 1_900, `ran ${ran.at - t0} ms after the enqueue`);
+  assert.equal(ran.instanceIndex, later.instanceIndex);
+
+  // A delayed event can be cancelled; a delay beyond ten years, or two times, are refused.
+  await post("/emails", { to: "never@delay.test", partition: "delay", eventId: "delay-2", delayMs: 1_000 });
+  assert.deepEqual(await post("/emails/cancel", { eventId: "delay-2" }), { cancelled: true });
+  const far = await call("POST", "/emails", { to: "far@delay.test", delayMs: 11 * 365 * 86_400_000 });
+  assert.equal(far.status, 400, JSON.stringify(far.json));
+  assert.match(far.json.message, /10 years/);
+  const both = await call("POST", "/emails", { to: "both@delay.test", delayMs: 1, runAt: Date.now() });
+  assert.equal(both.status, 400, JSON.stringify(both.json));
+  await sleep(1_500);
+  assert.equal((await entries(to("never@delay.test"))).length, 0, "a cancelled event never runs");
+  const status = await get("/emails/status");
+  assert.equal(status.delayed, 0, JSON.stringify(status));
+});
+
 test("access: every route needs the ADMIN_TOKEN secret as a bearer token", async () => {
   for (const route of ["/log", "/emails/status", "/tokens/x/state", "/nowhere"]) {
     const missing = await call("GET", route, undefined, null);
@@ -481,7 +513,10 @@ test("storage operations per client operation", async () => {
   const pool = `workerPool:emailSender:${instanceIndex}`;
   const enqueue = await measure("pool enqueue", pool, () =>
     post("/emails", { to: "ops2@mail.test", partition: "ops" }));
+  const delayed = await measure("pool enqueue (delayed)", pool, () =>
+    post("/emails", { to: "ops3@mail.test", partition: "ops", eventId: "ops-later", delayMs: 60_000 }));
   await measure("pool status (per instance; 3 instances)", pool, () => get("/emails/status"));
+  assert.deepEqual(await post("/emails/cancel", { eventId: "ops-later" }), { cancelled: true });
   await post("/emails/resume");
 
   const start = await measure("continuous start", "continuous:tokenRefresher:ops", () =>
@@ -492,7 +527,7 @@ test("storage operations per client operation", async () => {
   console.log("# storage operations of the last request on its instance (SQLite-backed objects:");
   console.log("# every call is a synchronous, local SQL statement or transaction, no network round trip)");
   console.table(report);
-  for (const stats of [firstAdd, add, enqueue, start]) {
+  for (const stats of [firstAdd, add, enqueue, delayed, start]) {
     assert.equal(stats.commits, 1, "one atomic commit per change");
     assert.ok(stats.reads + stats.lists + stats.commits <= 3, JSON.stringify(stats));
   }

@@ -30,7 +30,7 @@ impl<B: Storage + Clock> Engine<B> {
     pub async fn handle(&self, request: Request) -> Result<Response, JobError> {
         let span = tracing::debug_span!("request", instance = %request.instance, op = op_name(&request.op));
         async move {
-            check_request(&request, self.registry.limits())?;
+            check_request(&request, self.registry.limits(), self.now())?;
             let _in_flight = super::RequestGuard::new(&self.requests_in_flight);
             let entry = self
                 .registry
@@ -209,8 +209,10 @@ fn op_name(op: &Operation) -> &'static str {
 /// Events one request of several events carries at most: they are written in one step.
 pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
 
-/// Rejects requests that do not fit the instance or the limits, before anything is read.
-pub(crate) fn check_request(request: &Request, limits: &Limits) -> Result<(), JobError> {
+/// Rejects requests that do not fit the instance or the limits, before anything is read;
+/// `now` is the instance's time, which bounds how far ahead an event may be delayed (an
+/// enqueue of several refuses such an event alone, in its step).
+pub(crate) fn check_request(request: &Request, limits: &Limits, now: i64) -> Result<(), JobError> {
     if request.op.kind() != request.instance.kind {
         return Err(JobError::bad_request(format!(
             "operation {} is for {} jobs, but the instance `{}` is a {} job",
@@ -247,11 +249,16 @@ pub(crate) fn check_request(request: &Request, limits: &Limits) -> Result<(), Jo
             Ok(())
         }
         Operation::WorkerPoolEnqueue {
-            event, event_id, ..
+            event,
+            event_id,
+            run_at,
+            delay_ms,
+            ..
         } => {
             check_len("event", json_size(event), limits.max_payload_bytes)?;
             check_id(event_id.as_deref(), limits)?;
-            check_not_generated(event_id.as_deref())
+            check_not_generated(event_id.as_deref())?;
+            worker_pool::run_time(now, *run_at, *delay_ms).map(drop)
         }
         Operation::WorkerPoolEnqueueMany { events } => {
             if events.is_empty() || events.len() > MAX_EVENTS_PER_REQUEST {

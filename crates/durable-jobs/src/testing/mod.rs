@@ -65,13 +65,12 @@ impl Inner {
         let mut engines = self.engines.borrow_mut();
         engines
             .entry(id.to_string())
-            .or_insert_with(|| {
-                let storage = MemoryStorage::new(self.clock.clone());
-                Rc::new(
-                    Engine::new(self.registry.clone(), storage).with_tracker(self.tracker.clone()),
-                )
-            })
+            .or_insert_with(|| self.new_engine(MemoryStorage::new(self.clock.clone())))
             .clone()
+    }
+
+    fn new_engine(&self, storage: MemoryStorage) -> Rc<Engine<MemoryStorage>> {
+        Rc::new(Engine::new(self.registry.clone(), storage).with_tracker(self.tracker.clone()))
     }
 }
 
@@ -148,6 +147,16 @@ impl TestJobs {
     /// The event recorder.
     pub fn tracker(&self) -> &MemoryTracker {
         &self.inner.tracker
+    }
+
+    /// Replaces every instance's engine with a new one over the same storage, as a
+    /// restart of the process would: what the engines held in memory is gone, while
+    /// storage and alarms stay. Call it between two calls, not while one runs.
+    pub fn restart(&self) {
+        let mut engines = self.inner.engines.borrow_mut();
+        for engine in engines.values_mut() {
+            *engine = self.inner.new_engine(engine.backend().clone());
+        }
     }
 
     /// A handle on one instance's storage, for inspection and failure injection.

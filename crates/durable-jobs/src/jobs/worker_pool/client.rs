@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,37 @@ pub struct EnqueueRequest {
     pub partition_key: Option<String>,
     /// Higher runs first (default 0).
     pub priority: i32,
+    /// When the event may run: at once when absent.
+    pub run_at: Option<RunAt>,
+}
+
+/// When an enqueued event may run.
+///
+/// A delayed event waits apart from the queue and holds up nothing: the events of its
+/// partition behind it run meanwhile. Once due, it takes its place among the queued events
+/// by priority, then enqueue order. A time at most [`MAX_DELAY`](super::MAX_DELAY) ahead is
+/// accepted; further is refused with [`JobError::BadRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAt {
+    /// This long after the instance receives the event, on the instance's clock.
+    Delay(Duration),
+    /// At this time (ms since the epoch, as every time of the API); a time already past
+    /// runs it at once.
+    Time(i64),
+}
+
+impl RunAt {
+    /// The wire's `(run_at, delay_ms)`. A delay beyond what milliseconds in a `u64` hold
+    /// saturates, and the instance refuses it as too far ahead.
+    fn to_wire(self) -> (Option<i64>, Option<u64>) {
+        match self {
+            RunAt::Delay(delay) => (
+                None,
+                Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+            ),
+            RunAt::Time(at) => (Some(at), None),
+        }
+    }
 }
 
 impl EnqueueRequest {
@@ -49,6 +81,26 @@ impl EnqueueRequest {
         self.priority = priority;
         self
     }
+
+    /// Runs the event no sooner than `delay` after the instance receives it (replaces a
+    /// [`run_at`](Self::run_at)). See [`RunAt`].
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.run_at = Some(RunAt::Delay(delay));
+        self
+    }
+
+    /// Runs the event no sooner than `at`, in milliseconds since the epoch (replaces a
+    /// [`delay`](Self::delay)). From chrono, `at` is `time.timestamp_millis()`. See
+    /// [`RunAt`].
+    pub fn run_at(mut self, at: i64) -> Self {
+        self.run_at = Some(RunAt::Time(at));
+        self
+    }
+
+    /// The wire's `(run_at, delay_ms)` of these options.
+    fn run_time(&self) -> (Option<i64>, Option<u64>) {
+        self.run_at.map_or((None, None), RunAt::to_wire)
+    }
 }
 
 /// The outcome of an `enqueue`.
@@ -58,7 +110,7 @@ pub struct Enqueued {
     pub event_id: String,
     /// The instance it went to.
     pub instance_index: u32,
-    /// Pending events on that instance, this one included.
+    /// Events waiting on that instance (queued and delayed), this one included.
     pub position: u64,
     /// The id was seen before: nothing changed.
     pub duplicate: bool,
@@ -70,8 +122,11 @@ pub struct Enqueued {
 pub struct PoolStatus {
     /// One entry per instance, by index.
     pub instances: Vec<PoolInstanceStatus>,
-    /// Pending events in all.
+    /// Queued events in all (delayed ones not counted).
     pub pending: u64,
+    /// Delayed events in all.
+    #[serde(default)]
+    pub delayed: u64,
     /// Processed events in all.
     pub processed: u64,
     /// Dead letters in all.
@@ -138,7 +193,7 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
         self.enqueue_with(event, EnqueueRequest::new()).await
     }
 
-    /// Enqueues an event with an id, a partition key or a priority.
+    /// Enqueues an event with an id, a partition key, a priority or a run time.
     pub async fn enqueue_with(
         &self,
         event: &J::Event,
@@ -146,10 +201,13 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
     ) -> Result<Enqueued, JobError> {
         let index = self.route(&options)?;
         let event = codec::to_value("event", event)?;
+        let (run_at, delay_ms) = options.run_time();
         let op = Operation::WorkerPoolEnqueue {
             event,
             event_id: options.event_id,
             priority: options.priority,
+            run_at,
+            delay_ms,
         };
         let response = self.send(index, op).await?;
         expect_response!(
@@ -178,10 +236,13 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
         let mut shares: BTreeMap<u32, (Vec<EnqueueItem>, Vec<usize>)> = BTreeMap::new();
         for (position, (event, options)) in events.iter().enumerate() {
             let index = self.route(options)?;
+            let (run_at, delay_ms) = options.run_time();
             let item = EnqueueItem {
                 event: codec::to_value("event", event)?,
                 event_id: options.event_id.clone(),
                 priority: options.priority,
+                run_at,
+                delay_ms,
             };
             let share = shares.entry(index).or_default();
             share.0.push(item);
@@ -277,6 +338,7 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
         let mut status = PoolStatus {
             instances: Vec::new(),
             pending: 0,
+            delayed: 0,
             processed: 0,
             dead_letters: 0,
             paused: 0,
@@ -284,6 +346,7 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
         for index in 0..self.concurrency()? {
             let s = self.instance_status(index).await?;
             status.pending += s.pending;
+            status.delayed += s.delayed;
             status.processed += s.processed;
             status.dead_letters += s.dead_letters;
             if matches!(s.status, crate::services::metadata::Status::Paused { .. }) {
@@ -306,8 +369,9 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
         expect_response!(response, Response::DeadLetters { items } => items)
     }
 
-    /// A page of an instance's queued events, in queue order, after `after` (a page's
-    /// cursor); returns the events and the next page's cursor.
+    /// A page of an instance's queued events, in queue order, then its delayed events, by
+    /// run time, after `after` (a page's cursor); returns the events and the next page's
+    /// cursor.
     pub async fn pending(
         &self,
         index: u32,

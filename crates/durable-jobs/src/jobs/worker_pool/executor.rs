@@ -7,8 +7,8 @@ use std::sync::Arc;
 use super::erased::{ErasedWorkerPool, ProcessInput};
 use super::handler::mark_done;
 use super::{
-    dead_key, ClaimedEvents, DeadLetter, IdRecord, Pending, PoolRecord, StartedAttempt,
-    QUEUE_PREFIX,
+    dead_key, queue_key, ClaimedEvents, DeadLetter, IdRecord, Pending, PoolRecord, StartedAttempt,
+    DELAYED_PREFIX, QUEUE_PREFIX,
 };
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step, UserRun, CLAIM_RUN_MS, EXECUTIONS_PER_ALARM};
@@ -19,6 +19,10 @@ use crate::jobs::lifecycle;
 use crate::services::idempotency;
 
 type PoolStep<'a, B> = Step<'a, B, PoolRecord>;
+
+/// Delayed events one step moves into the queue at most; a claim takes as many steps as
+/// it needs to move every due one first.
+const PROMOTIONS_PER_STEP: usize = 128;
 
 /// A queued event a claim took, with the attempt it runs as.
 struct Claimed {
@@ -91,7 +95,9 @@ pub(crate) async fn alarm<B: Storage + Clock>(
 
 /// Finds the head of the queue: the event waiting for its retry, else the first in order.
 /// A claim that finds work writes nothing: the alarm that woke the instance stays set until
-/// the outcome is recorded, so a crash meanwhile finds the work still scheduled.
+/// the outcome is recorded, so a crash meanwhile finds the work still scheduled. Delayed
+/// events that are due move into the queue first, each batch its own step, so that the
+/// claim takes them in their place by priority and enqueue order.
 async fn claim<B: Storage + Clock>(
     engine: &Engine<B>,
     job: &dyn ErasedWorkerPool,
@@ -102,6 +108,15 @@ async fn claim<B: Storage + Clock>(
     if step.meta().is_none() || step.record().paused {
         step.finish().await?;
         return Ok(None);
+    }
+    while step.record().delayed_due(step.now()) {
+        promote_due(&mut step).await?;
+        step.finish().await?;
+        step = engine.alarm_step(instance, &[]).await?;
+        if step.meta().is_none() || step.record().paused {
+            step.finish().await?;
+            return Ok(None);
+        }
     }
     match head(&step).await? {
         Some((key, pending)) => {
@@ -121,6 +136,9 @@ async fn claim<B: Storage + Clock>(
             if step.record().claimed.is_some() {
                 step.record_mut().claimed = None;
             }
+            if step.record().delayed > 0 && step.record().next_delayed_at.is_none() {
+                look_up_delayed(&mut step).await?;
+            }
             if step.record().pending != 0 || step.record().current.is_some() {
                 // The counters disagree with the queue (it is empty): trust the queue.
                 let pool = step.record_mut();
@@ -128,8 +146,9 @@ async fn claim<B: Storage + Clock>(
                 pool.current = None;
                 pool.retry_at = None;
             }
-            let work = (!step.record().drained).then(|| Work::Empty {
-                processed: step.record().processed,
+            let pool = step.record();
+            let work = (!pool.drained && pool.delayed == 0).then_some(Work::Empty {
+                processed: pool.processed,
             });
             if work.is_some() {
                 step.leave_alarm();
@@ -241,6 +260,61 @@ async fn start_several<B: Storage + Clock>(
     })
 }
 
+/// Moves up to [`PROMOTIONS_PER_STEP`] due delayed events into the queue, under the key
+/// their priority and enqueue order give them, and notes when the next one is due.
+async fn promote_due<B: Storage + Clock>(step: &mut PoolStep<'_, B>) -> Result<(), JobError> {
+    let now = step.now();
+    // One more than moved: the first left tells the next run time.
+    let listed = step
+        .list::<Pending>(ListOptions::prefix(DELAYED_PREFIX).limit(PROMOTIONS_PER_STEP + 1))
+        .await?;
+    let mut next = None;
+    let mut moved = 0u64;
+    for (index, (key, pending)) in listed.into_iter().enumerate() {
+        // A row without a time (damaged) cannot wait for it: it counts as due.
+        let due = pending.run_at.is_none_or(|at| at <= now);
+        if !due || index == PROMOTIONS_PER_STEP {
+            next = Some(pending.run_at.unwrap_or(now));
+            break;
+        }
+        let queued = queue_key(pending.priority, pending.seq);
+        step.put(queued.clone(), &pending)?;
+        step.pin_id(&pending.event_id, &IdRecord::Queued { key: queued }, None)?;
+        step.writes().delete(key);
+        moved += 1;
+    }
+    let pool = step.record_mut();
+    pool.pending = pool.pending.saturating_add(moved);
+    pool.next_delayed_at = next;
+    pool.delayed = match next {
+        Some(_) => pool.delayed.saturating_sub(moved),
+        // Nothing is left: the rows say so, whatever the count says.
+        None => 0,
+    };
+    Ok(())
+}
+
+/// With the queue empty and delayed events counted, but not when the first is due (a
+/// record that lost track): reads it, and trusts the rows if there are none.
+async fn look_up_delayed<B: Storage + Clock>(step: &mut PoolStep<'_, B>) -> Result<(), JobError> {
+    let now = step.now();
+    let first = step
+        .list::<Pending>(ListOptions::prefix(DELAYED_PREFIX).limit(1))
+        .await?
+        .into_iter()
+        .next();
+    let next = first.map(|(_, p)| p.run_at.unwrap_or(now));
+    let pool = step.record();
+    if next.is_none() || pool.next_delayed_at != next {
+        let pool = step.record_mut();
+        pool.next_delayed_at = next;
+        if next.is_none() {
+            pool.delayed = 0;
+        }
+    }
+    Ok(())
+}
+
 async fn head<B: Storage + Clock>(
     step: &PoolStep<'_, B>,
 ) -> Result<Option<(String, Pending)>, JobError> {
@@ -276,7 +350,7 @@ async fn record_drained<B: Storage + Clock>(
     instance: &InstanceId,
 ) -> Result<(), JobError> {
     let mut step: PoolStep<'_, B> = engine.alarm_step(instance, &[]).await?;
-    if step.record().pending == 0 {
+    if step.record().waiting() == 0 {
         step.record_mut().drained = true;
     }
     step.finish().await

@@ -1,23 +1,26 @@
 //! WorkerPool requests: enqueue, pause, resume, cancel, status, dead letters.
 
-use serde_json::Value;
-
 use super::erased::ErasedWorkerPool;
 use super::{
-    dead_key, queue_key, DeadLetter, EnqueueItem, EnqueueOutcome, IdRecord, Pending,
-    PoolInstanceStatus, PoolRecord, QueuedEvent, DEAD_PREFIX, GENERATED_ID_PREFIX, QUEUE_PREFIX,
+    dead_key, delayed_key, queue_key, DeadLetter, EnqueueItem, EnqueueOutcome, IdRecord, Pending,
+    PoolInstanceStatus, PoolRecord, QueuedEvent, DEAD_PREFIX, DELAYED_PREFIX, GENERATED_ID_PREFIX,
+    MAX_DELAY_MS, QUEUE_PREFIX,
 };
 use crate::adapters::{Clock, ListOptions, Storage};
 use crate::engine::{Engine, Step};
 use crate::errors::JobError;
 use crate::events::EventKind;
 use crate::ids::{InstanceId, JobKind};
+use crate::services::alarm::earliest;
 use crate::services::idempotency;
 use crate::services::metadata::Status;
 use crate::wire::{Operation, Response};
 
 /// Queued events one `pending` page holds at most.
 const MAX_PENDING_PAGE: u32 = 1000;
+
+/// `MAX_DELAY` as errors name it.
+const MAX_DELAY_TEXT: &str = "10 years (3650 days)";
 
 /// Dead letters replayed or discarded by one request at most.
 const DEAD_LETTERS_PER_REQUEST: usize = 1000;
@@ -52,7 +55,18 @@ pub(crate) async fn handle<B: Storage + Clock>(
             event,
             event_id,
             priority,
-        } => enqueue(step, job, index, event, event_id, priority).await,
+            run_at,
+            delay_ms,
+        } => {
+            let item = EnqueueItem {
+                event,
+                event_id,
+                priority,
+                run_at,
+                delay_ms,
+            };
+            enqueue(step, job, index, item).await
+        }
         Operation::WorkerPoolPause => set_paused(step, true).await,
         Operation::WorkerPoolResume => set_paused(step, false).await,
         Operation::WorkerPoolCancel { event_id } => cancel(step, job, event_id).await,
@@ -84,38 +98,35 @@ fn instance_index(job: &dyn ErasedWorkerPool, instance: &InstanceId) -> Result<u
         })
 }
 
-/// Queues an event behind those of higher or equal priority.
+/// Queues an event behind those of higher or equal priority, or among the delayed events
+/// until its run time.
 async fn enqueue<B: Storage + Clock>(
     mut step: PoolStep<'_, B>,
     job: &dyn ErasedWorkerPool,
     index: u32,
-    event: Value,
-    event_id: Option<String>,
-    priority: i32,
+    item: EnqueueItem,
 ) -> Result<Response, JobError> {
-    let known: Option<IdRecord> = match &event_id {
+    // Checked before the step too, against an earlier time: this refuses nothing more.
+    let run_at = run_time(step.now(), item.run_at, item.delay_ms)?;
+    let known: Option<IdRecord> = match &item.event_id {
         Some(id) => step.extra(0, &idempotency::record_key(id))?,
         None => None,
     };
     if let (Some(id), true) = (
-        &event_id,
+        &item.event_id,
         known.as_ref().is_some_and(|r| r.is_live(step.now())),
     ) {
         return Ok(Response::Enqueued {
             event_id: id.clone(),
             instance_index: index,
-            position: step.record().pending,
+            position: step.record().waiting(),
             duplicate: true,
         });
     }
-    job.check_event(&event)?;
-    let item = EnqueueItem {
-        event,
-        event_id,
-        priority,
-    };
-    let event_id = add_to_queue(&mut step, index, item, known.and_then(|r| r.expires()))?;
-    let position = step.record().pending;
+    job.check_event(&item.event)?;
+    let replaces = known.and_then(|r| r.expires());
+    let event_id = add_to_queue(&mut step, index, item, run_at, replaces)?;
+    let position = step.record().waiting();
     step.finish().await?;
     Ok(Response::Enqueued {
         event_id,
@@ -139,6 +150,7 @@ async fn enqueue_many<B: Storage + Clock>(
     let mut queued = std::collections::HashSet::new();
     let mut keys = id_keys.iter().enumerate();
     for item in events {
+        // Read whatever happens next, so that the id records stay paired with their events.
         let known: Option<IdRecord> = match &item.event_id {
             Some(_) => match keys.next() {
                 Some((i, key)) => step.extra(i, key)?,
@@ -146,12 +158,19 @@ async fn enqueue_many<B: Storage + Clock>(
             },
             None => None,
         };
+        let run_at = match run_time(step.now(), item.run_at, item.delay_ms) {
+            Ok(run_at) => run_at,
+            Err(error) => {
+                outcomes.push(rejected(&step, error));
+                continue;
+            }
+        };
         let live = known.as_ref().is_some_and(|r| r.is_live(step.now()));
         if let Some(id) = &item.event_id {
             if live || queued.contains(id) {
                 outcomes.push(EnqueueOutcome {
                     event_id: Some(id.clone()),
-                    position: step.record().pending,
+                    position: step.record().waiting(),
                     duplicate: true,
                     rejected: None,
                 });
@@ -159,19 +178,15 @@ async fn enqueue_many<B: Storage + Clock>(
             }
         }
         if let Err(error) = job.check_event(&item.event) {
-            outcomes.push(EnqueueOutcome {
-                event_id: None,
-                position: step.record().pending,
-                duplicate: false,
-                rejected: Some(error.to_string()),
-            });
+            outcomes.push(rejected(&step, error));
             continue;
         }
-        let event_id = add_to_queue(&mut step, index, item, known.and_then(|r| r.expires()))?;
+        let replaces = known.and_then(|r| r.expires());
+        let event_id = add_to_queue(&mut step, index, item, run_at, replaces)?;
         queued.insert(event_id.clone());
         outcomes.push(EnqueueOutcome {
             event_id: Some(event_id),
-            position: step.record().pending,
+            position: step.record().waiting(),
             duplicate: false,
             rejected: None,
         });
@@ -183,12 +198,68 @@ async fn enqueue_many<B: Storage + Clock>(
     })
 }
 
+/// The outcome of an event of an enqueue of several that was refused for `error`.
+fn rejected<B: Storage + Clock>(step: &PoolStep<'_, B>, error: JobError) -> EnqueueOutcome {
+    EnqueueOutcome {
+        event_id: None,
+        position: step.record().waiting(),
+        duplicate: false,
+        rejected: Some(error.to_string()),
+    }
+}
+
+/// The time an event asks to run at (`None`: at once, as it gave none), a delay resolved
+/// against `now`. Refuses a time more than `MAX_DELAY` ahead, and a time given twice.
+pub(crate) fn run_time(
+    now: i64,
+    run_at: Option<i64>,
+    delay_ms: Option<u64>,
+) -> Result<Option<i64>, JobError> {
+    let at = match (run_at, delay_ms) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(JobError::bad_request(
+                "an event takes a run time or a delay, not both",
+            ))
+        }
+        (Some(at), None) => at,
+        (None, Some(delay)) => match i64::try_from(delay) {
+            Ok(delay) if delay <= MAX_DELAY_MS => now.saturating_add(delay),
+            _ => {
+                return Err(JobError::bad_request(format!(
+                    "a delay of {delay} ms is longer than the {MAX_DELAY_TEXT} an event may wait"
+                )))
+            }
+        },
+    };
+    if at.saturating_sub(now) > MAX_DELAY_MS {
+        return Err(JobError::bad_request(format!(
+            "the run time {} is more than {MAX_DELAY_TEXT} ahead of the instance's clock ({})",
+            time_text(at),
+            time_text(now)
+        )));
+    }
+    Ok(Some(at))
+}
+
+/// A time (ms since the epoch) as people read it, with the number it was given as.
+fn time_text(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => format!(
+            "{} ({ms} ms)",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        None => format!("{ms} ms"),
+    }
+}
+
 /// Queues one new event (its id already known not to be a live duplicate) and reports it;
-/// answers its id, made up when it has none.
+/// answers its id, made up when it has none. `run_at` is the checked run time.
 fn add_to_queue<B: Storage + Clock>(
     step: &mut PoolStep<'_, B>,
     index: u32,
     item: EnqueueItem,
+    run_at: Option<i64>,
     replaces: Option<i64>,
 ) -> Result<String, JobError> {
     step.create_meta();
@@ -207,9 +278,10 @@ fn add_to_queue<B: Storage + Clock>(
         last_error: None,
         generated_id,
         first_attempt_at: None,
+        run_at,
     };
     queue(step, pending, replaces)?;
-    let position = step.record().pending;
+    let position = step.record().waiting();
     step.emit(EventKind::WorkerPoolEnqueued {
         event_id: event_id.clone(),
         position,
@@ -217,19 +289,33 @@ fn add_to_queue<B: Storage + Clock>(
     Ok(event_id)
 }
 
-/// Writes `pending` into the queue under its order key, with the id record that lets a
-/// cancel find it; `replaces` is the expiry of an expired record of the same id.
+/// Writes `pending` into the queue under its order key, or among the delayed events if
+/// its run time is ahead, with the id record that lets a cancel find it; `replaces` is the
+/// expiry of an expired record of the same id.
 fn queue<B: Storage + Clock>(
     step: &mut PoolStep<'_, B>,
     pending: Pending,
     replaces: Option<i64>,
 ) -> Result<(), JobError> {
-    let key = queue_key(pending.priority, pending.seq);
+    let delayed = pending.run_at.filter(|at| *at > step.now());
+    let key = match delayed {
+        Some(at) => delayed_key(at, pending.seq),
+        None => queue_key(pending.priority, pending.seq),
+    };
     step.put(key.clone(), &pending)?;
     step.pin_id(&pending.event_id, &IdRecord::Queued { key }, replaces)?;
     let pool = step.record_mut();
     pool.next_seq = pool.next_seq.max(pending.seq.saturating_add(1));
-    pool.pending = pool.pending.saturating_add(1);
+    match delayed {
+        Some(at) => {
+            // Delayed events of unknown time stay so, for the claim to look them up.
+            if pool.delayed == 0 || pool.next_delayed_at.is_some() {
+                pool.next_delayed_at = earliest([pool.next_delayed_at, Some(at)]);
+            }
+            pool.delayed = pool.delayed.saturating_add(1);
+        }
+        None => pool.pending = pool.pending.saturating_add(1),
+    }
     pool.drained = false;
     Ok(())
 }
@@ -285,16 +371,28 @@ async fn cancel<B: Storage + Clock>(
     if step.engine().is_running(&key) || started {
         return Ok(Response::Cancelled { cancelled: false });
     }
-    let pool = step.record_mut();
-    if pool.current.as_deref() == Some(key.as_str()) {
-        pool.current = None;
-        pool.retry_at = None;
-    }
-    pool.pending = pool.pending.saturating_sub(1);
     let generated_id = step
         .read::<Pending>(&key)
         .await?
         .is_some_and(|p| p.generated_id);
+    if key.starts_with(DELAYED_PREFIX) {
+        // The next delayed event, the cancelled one aside: it may have been the first.
+        let next = step
+            .list::<Pending>(ListOptions::prefix(DELAYED_PREFIX).limit(2))
+            .await?
+            .into_iter()
+            .find(|(other, _)| *other != key);
+        let pool = step.record_mut();
+        pool.delayed = pool.delayed.saturating_sub(1);
+        pool.next_delayed_at = next.and_then(|(_, p)| p.run_at);
+    } else {
+        let pool = step.record_mut();
+        if pool.current.as_deref() == Some(key.as_str()) {
+            pool.current = None;
+            pool.retry_at = None;
+        }
+        pool.pending = pool.pending.saturating_sub(1);
+    }
     step.writes().delete(key);
     mark_done(&mut step, job, &event_id, generated_id)?;
     step.emit(EventKind::WorkerPoolCancelled { event_id });
@@ -333,6 +431,8 @@ async fn status<B: Storage + Clock>(
             index,
             status: step.meta().map_or(Status::Active, |m| m.status.clone()),
             pending: pool.pending,
+            delayed: pool.delayed,
+            next_delayed_at: pool.next_delayed_at,
             processed: pool.processed,
             dead_letters: pool.dead,
             retrying,
@@ -358,32 +458,50 @@ async fn dead_letters<B: Storage + Clock>(
     Ok(Response::DeadLetters { items })
 }
 
-/// Queued events after the cursor (a queue key), in queue order.
+/// Events after the cursor (a queue or delayed key): the queue in queue order, then the
+/// delayed events by run time.
 async fn pending<B: Storage + Clock>(
     step: &PoolStep<'_, B>,
     after: Option<String>,
     limit: u32,
 ) -> Result<Response, JobError> {
     let limit = limit.clamp(1, MAX_PENDING_PAGE) as usize;
-    let mut options = ListOptions::prefix(QUEUE_PREFIX).limit(limit);
     // Just past the cursor: no key lies between a key and itself with a NUL appended.
     let start = after.map(|key| format!("{key}\0"));
-    if let Some(start) = &start {
-        if !start.starts_with(QUEUE_PREFIX) {
+    let in_queue = match &start {
+        None => true,
+        Some(start) if start.starts_with(QUEUE_PREFIX) => true,
+        Some(start) if start.starts_with(DELAYED_PREFIX) => false,
+        Some(start) => {
             return Err(JobError::bad_request(format!(
                 "`{}` is not a cursor of this queue",
                 start.trim_end_matches('\0')
-            )));
+            )))
         }
-        options = options.start(start);
+    };
+    let mut found: Vec<(String, Pending, bool)> = Vec::new();
+    if in_queue {
+        let mut options = ListOptions::prefix(QUEUE_PREFIX).limit(limit);
+        if let Some(start) = &start {
+            options = options.start(start);
+        }
+        let queued: Vec<(String, Pending)> = step.list(options).await?;
+        found.extend(queued.into_iter().map(|(key, p)| (key, p, false)));
     }
-    let found: Vec<(String, Pending)> = step.list(options).await?;
+    if found.len() < limit {
+        let mut options = ListOptions::prefix(DELAYED_PREFIX).limit(limit - found.len());
+        if let (false, Some(start)) = (in_queue, &start) {
+            options = options.start(start);
+        }
+        let delayed: Vec<(String, Pending)> = step.list(options).await?;
+        found.extend(delayed.into_iter().map(|(key, p)| (key, p, true)));
+    }
     let next = (found.len() == limit)
-        .then(|| found.last().map(|(key, _)| key.clone()))
+        .then(|| found.last().map(|(key, _, _)| key.clone()))
         .flatten();
     let items = found
         .into_iter()
-        .map(|(_, p)| QueuedEvent::from(p))
+        .map(|(_, p, delayed)| QueuedEvent::new(p, delayed))
         .collect();
     Ok(Response::PendingEvents { items, next })
 }
@@ -421,6 +539,7 @@ async fn change_dead_letters<B: Storage + Clock>(
                     last_error: None,
                     generated_id: letter.generated_id,
                     first_attempt_at: None,
+                    run_at: None,
                 };
                 queue(&mut step, pending, None)?;
             }

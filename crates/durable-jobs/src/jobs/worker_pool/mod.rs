@@ -8,18 +8,21 @@ mod executor;
 mod handler;
 mod routing;
 
-pub use client::{EnqueueRequest, Enqueued, PoolStatus, WorkerPoolClient};
+pub use client::{EnqueueRequest, Enqueued, PoolStatus, RunAt, WorkerPoolClient};
 pub use context::{EmptyContext, WorkerPoolContext};
 pub use definition::WorkerPool;
 pub use erased::MAX_CONCURRENCY;
 pub(crate) use executor::alarm;
-pub(crate) use handler::handle;
+pub(crate) use handler::{handle, run_time};
 pub use routing::jump_hash;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::KindRecord;
+use crate::services::alarm::earliest;
 use crate::services::metadata::{Metadata, Status};
 
 /// Ids the runtime makes up for events enqueued without one begin with this; callers may
@@ -27,12 +30,28 @@ use crate::services::metadata::{Metadata, Status};
 pub const GENERATED_ID_PREFIX: &str = "auto-";
 
 pub(crate) const QUEUE_PREFIX: &str = "q:";
+pub(crate) const DELAYED_PREFIX: &str = "d:";
 pub(crate) const DEAD_PREFIX: &str = "dead:";
+
+/// How far ahead an event may be delayed: ten years of 365 days. Further is refused at
+/// enqueue, as a time that far out is almost always a unit mistake (seconds for
+/// milliseconds, say).
+pub const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// [`MAX_DELAY`] in milliseconds.
+pub(crate) const MAX_DELAY_MS: i64 = 10 * 365 * 24 * 60 * 60 * 1000;
 
 /// Orders the queue: higher priority first, then enqueue order.
 pub(crate) fn queue_key(priority: i32, seq: u64) -> String {
     let rank = i64::from(i32::MAX) - i64::from(priority);
     format!("{QUEUE_PREFIX}{rank:010}:{seq:020}")
+}
+
+/// Orders the delayed events: earliest run time first, then enqueue order. Only times
+/// ahead of the clock are stored here, so the clamp at zero only matters for a clock set
+/// before 1970.
+pub(crate) fn delayed_key(run_at: i64, seq: u64) -> String {
+    format!("{DELAYED_PREFIX}{:020}:{seq:020}", run_at.max(0))
 }
 
 pub(crate) fn dead_key(seq: u64) -> String {
@@ -62,6 +81,13 @@ pub(crate) struct PoolRecord {
     /// where attempts are recorded at their start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed: Option<ClaimedEvents>,
+    /// Events waiting for their run time under `d:` keys, not counted in `pending`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delayed: u64,
+    /// The earliest run time among them: the alarm covers it, and a claim from then on
+    /// moves the events that are due into the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_delayed_at: Option<i64>,
 }
 
 /// The queue keys a claim of several events took, first and last.
@@ -106,7 +132,21 @@ impl Default for PoolRecord {
             drained: true,
             started: None,
             claimed: None,
+            delayed: 0,
+            next_delayed_at: None,
         }
+    }
+}
+
+impl PoolRecord {
+    /// Events waiting on the instance: queued (the running one included) and delayed.
+    pub fn waiting(&self) -> u64 {
+        self.pending.saturating_add(self.delayed)
+    }
+
+    /// Whether delayed events are due at `now`, to be moved into the queue first.
+    pub fn delayed_due(&self, now: i64) -> bool {
+        self.next_delayed_at.is_some_and(|t| t <= now)
     }
 }
 
@@ -114,18 +154,24 @@ impl KindRecord for PoolRecord {
     const KEY: &'static str = "pool";
 
     /// Due at once while there is work (or `on_empty` to run), at the retry time while the
-    /// head waits, none while paused or done.
+    /// head waits, none while paused or done; and no later than the first delayed event.
+    /// `on_empty` waits for the delayed events. Delayed events of unknown time (a record
+    /// that disagrees with its rows) make it due at once: a claim that finds the queue
+    /// empty looks them up again.
     fn alarm(&self, meta: Option<&Metadata>) -> Option<i64> {
         meta?;
         if self.paused {
-            None
-        } else if self.current.is_some() {
+            return None;
+        }
+        let unknown_delayed = self.delayed > 0 && self.next_delayed_at.is_none();
+        let queue = if self.current.is_some() {
             self.retry_at.or(Some(0))
-        } else if self.pending > 0 || !self.drained {
+        } else if self.pending > 0 || unknown_delayed || (!self.drained && self.delayed == 0) {
             Some(0)
         } else {
             None
-        }
+        };
+        earliest([queue, self.next_delayed_at])
     }
 }
 
@@ -148,10 +194,18 @@ pub(crate) struct Pending {
     /// counts from it. Absent in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_attempt_at: Option<i64>,
+    /// The time it was enqueued to run at, if it was given one (a delay is resolved
+    /// against the instance's clock at enqueue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<i64>,
 }
 
 fn is_false(value: &bool) -> bool {
     !value
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// What an event id refers to on its instance.
@@ -218,6 +272,13 @@ pub struct EnqueueItem {
     /// Its priority (higher first).
     #[serde(default)]
     pub priority: i32,
+    /// Run it no sooner than this time (ms since the epoch); a time already past runs it
+    /// at once. Not together with `delay_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<i64>,
+    /// Run it no sooner than this long after the instance receives it (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
 /// What became of one event of an enqueue of several.
@@ -226,12 +287,13 @@ pub struct EnqueueItem {
 pub struct EnqueueOutcome {
     /// Its id (given or made up); `None` when it was rejected.
     pub event_id: Option<String>,
-    /// Pending events on the instance, this one included, once it was queued.
+    /// Events waiting on the instance (queued and delayed), this one included, once it
+    /// was queued.
     pub position: u64,
     /// The id was seen before (or earlier in the same request): nothing changed.
     pub duplicate: bool,
-    /// Why the event was refused (it does not match the job's event type); the others
-    /// are queued all the same.
+    /// Why the event was refused (it does not match the job's event type, or its run time
+    /// is out of bounds); the others are queued all the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
 }
@@ -254,10 +316,19 @@ pub struct QueuedEvent {
     pub failed_attempts: u32,
     /// The last failure's text.
     pub last_error: Option<String>,
+    /// The time it was enqueued to run at, if it was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<i64>,
+    /// It waits for its run time, apart from the queue: `pending` lists such events after
+    /// the queued ones, by run time. The first claim from its run time on moves it into
+    /// the queue.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub delayed: bool,
 }
 
-impl From<Pending> for QueuedEvent {
-    fn from(p: Pending) -> Self {
+impl QueuedEvent {
+    /// A stored event as `pending` lists it; `delayed` if it waits under a `d:` key.
+    pub(crate) fn new(p: Pending, delayed: bool) -> Self {
         QueuedEvent {
             event_id: p.event_id,
             event: p.event,
@@ -266,6 +337,8 @@ impl From<Pending> for QueuedEvent {
             enqueued_at: p.enqueued_at,
             failed_attempts: p.attempt,
             last_error: p.last_error,
+            run_at: p.run_at,
+            delayed,
         }
     }
 }
@@ -278,8 +351,14 @@ pub struct PoolInstanceStatus {
     pub index: u32,
     /// `Paused` while paused.
     pub status: Status,
-    /// Events waiting (the running one included).
+    /// Events queued to run (the running one included), delayed events not counted.
     pub pending: u64,
+    /// Events waiting for their run time.
+    #[serde(default)]
+    pub delayed: u64,
+    /// The earliest run time among the delayed events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_delayed_at: Option<i64>,
     /// Events processed successfully.
     pub processed: u64,
     /// Events in the dead-letter list.
