@@ -75,6 +75,16 @@ impl Checkpointer {
     /// the writer's connection so that its commits wake it. SQLite's automatic checkpoint
     /// is off from then on: the hook replaces it.
     pub fn start(writer: &mut Connection, conn: Connection, path: &str) -> Result<Self, OpenError> {
+        // A connection learns that the file is in WAL mode only once it reads it: until
+        // then a checkpoint on it does nothing and says so with -1 frames.
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(|e| OpenError::from_sqlite(path.to_string(), e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OpenError::Io {
+                message: format!("{path}: the checkpoint connection is not in WAL mode ({mode})"),
+            });
+        }
         let signal = Arc::new(Signal::default());
         let thread = std::thread::Builder::new()
             .name("durable-jobs-checkpoint".into())
@@ -128,5 +138,44 @@ fn checkpoint(which: &str, run: impl FnOnce() -> rusqlite::Result<(i32, i32)>) {
         Ok(_) => {}
         Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {}
         Err(e) => tracing::warn!(error = %e, which, "checkpoint failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::OpenFlags;
+
+    /// Writes `pages` pages' worth of rows in their own transactions, as the writer does.
+    fn write(conn: &Connection, transactions: usize) {
+        for i in 0..transactions {
+            conn.execute("INSERT INTO t (v) VALUES (?1)", [vec![i as u8; 4096 * 4]])
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn the_thread_copies_the_log_before_the_writer_has_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
+        let mut writer = Connection::open_with_flags(&path, flags).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v BLOB);")
+            .unwrap();
+        let second = Connection::open_with_flags(&path, flags).unwrap();
+        let _checkpointer = Checkpointer::start(&mut writer, second, "db").unwrap();
+        // Past the background threshold, far below the writer's own.
+        write(&writer, (BACKGROUND_PAGES as usize) / 4 + 10);
+        // Pages reach the database file only through a checkpoint, and the writer's own
+        // threshold was not reached: a growing file is the thread's work.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() < 1 << 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread never copied the log into the file"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
