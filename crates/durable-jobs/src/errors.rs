@@ -7,6 +7,18 @@ use serde::{Deserialize, Serialize};
 use crate::ids::JobKind;
 use crate::services::metadata::StatusName;
 
+/// A hook that decides what an event does (a Debounce reducer, a Task's `on_event`) refused
+/// it: the call fails with a validation error carrying this text and nothing is stored (in
+/// an `add_many`, that event's result is the error, and the other events are added).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected(pub String);
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A storage operation failed. The step it belonged to was not committed.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -176,6 +188,15 @@ impl JobError {
             "operation {:?} does not apply to a {kind} job",
             op.kind()
         ))
+    }
+
+    /// The instance `id` does not exist (a trigger of an instance never created).
+    pub(crate) fn instance_not_found(id: &crate::ids::InstanceId) -> Self {
+        JobError::InstanceNotFound {
+            kind: id.kind,
+            name: id.name.clone(),
+            key: id.key.clone(),
+        }
     }
 
     pub(crate) fn corrupt(key: &str, err: impl std::fmt::Display) -> Self {

@@ -14,6 +14,22 @@ pub enum FlushReason {
     Manual,
 }
 
+/// What set a task's timer, as `task.scheduled` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ScheduledBy {
+    /// `on_event`, for an event sent to the task.
+    Event,
+    /// `execute`, for the next run.
+    Execution,
+    /// `on_error`, after an execution failed all its attempts.
+    Error,
+    /// `on_idle`, when no timer was left.
+    Idle,
+    /// A client's `trigger`: the task runs now.
+    Trigger,
+}
+
 /// One lifecycle event of one instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -170,7 +186,7 @@ pub enum EventKind {
         /// When it fires.
         at: i64,
         /// What set it.
-        by: crate::jobs::task::ScheduledBy,
+        by: ScheduledBy,
     },
     /// A Task's execution succeeded.
     #[serde(rename = "task.executed", rename_all = "camelCase")]

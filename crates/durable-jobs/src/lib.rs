@@ -70,12 +70,12 @@ pub mod wire;
 
 pub use client::{JobsClient, Transport};
 pub use engine::{Engine, CLAIM_RUN_MS, MAX_EVENTS_PER_REQUEST};
-pub use errors::{JobError, RegistryError, StorageError};
+pub use errors::{JobError, RegistryError, Rejected, StorageError};
 pub use events::{EventKind, FlushReason, JobEvent};
 pub use ids::{InstanceId, JobKind};
 pub use jobs::continuous::{Continuous, ContinuousContext, ContinuousStatus, Schedule};
 pub use jobs::debounce::{
-    AddItem, AddOutcome, Debounce, DebounceContext, DebounceStatus, FailedBatch, Rejected,
+    AddItem, AddOutcome, Debounce, DebounceContext, DebounceStatus, FailedBatch,
 };
 pub use jobs::execution::Execution;
 pub use jobs::task::{ScheduledBy, Sent, Task, TaskContext, TaskPhase, TaskStatus};

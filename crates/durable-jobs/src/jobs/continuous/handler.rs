@@ -108,7 +108,9 @@ pub(super) fn stop_instance<B: Storage + Clock>(
 async fn trigger<B: Storage + Clock>(
     mut step: ContinuousStep<'_, B>,
 ) -> Result<Response, JobError> {
-    let meta = step.meta().ok_or_else(|| not_found(step.instance()))?;
+    let meta = step
+        .meta()
+        .ok_or_else(|| JobError::instance_not_found(step.instance()))?;
     if meta.status.is_stopped() {
         return Err(JobError::InvalidState {
             operation: "trigger".into(),
@@ -149,12 +151,4 @@ async fn get_state<B: Storage + Clock>(step: &ContinuousStep<'_, B>) -> Result<R
     }
     let state = step.read::<Value>(STATE_KEY).await?;
     Ok(Response::State { state })
-}
-
-fn not_found(instance: &InstanceId) -> JobError {
-    JobError::InstanceNotFound {
-        kind: instance.kind,
-        name: instance.name.clone(),
-        key: instance.key.clone(),
-    }
 }

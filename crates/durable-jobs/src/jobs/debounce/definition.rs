@@ -1,25 +1,15 @@
 //! The Debounce job trait, implemented by the user's struct.
 
-use std::fmt::{self, Display};
+use std::fmt::Display;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::context::DebounceContext;
+use crate::errors::Rejected;
 use crate::jobs::lifecycle::DEFAULT_RETENTION;
 use crate::retry::RetryPolicy;
-
-/// A reducer refused an event; the `add` fails with a validation error and nothing is stored
-/// (in an `add_many`, that event's result is the error, and the other events are added).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected(pub String);
-
-impl Display for Rejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// The default reducer: the state becomes the latest event. The state type must decode from
 /// the event's JSON (most simply, `State = Event`).

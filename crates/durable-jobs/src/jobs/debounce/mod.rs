@@ -11,9 +11,10 @@ pub(crate) mod erased;
 mod executor;
 mod handler;
 
+pub use crate::errors::Rejected;
 pub use client::{Added, DebounceClient};
 pub use context::DebounceContext;
-pub use definition::{keep_latest, Debounce, Rejected};
+pub use definition::{keep_latest, Debounce};
 pub(crate) use executor::alarm;
 pub(crate) use handler::handle;
 

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::context::TaskContext;
-use crate::jobs::debounce::Rejected;
+use crate::errors::Rejected;
 use crate::jobs::lifecycle::DEFAULT_RETENTION;
 use crate::retry::RetryPolicy;
 

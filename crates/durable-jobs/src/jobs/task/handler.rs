@@ -136,7 +136,7 @@ fn create<B: Storage + Clock>(step: &mut TaskStep<'_, B>, now: i64) {
 /// Sets the timer to now: the task runs at once, through the alarm.
 async fn trigger<B: Storage + Clock>(mut step: TaskStep<'_, B>) -> Result<Response, JobError> {
     if !is_live(step.meta()) {
-        return Err(not_found(step.instance()));
+        return Err(JobError::instance_not_found(step.instance()));
     }
     let now = step.now();
     decide::set_timer(&mut step, Some(now), ScheduledBy::Trigger);
@@ -184,12 +184,4 @@ async fn get_state<B: Storage + Clock>(step: &TaskStep<'_, B>) -> Result<Respons
     }
     let state = step.read::<Value>(STATE_KEY).await?;
     Ok(Response::State { state })
-}
-
-fn not_found(instance: &InstanceId) -> JobError {
-    JobError::InstanceNotFound {
-        kind: instance.kind,
-        name: instance.name.clone(),
-        key: instance.key.clone(),
-    }
 }

@@ -13,6 +13,7 @@ pub(crate) mod erased;
 mod executor;
 mod handler;
 
+pub use crate::events::ScheduledBy;
 pub use client::{Sent, TaskClient};
 pub use context::TaskContext;
 pub use definition::Task;
@@ -30,22 +31,6 @@ pub(crate) const STATE_KEY: &str = "state";
 
 /// The reason a terminated task's status records.
 pub(crate) const TERMINATED: &str = "terminated";
-
-/// What set a task's timer, as `task.scheduled` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ScheduledBy {
-    /// `on_event`, for an event sent to the task.
-    Event,
-    /// `execute`, for the next run.
-    Execution,
-    /// `on_error`, after an execution failed all its attempts.
-    Error,
-    /// `on_idle`, when no timer was left.
-    Idle,
-    /// A client's `trigger`: the task runs now.
-    Trigger,
-}
 
 /// The record of a Task instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
