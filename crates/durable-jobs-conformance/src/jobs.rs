@@ -464,6 +464,8 @@ pub struct Reminder {
     pub gate: Option<Gate>,
     /// Sends one reminder only: `execute` sets no timer.
     pub once: bool,
+    /// How failing reminders are retried.
+    pub retry: RetryPolicy,
 }
 
 impl Reminder {
@@ -479,6 +481,7 @@ impl Reminder {
             wake_when_idle: false,
             gate: None,
             once: false,
+            retry: RetryPolicy::fixed(2, Duration::from_secs(10)),
         }
     }
 }
@@ -489,7 +492,7 @@ impl durable_jobs::Task for Reminder {
     type Error = String;
 
     fn retry(&self) -> RetryPolicy {
-        RetryPolicy::fixed(2, Duration::from_secs(10))
+        self.retry
     }
 
     fn retention(&self) -> Duration {

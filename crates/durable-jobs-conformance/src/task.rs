@@ -2,7 +2,9 @@
 
 use durable_jobs::{JobError, Registry, Status, TaskPhase};
 
-use crate::jobs::{Failures, Gate, Log, Order, OrderEvent, Reminder};
+use crate::jobs::{
+    ten_attempts_within_25_seconds, Failures, Gate, Log, Order, OrderEvent, Reminder,
+};
 use crate::{secs, TestRuntime};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -275,4 +277,35 @@ pub async fn terminate_during_an_execution_discards_its_result<R: TestRuntime>()
     assert_eq!(reminders(&log).len(), 1);
     assert_eq!(tasks.status("o").await.unwrap(), None);
     assert_eq!(tasks.state("o").await.unwrap(), None);
+}
+
+/// A retry policy's `max_duration` ends an execution's retries: three attempts, then
+/// `on_error`; the next execution has a time limit of its own.
+pub async fn max_duration_ends_an_executions_retries<R: TestRuntime>() {
+    let log = Log::default();
+    let mut reminder = Reminder::new(&log);
+    reminder.failures = Failures::next(100);
+    reminder.retry = ten_attempts_within_25_seconds();
+    reminder.retry_later = Some(secs(3600));
+    let rt: R = with(reminder.clone()).await;
+    let t0 = rt.now();
+    let client = rt.client();
+    let tasks = client.task::<Reminder>();
+    tasks.send("o", &OrderEvent::Created).await.unwrap();
+    rt.advance(secs(24 * 3600 + 60)).await;
+    let first = t0 + DAY_MS;
+    let expected: Vec<String> = (0..3)
+        .map(|k| format!("remind o #1 at {} attempt {}", first + k * 10_000, k + 1))
+        .collect();
+    assert_eq!(reminders(&log), expected);
+    assert_eq!(log.matching("on_error ").len(), 1);
+    let status = tasks.status("o").await.unwrap().unwrap();
+    assert_eq!(status.last_error.map(|e| e.attempts), Some(3));
+    assert_eq!(status.next_run_at, Some(first + 20_000 + 3_600_000));
+    rt.advance(secs(3600)).await;
+    assert_eq!(
+        reminders(&log).len(),
+        6,
+        "the next execution gets three attempts again"
+    );
 }
