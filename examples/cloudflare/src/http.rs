@@ -1,4 +1,4 @@
-//! The JSON HTTP front: every operation of the three jobs, the execution log, and the
+//! The JSON HTTP front: every operation of the four jobs, the execution log, and the
 //! storage counts of any instance.
 //!
 //! ```text
@@ -12,6 +12,8 @@
 //! POST /emails/pause | /resume  {"index"?}      POST /emails/cancel {"eventId"}
 //! GET  /emails/status | /emails/instances/{i}/status | /emails/dead-letters
 //! POST /emails/replay | /emails/discard  {"eventIds"?}
+//! POST /orders/{id}/send    {"event": "created" | "paid", "eventId"?}
+//! POST /orders/{id}/trigger | /terminate        GET /orders/{id}/status | /state
 //! GET  /log                                     GET /stats/{kind}:{name}:{key}
 //! ```
 //!
@@ -31,7 +33,9 @@ use subtle::ConstantTimeEq;
 use worker::{Env, Method, Request, Response, Result};
 
 use crate::execution_log::LogClient;
-use crate::jobs::{Email, EmailSender, Hook, TokenRefresher, Tokens, WebhookBatcher};
+use crate::jobs::{
+    Email, EmailSender, Hook, OrderEvent, OrderReminder, TokenRefresher, Tokens, WebhookBatcher,
+};
 use crate::Jobs;
 
 type Client = JobsClient<DoTransport>;
@@ -128,6 +132,10 @@ pub async fn route(mut request: Request, env: Env) -> Result<Response> {
             let client = Jobs::client(&env, "JOBS")?;
             answer(emails(&client, rest, &method, body).await)
         }
+        ["orders", id, op] => {
+            let client = Jobs::client(&env, "JOBS")?;
+            answer(orders(&client, id, op, &method, body).await)
+        }
         _ => error_response(
             404,
             json!({ "error": format!("no route for {method:?} {path}") }),
@@ -162,6 +170,41 @@ async fn tokens(
             job.trigger(id).await?;
             Ok(json!({ "triggered": true }))
         }
+        (Method::Get, "status") => Ok(json!({ "status": job.status(id).await? })),
+        (Method::Get, "state") => Ok(json!({ "state": job.state(id).await? })),
+        _ => Err(no_operation(op)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendBody {
+    event: OrderEvent,
+    event_id: Option<String>,
+}
+
+async fn orders(
+    client: &Client,
+    id: &str,
+    op: &str,
+    method: &Method,
+    body: Value,
+) -> Result<Value, JobError> {
+    let job = client.task::<OrderReminder>();
+    match (method, op) {
+        (Method::Post, "send") => {
+            let send: SendBody = parse(body)?;
+            let sent = match &send.event_id {
+                Some(event_id) => job.send_with_id(id, &send.event, event_id).await?,
+                None => job.send(id, &send.event).await?,
+            };
+            Ok(json!(sent))
+        }
+        (Method::Post, "trigger") => {
+            job.trigger(id).await?;
+            Ok(json!({ "triggered": true }))
+        }
+        (Method::Post, "terminate") => Ok(json!({ "terminated": job.terminate(id).await? })),
         (Method::Get, "status") => Ok(json!({ "status": job.status(id).await? })),
         (Method::Get, "state") => Ok(json!({ "state": job.state(id).await? })),
         _ => Err(no_operation(op)),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use durable_jobs::{
     Continuous, ContinuousContext, Debounce, DebounceContext, Registry, RegistryError, Rejected,
-    RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
+    RetryPolicy, Schedule, Task, TaskContext, WorkerPool, WorkerPoolContext,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,7 +26,8 @@ pub fn build_registry(env: &Env) -> Result<Registry, RegistryError> {
     Registry::builder()
         .continuous("tokenRefresher", TokenRefresher { log: log.clone() })
         .debounce("webhookBatcher", WebhookBatcher { log: log.clone() })
-        .worker_pool("emailSender", EmailSender { log })
+        .worker_pool("emailSender", EmailSender { log: log.clone() })
+        .task("orderReminder", OrderReminder { log })
         .build()
 }
 
@@ -204,5 +205,77 @@ impl WorkerPool for EmailSender {
                 "error": error,
             }))
             .await;
+    }
+}
+
+/// What happens to an order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OrderEvent {
+    /// The order was placed: remind of its payment.
+    Created,
+    /// It was paid: no more reminders.
+    Paid,
+}
+
+/// An order's reminders so far.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderState {
+    /// Reminders sent.
+    pub reminders: u32,
+}
+
+/// Reminds of an unpaid order a second after it is placed, then every second, and cancels
+/// the order after three reminders; a payment ends it first. (A real one would wait days.)
+pub struct OrderReminder {
+    log: LogClient,
+}
+
+impl OrderReminder {
+    /// Between reminders.
+    const EVERY: Duration = Duration::from_secs(1);
+    /// Reminders before the order is cancelled.
+    const MAX: u32 = 3;
+}
+
+impl Task for OrderReminder {
+    type State = OrderState;
+    type Event = OrderEvent;
+    type Error = String;
+
+    fn on_event(
+        &self,
+        ctx: &mut TaskContext<OrderState>,
+        event: OrderEvent,
+    ) -> Result<(), Rejected> {
+        match event {
+            OrderEvent::Created if ctx.state().is_none() => {
+                ctx.set_state(OrderState { reminders: 0 });
+                ctx.schedule_in(Self::EVERY);
+            }
+            OrderEvent::Created => {}
+            OrderEvent::Paid => ctx.terminate(),
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, ctx: &mut TaskContext<OrderState>) -> Result<(), String> {
+        let reminders = ctx.state().map_or(0, |s| s.reminders) + 1;
+        let cancels = reminders == Self::MAX;
+        self.log
+            .append(json!({
+                "job": "orderReminder",
+                "id": ctx.id(),
+                "reminder": reminders,
+                "cancels": cancels,
+            }))
+            .await?;
+        if cancels {
+            ctx.terminate();
+        } else {
+            ctx.set_state(OrderState { reminders });
+            ctx.schedule_in(Self::EVERY);
+        }
+        Ok(())
     }
 }

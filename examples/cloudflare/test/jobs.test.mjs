@@ -447,6 +447,41 @@ test("worker pool: a delayed event runs after its delay, not before, and holds u
   assert.equal(status.delayed, 0, JSON.stringify(status));
 });
 
+test("task: reminders on its own timer until it cancels itself; an event ends it first", async () => {
+  const sent = await post("/orders/o-late/send", { event: "created", eventId: "c-1" });
+  assert.equal(sent.created, true);
+  assert.ok(sent.nextRunAt > Date.now() - 1_000, JSON.stringify(sent));
+  const again = await post("/orders/o-late/send", { event: "created", eventId: "c-1" });
+  assert.deepEqual([again.duplicate, again.created], [true, false]);
+  await post("/orders/o-paid/send", { event: "created" });
+  assert.equal((await post("/orders/o-paid/send", { event: "paid" })).created, false);
+  assert.deepEqual(await get("/orders/o-paid/status"), { status: null });
+
+  const late = (e) => e.job === "orderReminder" && e.id === "o-late";
+  const [first] = await waitForEntries("the first reminder", late, 1, 3_000);
+  assert.equal(first.reminder, 1);
+  const { status } = await get("/orders/o-late/status");
+  assert.equal(status.phase, "scheduled");
+  assert.equal(status.eventCount, 1);
+  assert.ok(status.executionCount >= 1, JSON.stringify(status));
+  assert.ok((await get("/orders/o-late/state")).state.reminders >= 1);
+  const all = await waitForEntries("three reminders", late, 3, 6_000);
+  assert.deepEqual(all.map((e) => e.cancels), [false, false, true]);
+  await waitFor("the task to end itself", async () => (await get("/orders/o-late/status")).status === null);
+  await sleep(1_500);
+  assert.equal((await entries(late)).length, 3, "no reminder after the task ended");
+  assert.equal((await entries((e) => e.job === "orderReminder" && e.id === "o-paid")).length, 0);
+
+  const timer = (await post("/orders/o-now/send", { event: "created" })).nextRunAt;
+  assert.deepEqual(await post("/orders/o-now/trigger"), { triggered: true });
+  const [now] = await waitForEntries("the triggered reminder", (e) => e.job === "orderReminder" && e.id === "o-now", 1, 3_000);
+  assert.ok(now.at < timer, `a trigger runs now (${now.at}), not at the timer (${timer})`);
+  assert.deepEqual(await post("/orders/o-now/terminate"), { terminated: true });
+  assert.deepEqual(await post("/orders/o-now/terminate"), { terminated: false });
+  const missing = await call("POST", "/orders/nobody/trigger");
+  assert.equal(missing.status, 404, JSON.stringify(missing.json));
+});
+
 test("access: every route needs the ADMIN_TOKEN secret as a bearer token", async () => {
   for (const route of ["/log", "/emails/status", "/tokens/x/state", "/nowhere"]) {
     const missing = await call("GET", route, undefined, null);
