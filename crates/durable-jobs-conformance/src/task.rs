@@ -276,3 +276,31 @@ pub async fn terminate_during_an_execution_discards_its_result<R: TestRuntime>()
     assert_eq!(tasks.status("o").await.unwrap(), None);
     assert_eq!(tasks.state("o").await.unwrap(), None);
 }
+
+/// An event that cancels the timer while a failing attempt runs leaves the retry in the
+/// timer's place: the task stays scheduled, not due for its purge, and the retry runs.
+pub async fn a_retry_keeps_a_task_whose_timer_was_cancelled_meanwhile<R: TestRuntime>() {
+    let log = Log::default();
+    let (gate, control) = Gate::closed();
+    let mut reminder = Reminder::new(&log);
+    reminder.gate = Some(gate);
+    reminder.failures = Failures::next(1);
+    let rt: R = with(reminder).await;
+    let client = rt.client();
+    let tasks = client.task::<Reminder>();
+    tasks.send("o", &OrderEvent::Created).await.unwrap();
+    tasks.trigger("o").await.unwrap();
+    let test = async {
+        control.started.await.unwrap();
+        tasks.send("o", &OrderEvent::Snooze).await.unwrap();
+        control.release.send(()).unwrap();
+    };
+    futures::join!(rt.advance(secs(0)), test);
+    let status = tasks.status("o").await.unwrap().unwrap();
+    assert_eq!(status.phase, TaskPhase::Scheduled);
+    assert!(status.retry_at.is_some());
+    assert_eq!(status.purge_at, None);
+    rt.advance(secs(10)).await;
+    assert_eq!(reminders(&log).len(), 2);
+    assert_eq!(tasks.status("o").await.unwrap().unwrap().execution_count, 1);
+}
