@@ -304,3 +304,31 @@ pub async fn a_retry_keeps_a_task_whose_timer_was_cancelled_meanwhile<R: TestRun
     assert_eq!(reminders(&log).len(), 2);
     assert_eq!(tasks.status("o").await.unwrap().unwrap().execution_count, 1);
 }
+
+/// A terminated task forgets its event ids, also when an event creates it again before
+/// its data is purged: an id from its earlier life is new to it.
+pub async fn a_task_created_again_forgets_the_ids_of_its_earlier_life<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Reminder::new(&log)).await;
+    let client = rt.client();
+    let tasks = client.task::<Reminder>();
+    tasks
+        .send_with_id("o", &OrderEvent::Created, "e1")
+        .await
+        .unwrap();
+    assert!(tasks.terminate("o").await.unwrap());
+    assert!(tasks.send("o", &OrderEvent::Created).await.unwrap().created);
+    let again = tasks
+        .send_with_id("o", &OrderEvent::Snooze, "e1")
+        .await
+        .unwrap();
+    assert!(!again.duplicate && !again.created);
+    let status = tasks.status("o").await.unwrap().unwrap();
+    assert_eq!(status.event_count, 2);
+    assert_eq!(status.phase, TaskPhase::Idle);
+    let repeated = tasks
+        .send_with_id("o", &OrderEvent::Created, "e1")
+        .await
+        .unwrap();
+    assert!(repeated.duplicate);
+}
