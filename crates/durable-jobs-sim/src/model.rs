@@ -103,6 +103,8 @@ enum RemovalKind {
 struct IdUse {
     task: TaskId,
     submitted: i64,
+    /// When it was sent, in the model's order of events.
+    tick: u64,
     state: IdState,
 }
 
@@ -357,6 +359,7 @@ impl Model {
                 .push(IdUse {
                     task,
                     submitted: now,
+                    tick,
                     state: IdState::Pending,
                 });
         }
@@ -1083,11 +1086,12 @@ impl Model {
         if !duplicate {
             // Stored before this request was sent, and not expired even if this request's
             // step ran as late as its answer.
-            // A task forgets its ids when it ends.
+            // A task forgets its ids when it ends, which may have happened as soon as the
+            // earlier use was sent.
             let track = self.tasks.get(a.instance);
-            let ended = |acked: u64| track.is_some_and(|t| t.terminated_after(acked));
+            let ended = |u: &IdUse| track.is_some_and(|t| t.terminated_after(u.tick));
             let live = others.iter().find(|u| {
-                matches!(u.state, IdState::Stored(_, acked) if acked < sent.tick && now < u.submitted + retention && !ended(acked))
+                matches!(u.state, IdState::Stored(_, acked) if acked < sent.tick && now < u.submitted + retention && !ended(u))
             });
             return match live {
                 Some(u) => bad(format!(
