@@ -160,6 +160,8 @@ macro_rules! conformance_tests {
             task::a_refused_or_panicking_event_changes_nothing,
             task::terminate_during_an_execution_discards_its_result,
             task::max_duration_ends_an_executions_retries,
+            task::a_retry_keeps_a_task_whose_timer_was_cancelled_meanwhile,
+            task::a_task_created_again_forgets_the_ids_of_its_earlier_life,
             worker_pool::delayed_events_run_at_their_time,
             worker_pool::a_delayed_event_does_not_hold_up_its_partition,
             worker_pool::due_delayed_events_take_their_place_in_the_queue,

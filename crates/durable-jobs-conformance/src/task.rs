@@ -309,3 +309,59 @@ pub async fn max_duration_ends_an_executions_retries<R: TestRuntime>() {
         "the next execution gets three attempts again"
     );
 }
+
+/// An event that cancels the timer while a failing attempt runs leaves the retry in the
+/// timer's place: the task stays scheduled, not due for its purge, and the retry runs.
+pub async fn a_retry_keeps_a_task_whose_timer_was_cancelled_meanwhile<R: TestRuntime>() {
+    let log = Log::default();
+    let (gate, control) = Gate::closed();
+    let mut reminder = Reminder::new(&log);
+    reminder.gate = Some(gate);
+    reminder.failures = Failures::next(1);
+    let rt: R = with(reminder).await;
+    let client = rt.client();
+    let tasks = client.task::<Reminder>();
+    tasks.send("o", &OrderEvent::Created).await.unwrap();
+    tasks.trigger("o").await.unwrap();
+    let test = async {
+        control.started.await.unwrap();
+        tasks.send("o", &OrderEvent::Snooze).await.unwrap();
+        control.release.send(()).unwrap();
+    };
+    futures::join!(rt.advance(secs(0)), test);
+    let status = tasks.status("o").await.unwrap().unwrap();
+    assert_eq!(status.phase, TaskPhase::Scheduled);
+    assert!(status.retry_at.is_some());
+    assert_eq!(status.purge_at, None);
+    rt.advance(secs(10)).await;
+    assert_eq!(reminders(&log).len(), 2);
+    assert_eq!(tasks.status("o").await.unwrap().unwrap().execution_count, 1);
+}
+
+/// A terminated task forgets its event ids, also when an event creates it again before
+/// its data is purged: an id from its earlier life is new to it.
+pub async fn a_task_created_again_forgets_the_ids_of_its_earlier_life<R: TestRuntime>() {
+    let log = Log::default();
+    let rt: R = with(Reminder::new(&log)).await;
+    let client = rt.client();
+    let tasks = client.task::<Reminder>();
+    tasks
+        .send_with_id("o", &OrderEvent::Created, "e1")
+        .await
+        .unwrap();
+    assert!(tasks.terminate("o").await.unwrap());
+    assert!(tasks.send("o", &OrderEvent::Created).await.unwrap().created);
+    let again = tasks
+        .send_with_id("o", &OrderEvent::Snooze, "e1")
+        .await
+        .unwrap();
+    assert!(!again.duplicate && !again.created);
+    let status = tasks.status("o").await.unwrap().unwrap();
+    assert_eq!(status.event_count, 2);
+    assert_eq!(status.phase, TaskPhase::Idle);
+    let repeated = tasks
+        .send_with_id("o", &OrderEvent::Created, "e1")
+        .await
+        .unwrap();
+    assert!(repeated.duplicate);
+}

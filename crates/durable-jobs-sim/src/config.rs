@@ -34,6 +34,10 @@ pub struct JobsConfig {
     pub pool_retry: RetryPolicy,
     /// How long WorkerPool event ids are kept after their event finished.
     pub pool_retention_ms: i64,
+    /// The Task job's retries.
+    pub task_retry: RetryPolicy,
+    /// How long Task event ids are remembered and an idle task is kept.
+    pub task_retention_ms: i64,
     /// How much more often than by default user code fails (0 = never).
     pub failure_scale: u32,
     /// Request size limits, small so that oversized requests are cheap to build.
@@ -54,6 +58,10 @@ impl JobsConfig {
         // setting of a seed stays what it was before they existed.
         let mut limits = SimRng::new(seed ^ 0x7157_0DD5_EC0D_5EED);
         let mut retry = |rng: &mut SimRng| with_time_limit(retry(rng), &mut limits);
+        // The Task job came later: its settings too have a stream of their own.
+        let mut task = SimRng::new(seed ^ 0x7A5C_0B5E_7713_E500);
+        let task_retry = with_time_limit(self::retry(&mut task), &mut task);
+        let task_retention_ms = retention(&mut task);
         JobsConfig {
             tick_every_ms: *rng.pick(&[5_000, 30_000, 120_000]),
             tick_start_immediately: rng.chance(700),
@@ -66,6 +74,8 @@ impl JobsConfig {
             pool_concurrency: rng.between(1, 3) as u32,
             pool_retry: retry(&mut rng),
             pool_retention_ms: retention(&mut rng),
+            task_retry,
+            task_retention_ms,
             failure_scale: *rng.pick(&[0, 1, 1, 3]),
             limits: LIMITS,
         }
@@ -74,11 +84,16 @@ impl JobsConfig {
     /// The longest a failing execution keeps being retried, for any kind: after that its
     /// work is done, dead or failed.
     pub fn longest_retry_chain_ms(&self) -> i64 {
-        [self.tick_retry, self.batch_retry, self.pool_retry]
-            .iter()
-            .map(chain_ms)
-            .max()
-            .unwrap_or(0)
+        [
+            self.tick_retry,
+            self.batch_retry,
+            self.pool_retry,
+            self.task_retry,
+        ]
+        .iter()
+        .map(chain_ms)
+        .max()
+        .unwrap_or(0)
     }
 
     /// The longest retention of any kind.
@@ -86,6 +101,7 @@ impl JobsConfig {
         self.tick_retention_ms
             .max(self.batch_retention_ms)
             .max(self.pool_retention_ms)
+            .max(self.task_retention_ms)
     }
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use durable_jobs::{
     Continuous, ContinuousContext, Debounce, DebounceContext, EmptyContext, InstanceId, JobKind,
-    Registry, RegistryBuilder, Rejected, RetryPolicy, Schedule, WorkerPool, WorkerPoolContext,
+    Registry, RegistryBuilder, Rejected, RetryPolicy, Schedule, Task, TaskContext, WorkerPool,
+    WorkerPoolContext,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,12 @@ pub const TICK: &str = "tick";
 pub const BATCH: &str = "batch";
 /// The WorkerPool's name.
 pub const WORK: &str = "work";
+/// The Task job's name.
+pub const TASK: &str = "task";
+/// How far ahead `on_idle` sets the timer when the last event asked it to wake the task.
+pub const IDLE_WAKE_MS: i64 = 2_000;
+/// How far ahead `on_error` sets the timer when it tries again later.
+pub const RETRY_LATER_MS: i64 = 4_000;
 /// The reason a Continuous run gives when it stops its own instance.
 pub const TERMINATED: &str = "terminated by its run";
 
@@ -45,12 +52,72 @@ pub struct TickState {
     pub runs: u64,
 }
 
-/// The registry of the three simulated jobs for one seed.
+/// What a simulated Task event makes `on_event` decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Then {
+    /// Set the timer this far ahead.
+    #[serde(rename_all = "camelCase")]
+    Schedule {
+        /// From the time `on_event` runs (ms).
+        delay_ms: i64,
+    },
+    /// Remove the timer.
+    Cancel,
+    /// End the task.
+    Terminate,
+    /// Refuse the event.
+    Reject,
+}
+
+impl Then {
+    /// Whether an accepted event of this kind keeps its serial in the task's state.
+    pub fn is_kept(self) -> bool {
+        matches!(self, Then::Schedule { .. } | Then::Cancel)
+    }
+}
+
+/// An event sent to the Task job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// Unique per request the simulator sends, as for [`Item`].
+    pub serial: u64,
+    /// What `on_event` decides.
+    pub then: Then,
+    /// Lets `on_idle` set a timer once, the next time the task is idle.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wake: bool,
+    /// Filler that makes a request oversized.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pad: String,
+}
+
+/// The Task job's state. Only the synchronous hooks (`on_event`, `on_idle`) write it: they
+/// run in the step that applies them, so what they write is never stale, while a state
+/// written by `execute` would replace what events added during the execution.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskState {
+    /// The serials of the events accepted, in order.
+    pub serials: Vec<u64>,
+    /// The time the timer was set for by the last hook that wrote the state (`None`: that
+    /// hook cancelled it).
+    pub timer_at: Option<i64>,
+    /// `on_idle` wrote the state last (else the last event's `on_event`).
+    #[serde(default)]
+    pub by_idle: bool,
+    /// `on_idle` may still set a timer once.
+    #[serde(default)]
+    pub wake: bool,
+}
+
+/// The registry of the four simulated jobs for one seed.
 pub fn registry(world: &Arc<World>, cfg: &JobsConfig) -> Registry {
     let builder: RegistryBuilder = Registry::builder()
         .continuous(TICK, Tick::new(world, cfg))
         .debounce(BATCH, Batcher::new(world, cfg))
         .worker_pool(WORK, Workers::new(world, cfg))
+        .task(TASK, Timer::new(world, cfg))
         .limits(cfg.limits);
     // The configuration comes from a fixed table of valid settings.
     builder.build().unwrap()
@@ -302,5 +369,100 @@ impl WorkerPool for Workers {
     async fn on_empty(&self, ctx: &EmptyContext) {
         let instance = pool_instance(ctx.job_name(), ctx.instance_index());
         let _hook = self.world.hook(&instance, "on_empty");
+    }
+}
+
+/// The Task job: events decide the timer ([`Then`]); executions may set the next one or
+/// end the task, as the world draws.
+pub struct Timer {
+    world: Arc<World>,
+    cfg: JobsConfig,
+}
+
+impl Timer {
+    fn new(world: &Arc<World>, cfg: &JobsConfig) -> Self {
+        Timer {
+            world: world.clone(),
+            cfg: cfg.clone(),
+        }
+    }
+}
+
+impl Task for Timer {
+    type State = TaskState;
+    type Event = TaskEvent;
+    type Error = String;
+
+    fn on_event(&self, ctx: &mut TaskContext<TaskState>, event: TaskEvent) -> Result<(), Rejected> {
+        match event.then {
+            Then::Reject => return Err(Rejected("refused by on_event".into())),
+            Then::Terminate => {
+                ctx.terminate();
+                return Ok(());
+            }
+            Then::Schedule { .. } | Then::Cancel => {}
+        }
+        let mut state = ctx.state().cloned().unwrap_or_default();
+        state.serials.push(event.serial);
+        state.wake = event.wake;
+        state.by_idle = false;
+        match event.then {
+            Then::Schedule { delay_ms } => ctx.schedule_in(millis(delay_ms)),
+            _ => ctx.cancel_schedule(),
+        }
+        state.timer_at = ctx.next_run_at();
+        ctx.set_state(state);
+        Ok(())
+    }
+
+    async fn execute(&self, ctx: &mut TaskContext<TaskState>) -> Result<(), String> {
+        let state = ctx.state().cloned().unwrap_or_default();
+        let work = Work::Task {
+            serials: state.serials,
+            timer_at: state.timer_at,
+            by_idle: state.by_idle,
+        };
+        let mut run = self.world.begin(ctx.instance_id(), work, ctx.attempt());
+        let result = run.perform().await;
+        let terminate = result.is_ok() && run.terminates();
+        if result.is_ok() {
+            if terminate {
+                ctx.terminate();
+            } else if let Some(delay) = run.next_timer() {
+                ctx.schedule_in(millis(delay));
+            }
+        }
+        run.finish(&result, terminate);
+        result
+    }
+
+    fn on_idle(&self, ctx: &mut TaskContext<TaskState>) {
+        // Synchronous, and called inside requests too: it is no execution, so it does not go
+        // through the world.
+        let Some(mut state) = ctx.state().cloned().filter(|s| s.wake) else {
+            return;
+        };
+        ctx.schedule_in(millis(IDLE_WAKE_MS));
+        state.wake = false;
+        state.by_idle = true;
+        state.timer_at = ctx.next_run_at();
+        ctx.set_state(state);
+    }
+
+    async fn on_error(&self, _error: &String, ctx: &mut TaskContext<TaskState>) {
+        let _hook = self.world.hook(ctx.instance_id(), "on_error");
+        check_final_attempt(&self.world, "on_error", ctx.attempt(), &self.cfg.task_retry);
+        // Half the tasks try again later; the others become idle.
+        if ctx.state().is_some_and(|s| s.serials.len() % 2 == 1) {
+            ctx.schedule_in(millis(RETRY_LATER_MS));
+        }
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.task_retry
+    }
+
+    fn retention(&self) -> Duration {
+        millis(self.cfg.task_retention_ms)
     }
 }

@@ -90,6 +90,8 @@ pub enum Place {
         /// Whether it is a failed batch (kept until a flush or clear).
         failed: bool,
     },
+    /// A Task's state, which keeps the serials of the events it accepted.
+    Task,
 }
 
 /// A simulated event found in storage.
@@ -118,8 +120,24 @@ pub fn serials(kind: JobKind, rows: &Records) -> Vec<Stored> {
                 })
             })
             .collect(),
-        JobKind::Continuous | JobKind::Task => Vec::new(),
+        JobKind::Task => task_serials(rows)
+            .into_iter()
+            .map(|serial| Stored {
+                serial,
+                place: Place::Task,
+                event_id: None,
+            })
+            .collect(),
+        JobKind::Continuous => Vec::new(),
     }
+}
+
+/// The serials a task's state holds.
+fn task_serials(rows: &Records) -> Vec<u64> {
+    decode(rows, "state")
+        .and_then(|s| s["serials"].as_array())
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
 }
 
 fn pool_serials(rows: &Records) -> Vec<Stored> {
@@ -240,7 +258,8 @@ pub fn check(kind: JobKind, rows: &Records, cfg: &JobsConfig) -> Result<(), Viol
 }
 
 /// A terminated task keeps neither record nor state and is purged at once; a live one has
-/// its record, and an idle one (no timer, no retry) is due for its purge.
+/// its record, which counts the events its state holds (both are written in one step), and
+/// an idle one (no timer, no retry) is due for its purge.
 fn check_task(rows: &Records, meta: &Value) -> Result<(), Violation> {
     let record = decode(rows, "task");
     if meta["status"]["status"] == "stopped" {
@@ -255,6 +274,17 @@ fn check_task(rows: &Records, meta: &Value) -> Result<(), Violation> {
     let Some(record) = record else {
         return Err(bad("a live task lacks its record".into()));
     };
+    let serials = task_serials(rows);
+    let counted = num(record, "eventCount");
+    if counted != serials.len() as u64 {
+        return Err(bad(format!(
+            "the task record counts {counted} events but its state holds {serials:?}: an event's state and count were not written together"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = serials.iter().find(|s| !seen.insert(**s)) {
+        return Err(bad(format!("event #{twice} is twice in the task's state")));
+    }
     let idle = time(record, "nextRunAt").is_none() && time(record, "retryAt").is_none();
     if idle && time(meta, "purgeAt").is_none() {
         return Err(bad("an idle task has no purge time".into()));
@@ -594,6 +624,9 @@ pub fn check_work_pending(rows: &Records, work: &Work, attempt: u32) -> Result<(
                 "a flush of {serials:?} starts, but no stored batch holds exactly these events"
             ))
         }
+        // Whether a task's execution may start depends on its timer, which the model checks
+        // (an execution never starts before the timer the last event set).
+        Work::Task { .. } => Ok(()),
         Work::Event { serial, seq } => {
             // A claim runs the events it moved out of the delayed rows before that move
             // is durable: a crash puts them back there, due, to run again.

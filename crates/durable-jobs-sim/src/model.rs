@@ -10,6 +10,7 @@ use durable_jobs::{DeadLetter, FailedBatch, InstanceId, JobError, JobKind};
 use serde_json::Value;
 
 use crate::config::{may_end_after, JobsConfig};
+use crate::jobs::{TaskEvent, Then};
 use crate::layout::{self, Place, Rows, Stored, View};
 use crate::ops::{Expected, History, RunTime};
 use crate::runtime::TaskId;
@@ -54,7 +55,7 @@ enum Stage {
     Tracked,
 }
 
-/// One event (a Debounce add or a WorkerPool enqueue) the simulator sent.
+/// One event (a Debounce add, a WorkerPool enqueue or a Task send) the simulator sent.
 #[derive(Debug, Clone)]
 struct Event {
     instance: String,
@@ -71,6 +72,11 @@ struct Event {
     done: bool,
     /// The earliest it may run: a WorkerPool event enqueued with a run time or a delay.
     not_before: Option<i64>,
+    /// When its request was sent.
+    sent_at: i64,
+    /// An alarm call of its instance was in flight when it was sent: an execution's
+    /// decisions may have applied after the event's.
+    alarm_busy: bool,
 }
 
 /// Something that may remove events without running them.
@@ -88,6 +94,8 @@ enum RemovalKind {
     Discard(Option<Vec<String>>),
     Clear,
     DiscardFailed,
+    /// A Task's terminate, or an event that makes `on_event` terminate.
+    Terminate,
 }
 
 /// One add or enqueue carrying an event id.
@@ -95,6 +103,8 @@ enum RemovalKind {
 struct IdUse {
     task: TaskId,
     submitted: i64,
+    /// When it was sent, in the model's order of events.
+    tick: u64,
     state: IdState,
 }
 
@@ -118,6 +128,34 @@ struct Changes {
     /// A run asked to stop the instance: until a stop or a new start is answered, the
     /// instance may stop at any moment.
     terminating: bool,
+}
+
+/// What may set a task's timer behind the events' backs, or end it.
+#[derive(Debug, Clone, Default)]
+struct TaskTrack {
+    /// Triggers sent and not answered.
+    triggers: HashSet<TaskId>,
+    /// When the last trigger was answered or dropped, in the model's order of events.
+    last_trigger: u64,
+    /// When the last execution ended.
+    last_execution: u64,
+    /// Terminates and terminating events sent and not answered.
+    terminators: HashSet<TaskId>,
+    /// When the last of them was answered or dropped, or a terminating execution's alarm
+    /// call ended.
+    last_termination: u64,
+    /// An execution asked to end the task; its completion may commit as long as an alarm
+    /// call of the instance is in flight.
+    self_terminating: bool,
+    /// Terminations known to have happened: when they were sent, and answered.
+    terminated: Vec<(u64, u64)>,
+}
+
+impl TaskTrack {
+    /// Whether the task may have been terminated after `tick`.
+    fn terminated_after(&self, tick: u64) -> bool {
+        !self.terminators.is_empty() || self.self_terminating || self.last_termination > tick
+    }
 }
 
 /// What the model expects of a Continuous instance.
@@ -154,6 +192,9 @@ pub struct Model {
     removals: HashMap<TaskId, Removal>,
     continuous: HashMap<String, Cont>,
     changes: HashMap<String, Changes>,
+    tasks: HashMap<String, TaskTrack>,
+    /// The time of the step being checked.
+    now: i64,
     stopped_tokens: HashSet<u64>,
     /// Orders the model's events (sends, answers, drops, executions).
     tick: u64,
@@ -195,6 +236,8 @@ impl Model {
             removals: HashMap::new(),
             continuous: HashMap::new(),
             changes: HashMap::new(),
+            tasks: HashMap::new(),
+            now: 0,
             stopped_tokens: HashSet::new(),
             tick: 0,
             ok_events: HashSet::new(),
@@ -209,18 +252,43 @@ impl Model {
         match kind {
             JobKind::Debounce => self.cfg.batch_retention_ms,
             JobKind::WorkerPool => self.cfg.pool_retention_ms,
-            // The simulated jobs include no Task; its instances never reach the model.
-            JobKind::Continuous | JobKind::Task => self.cfg.tick_retention_ms,
+            JobKind::Task => self.cfg.task_retention_ms,
+            JobKind::Continuous => self.cfg.tick_retention_ms,
         }
     }
 
-    /// Records a request as sent.
-    pub fn sent(&mut self, task: TaskId, request: &Request, expected: Expected, now: i64) {
+    /// Records a request as sent; `alarm_busy`: an alarm call of its instance is in flight.
+    pub fn sent(
+        &mut self,
+        task: TaskId,
+        request: &Request,
+        expected: Expected,
+        now: i64,
+        alarm_busy: bool,
+    ) {
         let tick = self.next_tick();
         let instance = request.instance.to_string();
         if expected == Expected::Valid {
             self.note_event(task, request, &instance, now, tick);
             self.note_removal(task, request, &instance);
+            for serial in sent_serials(request) {
+                if let Some(e) = self.events.get_mut(&serial) {
+                    e.alarm_busy = alarm_busy;
+                }
+            }
+            let track = self.tasks.entry(instance.clone());
+            match &request.op {
+                Operation::TaskTrigger => {
+                    track.or_default().triggers.insert(task);
+                }
+                Operation::TaskTerminate => {
+                    track.or_default().terminators.insert(task);
+                }
+                Operation::TaskSend { event, .. } if task_then(event) == Some(Then::Terminate) => {
+                    track.or_default().terminators.insert(task);
+                }
+                _ => {}
+            }
         }
         if is_change(&request.op) {
             let changes = self.changes.entry(instance).or_default();
@@ -291,6 +359,7 @@ impl Model {
                 .push(IdUse {
                     task,
                     submitted: now,
+                    tick,
                     state: IdState::Pending,
                 });
         }
@@ -309,6 +378,8 @@ impl Model {
                 seen_dead: false,
                 done: false,
                 not_before: None,
+                sent_at: now,
+                alarm_busy: false,
             },
         );
     }
@@ -319,6 +390,10 @@ impl Model {
             Operation::WorkerPoolDiscard { event_ids } => RemovalKind::Discard(event_ids.clone()),
             Operation::DebounceClear => RemovalKind::Clear,
             Operation::DebounceDiscardFailed => RemovalKind::DiscardFailed,
+            Operation::TaskTerminate => RemovalKind::Terminate,
+            Operation::TaskSend { event, .. } if task_then(event) == Some(Then::Terminate) => {
+                RemovalKind::Terminate
+            }
             _ => return,
         };
         self.removals.insert(
@@ -340,6 +415,10 @@ impl Model {
     pub fn executions(&mut self, finished: Vec<Execution>) -> Result<(), Violation> {
         for e in finished {
             self.counts.executions += 1;
+            if let Work::Task { .. } = &e.work {
+                self.task_execution(&e)?;
+                continue;
+            }
             if let Work::Event { serial, .. } = &e.work {
                 let due = self.events.get(serial).and_then(|ev| ev.not_before);
                 if let Some(due) = due.filter(|t| e.started_at < *t) {
@@ -382,9 +461,84 @@ impl Model {
                         changes.last = tick;
                     }
                 }
+                // Handled by `task_execution` above.
+                Work::Task { .. } => {}
             }
         }
         Ok(())
+    }
+
+    /// A Task execution ended. Its state says which hook set the timer last: if it was an
+    /// event, and nothing else can have set the timer since that event was sent (no
+    /// trigger in flight since, no execution ending or running since, so no decision of
+    /// `execute` or `on_error` nor a retry), the execution started at or after that timer,
+    /// and not at all if the event cancelled it.
+    fn task_execution(&mut self, e: &Execution) -> Result<(), Violation> {
+        let Work::Task {
+            serials,
+            timer_at,
+            by_idle,
+        } = &e.work
+        else {
+            return Ok(());
+        };
+        let tick = self.next_tick();
+        let track = self.tasks.entry(e.instance.clone()).or_default();
+        let last = serials
+            .last()
+            .and_then(|s| self.events.get(s).map(|ev| (*s, ev)));
+        if let (false, Some((serial, event))) = (*by_idle, last) {
+            let quiet = !event.alarm_busy
+                && track.triggers.is_empty()
+                && track.last_trigger < event.tick
+                && track.last_execution < event.tick;
+            let early = match timer_at {
+                _ if !quiet => None,
+                Some(at) if e.started_at < *at => Some(format!(
+                    "attempt {} started at {}, before the timer at {at} that event #{serial} set, with no trigger or other execution since",
+                    e.attempt, e.started_at
+                )),
+                Some(_) => None,
+                None => Some(format!(
+                    "attempt {} started at {}, but event #{serial} cancelled the timer and nothing set one since",
+                    e.attempt, e.started_at
+                )),
+            };
+            if let Some(d) = early {
+                return Err(violation(class::EARLY, &e.instance, d));
+            }
+        }
+        track.last_execution = tick;
+        if e.terminated && e.outcome == Outcome::Succeeded {
+            track.self_terminating = true;
+        }
+        Ok(())
+    }
+
+    /// No alarm call of `instance` is in flight: an execution that asked to end the task
+    /// has done so, or never will.
+    pub fn alarm_quiet(&mut self, instance: &str) {
+        let ended = self.tasks.get(instance).is_some_and(|t| t.self_terminating);
+        if ended {
+            let tick = self.next_tick();
+            if let Some(t) = self.tasks.get_mut(instance) {
+                t.self_terminating = false;
+                t.last_termination = tick;
+            }
+        }
+    }
+
+    /// A trigger or a termination of a task ended (answered or dropped).
+    fn task_request_ended(&mut self, instance: &str, task: TaskId) {
+        let tick = self.next_tick();
+        if let Some(t) = self.tasks.get_mut(instance) {
+            if t.triggers.remove(&task) {
+                t.last_trigger = tick;
+            }
+            if t.terminators.remove(&task) {
+                t.last_termination = tick;
+            }
+        }
     }
 
     /// A request was dropped unanswered (a crash, or its instance reloaded): whatever it
@@ -401,6 +555,7 @@ impl Model {
     fn maybe_done(&mut self, task: TaskId, sent: &Sent, now: i64) {
         let instance = sent.request.instance.to_string();
         self.change_ended(&instance, task);
+        self.task_request_ended(&instance, task);
         self.resolve_id(task, &sent.request, &instance, IdState::Maybe(now));
         for serial in sent_serials(&sent.request) {
             if let Some(e) = self.events.get_mut(&serial) {
@@ -452,6 +607,10 @@ impl Model {
         let instance = sent.request.instance.to_string();
         let settled = self.settled(&instance, task, &sent);
         self.change_ended(&instance, task);
+        if sent.request.instance.kind == JobKind::Task {
+            self.task_answered(&sent, &instance, result);
+            self.task_request_ended(&instance, task);
+        }
         let tick = self.next_tick();
         if let Some(r) = self.removals.get_mut(&task) {
             r.answered = Some(tick);
@@ -468,8 +627,13 @@ impl Model {
         }
         if verdict == Verdict::Refused || result.is_err() {
             self.not_stored(task, &sent, &instance);
-            if let (Verdict::Proceed, Err(e), true) = (verdict, result, settled) {
-                return self.continuous_error(&sent, &instance, e);
+            if let (Verdict::Proceed, Err(e)) = (verdict, result) {
+                if sent.request.instance.kind == JobKind::Task {
+                    return task_error(&sent, &instance, e);
+                }
+                if settled {
+                    return self.continuous_error(&sent, &instance, e);
+                }
             }
             return Ok(());
         }
@@ -486,6 +650,26 @@ impl Model {
             now,
         };
         self.response(&answer, response, durable)
+    }
+
+    /// Notes a termination a Task answer confirms: a terminate that found the task, or a
+    /// terminating event taken.
+    fn task_answered(&mut self, sent: &Sent, instance: &str, result: &Result<Response, JobError>) {
+        let confirmed = match (&sent.request.op, result) {
+            (Operation::TaskTerminate, Ok(Response::Terminated { terminated })) => *terminated,
+            (
+                Operation::TaskSend { event, .. },
+                Ok(Response::TaskSent {
+                    duplicate: false, ..
+                }),
+            ) => task_then(event) == Some(Then::Terminate),
+            _ => false,
+        };
+        if confirmed {
+            let tick = self.tick + 1;
+            let track = self.tasks.entry(instance.to_string()).or_default();
+            track.terminated.push((sent.tick, tick));
+        }
     }
 
     /// An answer about a Continuous instance that something else changed meanwhile: only
@@ -659,6 +843,22 @@ impl Model {
                 }
                 Ok(())
             }
+            (
+                Operation::TaskSend { event_id, event },
+                Response::TaskSent {
+                    duplicate,
+                    created,
+                    next_run_at,
+                },
+            ) => {
+                let then = task_then(event);
+                if then == Some(Then::Terminate) && !duplicate && next_run_at.is_some() {
+                    return a.bad(format!(
+                        "a terminating event (created {created}) answers a next run at {next_run_at:?}"
+                    ));
+                }
+                self.event_answered(a, event_id.clone(), event, *duplicate, durable)
+            }
             (op, response) if op.kind() == JobKind::Continuous => {
                 self.continuous_response(a, response)
             }
@@ -672,6 +872,13 @@ impl Model {
         match (&a.sent.request.op, response) {
             (Operation::WorkerPoolCancel { .. }, Response::Cancelled { cancelled }) => {
                 if !cancelled {
+                    self.removals.remove(&a.task);
+                }
+                Ok(())
+            }
+            (Operation::TaskTerminate, Response::Terminated { terminated }) => {
+                // A task that does not exist holds no event.
+                if !terminated {
                     self.removals.remove(&a.task);
                 }
                 Ok(())
@@ -745,6 +952,10 @@ impl Model {
                         | (Operation::DebounceStatus, Response::DebounceStatus { .. })
                         | (Operation::DebounceGetState, Response::State { .. })
                         | (Operation::WorkerPoolPause, Response::Paused)
+                        | (Operation::TaskTrigger, Response::Triggered)
+                        | (Operation::TaskTerminate, Response::Terminated { .. })
+                        | (Operation::TaskStatus, Response::TaskStatus { .. })
+                        | (Operation::TaskGetState, Response::State { .. })
                         | (Operation::WorkerPoolResume, Response::Resumed)
                         | (
                             Operation::WorkerPoolStatus,
@@ -802,9 +1013,11 @@ impl Model {
         durable: &Rows,
     ) -> Result<(), Violation> {
         let kind = a.sent.request.instance.kind;
+        // A terminating event ends the task: neither it nor its id is kept.
+        let ends = task_then(event) == Some(Then::Terminate);
         if let Some(id) = &event_id {
             self.check_id(a, id, duplicate)?;
-            let state = match duplicate {
+            let state = match duplicate || ends {
                 true => IdState::NotStored,
                 false => IdState::Stored(a.now, self.tick),
             };
@@ -813,9 +1026,15 @@ impl Model {
         let Some(serial) = event_serial(event) else {
             return Ok(());
         };
-        if duplicate {
+        if duplicate || ends {
             if let Some(e) = self.events.get_mut(&serial) {
                 e.stage = Stage::NotStored;
+            }
+            let stored = layout::serials(kind, &layout::decode_all(durable));
+            if duplicate && kind == JobKind::Task && stored.iter().any(|s| s.serial == serial) {
+                let d =
+                    format!("event #{serial} answered duplicate, but the task's state holds it");
+                return Err(violation(class::IDEMPOTENCY, a.instance, d));
             }
             return Ok(());
         }
@@ -867,8 +1086,12 @@ impl Model {
         if !duplicate {
             // Stored before this request was sent, and not expired even if this request's
             // step ran as late as its answer.
+            // A task forgets its ids when it ends, which may have happened as soon as the
+            // earlier use was sent.
+            let track = self.tasks.get(a.instance);
+            let ended = |u: &IdUse| track.is_some_and(|t| t.terminated_after(u.tick));
             let live = others.iter().find(|u| {
-                matches!(u.state, IdState::Stored(_, acked) if acked < sent.tick && now < u.submitted + retention)
+                matches!(u.state, IdState::Stored(_, acked) if acked < sent.tick && now < u.submitted + retention && !ended(u))
             });
             return match live {
                 Some(u) => bad(format!(
@@ -880,8 +1103,16 @@ impl Model {
         }
         // A WorkerPool id lasts as long as its event, then a retention period: any earlier
         // use may still count. A Debounce id lasts one retention period from its add.
+        let terminated_between = |acked: u64| {
+            self.tasks.get(a.instance).is_some_and(|t| {
+                t.terminated
+                    .iter()
+                    .any(|(sent_at, answered)| *sent_at > acked && *answered < sent.tick)
+            })
+        };
         let could_count = |u: &&IdUse| match u.state {
             IdState::Pending => true,
+            IdState::Stored(_, acked) if terminated_between(acked) => false,
             IdState::Stored(latest, _) | IdState::Maybe(latest) => {
                 kind == JobKind::WorkerPool || latest + retention > sent.submitted
             }
@@ -1071,7 +1302,7 @@ impl Model {
                 }
                 // Seen where a discard may take it: a dead letter, a failed batch.
                 Place::Dead | Place::Batch { failed: true } => e.seen_dead = true,
-                Place::Batch { failed: false } => {}
+                Place::Batch { failed: false } | Place::Task => {}
             }
             if s.event_id.is_some() {
                 e.event_id.clone_from(&s.event_id);
@@ -1086,6 +1317,21 @@ impl Model {
         let Some(e) = self.events.get(&serial) else {
             return false;
         };
+        if e.kind == JobKind::Task {
+            // Gone with a termination (a client's, an event's, an execution's), or with the
+            // purge of an idle task, no sooner than a retention period after the event.
+            let ended = self
+                .tasks
+                .get(&e.instance)
+                .is_some_and(|t| t.terminated_after(e.tick));
+            let purged = self.now >= e.sent_at + self.cfg.task_retention_ms;
+            let terminate = self.removals.values().any(|r| {
+                r.instance == e.instance
+                    && matches!(r.what, RemovalKind::Terminate)
+                    && r.answered.is_none_or(|a| a > e.tick)
+            });
+            return ended || purged || terminate;
+        }
         let ran = match e.kind {
             JobKind::WorkerPool => e
                 .seqs
@@ -1116,7 +1362,9 @@ impl Model {
         id: &InstanceId,
         live: &View,
         durable: &View,
+        now: i64,
     ) -> Result<(), Violation> {
+        self.now = now;
         let instance = id.to_string();
         if let Some(v) = self.observe(&instance, &live.stored, false) {
             return Err(v);
@@ -1149,7 +1397,11 @@ impl Model {
                 continue;
             }
             if !self.explained(serial) {
-                return Err(violation(class::LOST_ACK, &instance, format!("event #{serial} is no longer durably stored, and neither ran successfully nor was cancelled, discarded or cleared")));
+                let d = match id.kind {
+                    JobKind::Task => format!("event #{serial} is no longer in the task's durable state, and the task was neither terminated nor idle for its retention period"),
+                    _ => format!("event #{serial} is no longer durably stored, and neither ran successfully nor was cancelled, discarded or cleared"),
+                };
+                return Err(violation(class::LOST_ACK, &instance, d));
             }
             if let Some(e) = self.events.get_mut(&serial) {
                 e.done = true;
@@ -1208,7 +1460,9 @@ impl Model {
 /// The events a request carries, with their ids and run times.
 fn request_events(request: &Request) -> Vec<(&Value, &Option<String>, RunTime)> {
     match &request.op {
-        Operation::DebounceAdd { event, event_id } => vec![(event, event_id, RunTime::NOW)],
+        Operation::DebounceAdd { event, event_id } | Operation::TaskSend { event, event_id } => {
+            vec![(event, event_id, RunTime::NOW)]
+        }
         Operation::WorkerPoolEnqueue {
             event,
             event_id,
@@ -1297,6 +1551,12 @@ fn check_error_class(sent: &Sent, result: &Result<Response, JobError>) -> Result
             Ok(Response::Enqueued {
                 duplicate: true, ..
             }),
+        )
+        | (
+            Expected::Validation,
+            Ok(Response::TaskSent {
+                duplicate: true, ..
+            }),
         ) => Ok(Verdict::Proceed),
         (expected, other) => Err(format!("expected {expected:?}, got {other:?}")),
     }
@@ -1308,4 +1568,29 @@ fn is_change(op: &Operation) -> bool {
         op,
         Operation::ContinuousStart { .. } | Operation::ContinuousStop { .. }
     )
+}
+
+/// What a Task event makes `on_event` decide, if it is one.
+fn task_then(event: &Value) -> Option<Then> {
+    serde_json::from_value::<TaskEvent>(event.clone())
+        .ok()
+        .map(|e| e.then)
+}
+
+/// The errors a valid Task request may get: a trigger finds no task; anything may meet a
+/// storage failure.
+fn task_error(sent: &Sent, instance: &str, error: &JobError) -> Result<(), Violation> {
+    let fits = match error {
+        JobError::InstanceNotFound { .. } => sent.request.op == Operation::TaskTrigger,
+        JobError::InvalidState { .. } => false,
+        _ => true,
+    };
+    match fits {
+        true => Ok(()),
+        false => Err(violation(
+            class::RESPONSE,
+            instance,
+            format!("{error} answers {:?}", sent.request.op),
+        )),
+    }
 }

@@ -14,7 +14,7 @@ use durable_jobs::{InstanceId, JobKind};
 use serde_json::{json, Value};
 
 use crate::config::JobsConfig;
-use crate::jobs::{Item, TickState, BATCH, TICK, WORK};
+use crate::jobs::{Item, TaskEvent, Then, TickState, BATCH, TASK, TICK, WORK};
 use crate::rng::SimRng;
 use crate::runtime::{Runtime, TaskId};
 
@@ -22,6 +22,8 @@ use crate::runtime::{Runtime, TaskId};
 pub const TICK_KEYS: [&str; 3] = ["c0", "c1", "a:b"];
 /// The Debounce instances' keys.
 pub const BATCH_KEYS: [&str; 3] = ["d0", "d1", "x:y"];
+/// The Task instances' keys.
+pub const TASK_KEYS: [&str; 3] = ["t0", "t1", "t:z"];
 /// Partition keys for WorkerPool events.
 const PARTITIONS: [&str; 4] = ["p1", "p2", "p3", "p4"];
 
@@ -288,6 +290,11 @@ pub fn instances(cfg: &JobsConfig) -> Vec<InstanceId> {
         (0..cfg.pool_concurrency)
             .map(|i| InstanceId::new(JobKind::WorkerPool, WORK, i.to_string())),
     );
+    all.extend(
+        TASK_KEYS
+            .iter()
+            .map(|k| InstanceId::new(JobKind::Task, TASK, *k)),
+    );
     all
 }
 
@@ -406,8 +413,9 @@ impl Generator {
         let kind_roll = match &focus {
             Some(id) if id.kind == JobKind::Continuous => 0,
             Some(id) if id.kind == JobKind::Debounce => 30,
+            Some(id) if id.kind == JobKind::Task => 100,
             Some(_) => 63,
-            None => self.rng.below(100),
+            None => self.rng.below(130),
         };
         self.focus = focus;
         self.now = rt.now();
@@ -415,7 +423,8 @@ impl Generator {
             0..=29 => self.continuous(),
             30..=62 => self.debounce(history),
             63..=96 => self.pool(history),
-            _ => self.malformed(),
+            97..=99 => self.malformed(),
+            _ => self.task_request(history),
         };
         self.focus = None;
         Op::Send {
@@ -765,6 +774,80 @@ impl Generator {
             },
             expected,
         )
+    }
+
+    /// An event for the Task job: what `on_event` decides, and whether the send must be
+    /// refused for it.
+    fn task_event(&mut self) -> (TaskEvent, Expected) {
+        let then = match self.rng.below(100) {
+            0..=24 => Then::Schedule { delay_ms: 0 },
+            25..=49 => Then::Schedule {
+                delay_ms: self.rng.between(1, 2_000),
+            },
+            50..=64 => Then::Schedule {
+                delay_ms: self.rng.between(10_000, 60_000),
+            },
+            65..=84 => Then::Cancel,
+            85..=91 => Then::Terminate,
+            _ => Then::Reject,
+        };
+        let event = TaskEvent {
+            serial: self.serial(),
+            then,
+            wake: self.rng.chance(200),
+            pad: String::new(),
+        };
+        let expected = match then {
+            Then::Reject => Expected::Validation,
+            _ => Expected::Valid,
+        };
+        (event, expected)
+    }
+
+    fn task_request(&mut self, history: &dyn History) -> (Request, Expected) {
+        let key = self.key(JobKind::Task, &TASK_KEYS);
+        let instance = InstanceId::new(JobKind::Task, TASK, key);
+        let name = instance.to_string();
+        let max_id = self.cfg.limits.max_id_bytes;
+        let (op, expected) = match self.rng.below(100) {
+            0..=49 => {
+                let event_id = self.event_id(history, &name);
+                let (event, expected) = self.task_event();
+                let event = serde_json::to_value(event).unwrap();
+                (Operation::TaskSend { event, event_id }, expected)
+            }
+            50..=52 => (
+                Operation::TaskSend {
+                    event: json!({"serial": "not a number", "then": "cancel"}),
+                    event_id: self.rng.chance(500).then(|| self.fresh_id()),
+                },
+                Expected::Validation,
+            ),
+            53..=54 => {
+                let (mut event, _) = self.task_event();
+                event.pad = "x".repeat(self.cfg.limits.max_payload_bytes);
+                let event = serde_json::to_value(event).unwrap();
+                let event_id = self.event_id(history, &name);
+                (Operation::TaskSend { event, event_id }, Expected::TooLarge)
+            }
+            55..=56 => {
+                let (event, _) = self.task_event();
+                let event = serde_json::to_value(event).unwrap();
+                let (event_id, expected) = if self.rng.chance(500) {
+                    (String::new(), Expected::BadRequest)
+                } else {
+                    ("i".repeat(max_id + 1), Expected::TooLarge)
+                };
+                let event_id = Some(event_id);
+                (Operation::TaskSend { event, event_id }, expected)
+            }
+            57 => (Operation::ContinuousTrigger, Expected::BadRequest),
+            58..=72 => (Operation::TaskTrigger, Expected::Valid),
+            73..=78 => (Operation::TaskTerminate, Expected::Valid),
+            79..=89 => (Operation::TaskStatus, Expected::Valid),
+            _ => (Operation::TaskGetState, Expected::Valid),
+        };
+        (Request { instance, op }, expected)
     }
 
     /// Requests no instance accepts: an operation of another kind, an unknown job, an

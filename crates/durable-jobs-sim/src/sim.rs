@@ -13,7 +13,7 @@ use durable_jobs::{InstanceId, JobError, JobKind};
 use serde_json::json;
 
 use crate::config::{JobsConfig, DEFAULT_STEPS};
-use crate::jobs::{self, Item};
+use crate::jobs::{self, Item, TaskEvent, Then};
 use crate::known::Avoid;
 use crate::layout::{self, View};
 use crate::model::Model;
@@ -252,7 +252,12 @@ impl Sim {
                 request,
                 expected,
             } => {
-                self.model.sent(task, &request, expected, now);
+                let busy =
+                    expected == Expected::Valid && request.instance.kind == JobKind::Task && {
+                        let slot = self.rt.slot_of(&request.instance);
+                        self.rt.alarm_calls(slot) > 0
+                    };
+                self.model.sent(task, &request, expected, now, busy);
                 self.rt.submit(task, request);
             }
             Op::Poll { task } => self.poll(task)?,
@@ -299,6 +304,12 @@ impl Sim {
         self.take_executions()?;
         if let Some(v) = self.world.take_violations().into_iter().next() {
             return Err(v);
+        }
+        for slot in 0..self.rt.slots.len() {
+            let s = &self.rt.slots[slot];
+            if s.id.kind == JobKind::Task && self.rt.alarm_calls(slot) == 0 {
+                self.model.alarm_quiet(&s.name);
+            }
         }
         self.check_slots()
     }
@@ -406,7 +417,8 @@ impl Sim {
             return Err(at(&Violation::new(class::UNBOUNDED_READ, d), "live"));
         }
         self.check_forgetting(slot, &live)?;
-        self.model.check_storage(&id, &live, &durable)
+        let now = self.rt.now();
+        self.model.check_storage(&id, &live, &durable, now)
     }
 
     /// Id records do not outlive their expiry unnoticed: once one has expired, the instance
@@ -593,7 +605,7 @@ impl Sim {
             for found in layout::serials(s.id.kind, &rows) {
                 let pending = match found.place {
                     layout::Place::Queued { .. } => true,
-                    layout::Place::Dead => false,
+                    layout::Place::Dead | layout::Place::Task => false,
                     layout::Place::Batch { failed } => !failed,
                 };
                 if pending {
@@ -692,6 +704,16 @@ impl Sim {
                     event,
                     event_id: Some(id.clone()),
                 },
+                JobKind::Task => Operation::TaskSend {
+                    event: serde_json::to_value(TaskEvent {
+                        serial,
+                        then: Then::Schedule { delay_ms: 0 },
+                        wake: false,
+                        pad: String::new(),
+                    })
+                    .unwrap_or(json!(null)),
+                    event_id: Some(id.clone()),
+                },
                 _ => Operation::WorkerPoolEnqueue {
                     event,
                     event_id: Some(id.clone()),
@@ -706,9 +728,11 @@ impl Sim {
                 op,
             })?;
             let duplicate = match self.answer_of(task)? {
-                Ok(Response::Added { duplicate, .. } | Response::Enqueued { duplicate, .. }) => {
-                    duplicate
-                }
+                Ok(
+                    Response::Added { duplicate, .. }
+                    | Response::Enqueued { duplicate, .. }
+                    | Response::TaskSent { duplicate, .. },
+                ) => duplicate,
                 other => {
                     let d = format!("{instance}: re-sending id `{id}` got {other:?}");
                     return Err(Violation::new(class::RESPONSE, d));

@@ -41,6 +41,15 @@ pub enum Work {
         /// Its queue sequence number (a replay gives a new one).
         seq: u64,
     },
+    /// A Task execution, with the state it started from.
+    Task {
+        /// The serials of the events the task accepted.
+        serials: Vec<u64>,
+        /// The time the last hook that wrote the state set the timer for.
+        timer_at: Option<i64>,
+        /// That hook was `on_idle` (else `on_event`).
+        by_idle: bool,
+    },
 }
 
 /// How an execution ended.
@@ -69,7 +78,7 @@ pub struct Execution {
     pub started_at: i64,
     /// How it ended.
     pub outcome: Outcome,
-    /// A Continuous run asked to stop its instance.
+    /// A Continuous run or a Task execution asked to end its instance.
     pub terminated: bool,
 }
 
@@ -183,8 +192,13 @@ pub const BEHAVIOURS: &[Behaviour] = &[
 /// The behaviour every execution has once the simulation drains: quick success.
 const CALM: Behaviour = BEHAVIOURS[0];
 
-/// Chance, per thousand, that a successful Continuous run stops its own instance.
+/// Chance, per thousand, that a successful Continuous run or Task execution ends its own
+/// instance.
 const TERMINATE_PER_MILLE: u64 = 15;
+/// Chance, per thousand, that a successful Task execution sets another timer.
+const AGAIN_PER_MILLE: u64 = 300;
+/// How far ahead a Task execution sets its next timer, when it sets one.
+const AGAIN_MS: [i64; 3] = [0, 1_000, 10_000];
 
 #[derive(Default)]
 struct Inner {
@@ -334,6 +348,9 @@ impl World {
             pick(roll, inner.failure_scale)
         };
         let terminate = !inner.calm && (roll >> 40) % 1000 < TERMINATE_PER_MILLE;
+        // Never while draining, so that every task ends idle and is purged.
+        let again = (!inner.calm && (roll >> 20) % 1000 < AGAIN_PER_MILLE)
+            .then(|| AGAIN_MS[((roll >> 52) % 3) as usize]);
         inner.next_id += 1;
         let exec = inner.next_id;
         Running {
@@ -349,6 +366,7 @@ impl World {
             }),
             behaviour,
             terminate,
+            again,
             polls: 0,
         }
     }
@@ -423,6 +441,7 @@ pub struct Running {
     log: Option<Execution>,
     behaviour: Behaviour,
     terminate: bool,
+    again: Option<i64>,
     polls: u32,
 }
 
@@ -470,6 +489,11 @@ impl Running {
     /// Whether a successful Continuous run should stop its instance.
     pub fn terminates(&self) -> bool {
         self.terminate
+    }
+
+    /// How far ahead a successful Task execution sets its next timer, if it sets one.
+    pub fn next_timer(&self) -> Option<i64> {
+        self.again
     }
 
     /// Logs how the execution ended.

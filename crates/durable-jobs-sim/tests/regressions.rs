@@ -125,3 +125,46 @@ fn shortest_generated_id_taking_a_users_id() {
     "#;
     trace_passes(97, trace, GENERATED_IDS);
 }
+
+const TASK_BUGS: Avoid = Avoid::NOTHING;
+
+/// A task terminated and created again by an event before its purge ran still held the
+/// id records of its earlier life: a send with one of those ids answered `duplicate`.
+#[test]
+fn seed_2126_ids_of_a_task_created_again() {
+    seed_passes(2126, TASK_BUGS);
+}
+
+#[test]
+fn shortest_ids_of_a_task_created_again() {
+    let trace = r#"
+        #0 send task:task:t1 {"event":{"serial":1,"then":"cancel"},"eventId":"e1","op":"taskSend"}
+        poll #0
+        poll #0
+        poll #0
+        poll #0
+        #1 send task:task:t1 {"op":"taskTerminate"}
+        poll #1
+        poll #1
+        poll #1
+        poll #1
+        #2 send task:task:t1 {"event":{"serial":2,"then":"cancel"},"eventId":null,"op":"taskSend"}
+        poll #2
+        poll #2
+        poll #2
+        poll #2
+        #3 send task:task:t1 {"event":{"serial":3,"then":"cancel"},"eventId":"e1","op":"taskSend"}
+        poll #3
+        poll #3
+        poll #3
+        poll #3
+    "#;
+    trace_passes(2126, trace, TASK_BUGS);
+}
+
+/// An event cancelled a task's timer while an attempt ran, so the task was idle and its
+/// purge scheduled; the attempt failed and its retry was set, but the purge time stayed.
+#[test]
+fn seed_280_a_retry_after_the_timer_was_cancelled() {
+    seed_passes(280, TASK_BUGS);
+}

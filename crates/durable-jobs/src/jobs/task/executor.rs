@@ -197,6 +197,9 @@ fn fail<B: Storage + Clock>(
         rec.attempt = attempt;
         rec.retry_at = Some(retry_at);
         rec.first_attempt_at = Some(first);
+        // An event may have cancelled the timer while the attempt ran, leaving the task
+        // idle and due for its purge: the retry makes it scheduled again.
+        step.change_meta(purge::cancel);
         return;
     }
     tracing::warn!(instance = %step.instance(), %error, attempts = attempt, "task execution failed");

@@ -20,6 +20,10 @@ use crate::wire::{Operation, Response};
 struct Seen {
     at: i64,
     expires: i64,
+    /// The epoch of the task that took the event: a task terminated and created again
+    /// before its purge still holds the ids of its earlier life, which must not count.
+    #[serde(default)]
+    epoch: u64,
 }
 
 pub(crate) async fn handle<B: Storage + Clock>(
@@ -66,13 +70,16 @@ async fn send<B: Storage + Clock>(
     let now = step.now();
     let retention_ms = job.config().retention_ms;
     let live = is_live(step.meta());
+    let epoch = step.meta().map_or(0, |m| m.epoch);
     let seen = match &event_id {
-        Some(id) => step
-            .extra::<Seen>(1, &idempotency::record_key(id))?
-            .map(|s| s.expires),
+        Some(id) => step.extra::<Seen>(1, &idempotency::record_key(id))?,
         None => None,
     };
-    if live && seen.is_some_and(|expires| expires > now) {
+    let counts = seen
+        .as_ref()
+        .is_some_and(|s| s.epoch == epoch && s.expires > now);
+    let seen = seen.map(|s| s.expires);
+    if live && counts {
         return Ok(Response::TaskSent {
             created: false,
             duplicate: true,
@@ -107,7 +114,13 @@ async fn send<B: Storage + Clock>(
     let alive = is_live(step.meta());
     if let (Some(id), true) = (&event_id, alive) {
         let expires = now.saturating_add(retention_ms);
-        step.remember_id(id, &Seen { at: now, expires }, expires, seen)?;
+        let epoch = step.meta().map_or(0, |m| m.epoch);
+        let record = Seen {
+            at: now,
+            expires,
+            epoch,
+        };
+        step.remember_id(id, &record, expires, seen)?;
     }
     let next_run_at = if alive { step.record().due_at() } else { None };
     step.finish().await?;
