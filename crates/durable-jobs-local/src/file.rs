@@ -54,7 +54,7 @@ pub struct StoredInstance {
 /// runtime. Commits still in the write-ahead log (`-wal`) beside the file, as a crash
 /// leaves them, are read too; to read that log SQLite may leave an empty `-wal` and a
 /// `-shm` file beside the database, which a runtime opening it later takes over. A
-/// running runtime holds its file locked for itself (one process per file), so opening a
+/// running runtime holds a lock on `<database>-lock` (one process per file), so opening a
 /// file in use fails with [`OpenError::Locked`]: ask the running service's admin API
 /// then. Every call reads one consistent snapshot of the file.
 ///

@@ -224,7 +224,8 @@ impl Builder {
     /// [`set_max_file_size`](LocalRuntime::set_max_file_size) recovers without a restart.
     ///
     /// The cap counts the database's pages, those still in the write-ahead log included;
-    /// the `-wal` file beside it is extra, and shrinks back at each checkpoint. A file
+    /// the `-wal` file beside it is extra: a few megabytes, reused from its start once a
+    /// checkpoint has copied it into the database. A file
     /// already larger than the cap opens, but cannot grow.
     pub fn max_file_size(mut self, bytes: u64) -> Self {
         self.max_file_size = Some(bytes);
