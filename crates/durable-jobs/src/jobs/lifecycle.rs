@@ -115,3 +115,46 @@ mod tests {
         assert_eq!(first_attempt_at(3, None, 50), 50);
     }
 }
+
+/// The attempt an execution's claim is about to make, from what the kind's record keeps of
+/// the earlier ones: the same bookkeeping for every kind whose record holds one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NextAttempt {
+    /// Its number, from 1; when `abandoned`, the last one made, which never reported back.
+    pub number: u32,
+    /// Earlier attempts died without an outcome and used up the retries: the final failure
+    /// is recorded without running again.
+    pub abandoned: bool,
+    /// When the execution's first attempt started, if an earlier one failed.
+    pub first_attempt_at: Option<i64>,
+}
+
+impl NextAttempt {
+    /// After `failed` failed attempts and the last start recorded (`started`), under
+    /// `retry`.
+    pub fn after(
+        retry: &RetryPolicy,
+        failed: u32,
+        started: Option<u32>,
+        first_attempt_at: Option<i64>,
+    ) -> Self {
+        let number = next_attempt(failed, started.unwrap_or(0));
+        let abandoned = is_beyond(retry, number);
+        NextAttempt {
+            number: if abandoned { number - 1 } else { number },
+            abandoned,
+            first_attempt_at,
+        }
+    }
+
+    /// When the execution's first attempt started, this one starting at `started`.
+    pub fn first_started(&self, started: i64) -> i64 {
+        first_attempt_at(self.number, self.first_attempt_at, started)
+    }
+
+    /// Whether this attempt, starting at `started`, is known to be the last (`seed` spreads
+    /// the retry jitter).
+    pub fn is_last(&self, retry: &RetryPolicy, seed: &str, started: i64) -> bool {
+        retry.is_last(self.number, seed, started, self.first_started(started))
+    }
+}

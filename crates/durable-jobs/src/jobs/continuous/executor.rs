@@ -10,7 +10,7 @@ use crate::engine::{Engine, Step, UserRun};
 use crate::errors::JobError;
 use crate::events::EventKind;
 use crate::ids::InstanceId;
-use crate::jobs::lifecycle;
+use crate::jobs::lifecycle::{self, NextAttempt};
 use crate::services::purge;
 
 type ContinuousStep<'a, B> = Step<'a, B, Record>;
@@ -19,15 +19,9 @@ type ContinuousStep<'a, B> = Step<'a, B, Record>;
 struct Claim {
     epoch: u64,
     trigger_at: Option<i64>,
-    /// The attempt to run; when `abandoned`, the last one, which never reported back.
-    attempt: u32,
-    /// Earlier attempts died without an outcome and used up the retries: record the final
-    /// failure without running.
-    abandoned: bool,
+    attempt: NextAttempt,
     run_count: u64,
     state: Vec<u8>,
-    /// When the run's first attempt started, if an earlier attempt failed.
-    first_attempt_at: Option<i64>,
 }
 
 /// Handles one alarm of a Continuous instance. The caller holds the execution guard.
@@ -40,24 +34,20 @@ pub(crate) async fn alarm<B: Storage + Clock>(
     let Some(claim) = claim(engine, job, instance).await? else {
         return Ok(());
     };
-    if claim.abandoned {
+    if claim.attempt.abandoned {
         let outcome = RunOutcome::Failed {
             error: lifecycle::ABANDONED.to_string(),
         };
         return complete(engine, job, instance, &claim, outcome, engine.now()).await;
     }
     let started = engine.now();
-    let first = lifecycle::first_attempt_at(claim.attempt, claim.first_attempt_at, started);
     let seed = instance.to_string();
-    let final_attempt = job
-        .config()
-        .retry
-        .is_last(claim.attempt, &seed, started, first);
+    let final_attempt = claim.attempt.is_last(&job.config().retry, &seed, started);
     let input = RunInput {
         state: claim.state.clone(),
         instance: instance.clone(),
         run_count: claim.run_count,
-        attempt: claim.attempt,
+        attempt: claim.attempt.number,
         final_attempt,
         now: started,
     };
@@ -95,21 +85,23 @@ async fn claim<B: Storage + Clock>(
     }
     let epoch = meta.epoch;
     let rec = step.record();
-    let attempt = lifecycle::next_attempt(rec.attempt, rec.started.unwrap_or(0));
-    let abandoned = lifecycle::is_beyond(&job.config().retry, attempt);
+    let attempt = NextAttempt::after(
+        &job.config().retry,
+        rec.attempt,
+        rec.started,
+        rec.first_attempt_at,
+    );
     let claim = Claim {
         epoch,
         trigger_at: rec.trigger_at,
-        attempt: if abandoned { attempt - 1 } else { attempt },
-        abandoned,
+        attempt,
         run_count: rec.run_count,
         // A missing state decodes as `null`, which fails the run with a clear error for
         // any state type that needs a value.
-        first_attempt_at: rec.first_attempt_at,
         state: step.take_extra(0).unwrap_or_else(|| b"null".to_vec()),
     };
-    if engine.records_attempts_at_start() && !abandoned {
-        step.record_mut().started = Some(attempt);
+    if engine.records_attempts_at_start() && !attempt.abandoned {
+        step.record_mut().started = Some(attempt.number);
         step.leave_alarm();
         step.finish().await?;
     }
@@ -182,13 +174,13 @@ fn fail<B: Storage + Clock>(
     started: i64,
 ) {
     let now = step.now();
-    let attempt = claim.attempt;
+    let attempt = claim.attempt.number;
     step.emit(EventKind::ContinuousError {
         error: error.clone(),
         attempt,
     });
     let seed = step.instance().to_string();
-    let first = lifecycle::first_attempt_at(attempt, step.record().first_attempt_at, started);
+    let first = claim.attempt.first_started(started);
     if let Some(retry_at) = job.config().retry.retry_at(attempt, &seed, now, first) {
         let rec = step.record_mut();
         rec.attempt = attempt;

@@ -10,7 +10,7 @@ use crate::engine::{Engine, UserRun};
 use crate::errors::JobError;
 use crate::events::EventKind;
 use crate::ids::InstanceId;
-use crate::jobs::lifecycle;
+use crate::jobs::lifecycle::{self, NextAttempt};
 use crate::services::purge;
 
 /// An execution taken out by the claim step.
@@ -19,13 +19,7 @@ struct Claim {
     /// The timer (or retry time) it serves: spent when the execution ends, unless an
     /// event set another meanwhile.
     due_at: i64,
-    /// The attempt to run; when `abandoned`, the last one, which never reported back.
-    attempt: u32,
-    /// Earlier attempts died without an outcome and used up the retries: record the final
-    /// failure without running.
-    abandoned: bool,
-    /// When the first attempt of this execution started, if it was retried.
-    first_attempt_at: Option<i64>,
+    attempt: NextAttempt,
     state: Option<Vec<u8>>,
 }
 
@@ -39,7 +33,7 @@ pub(crate) async fn alarm<B: Storage + Clock>(
     let Some(claim) = claim(engine, job, instance).await? else {
         return Ok(());
     };
-    if claim.abandoned {
+    if claim.attempt.abandoned {
         let outcome = RunOutcome::Failed {
             error: lifecycle::ABANDONED.to_string(),
             on_error: None,
@@ -47,12 +41,8 @@ pub(crate) async fn alarm<B: Storage + Clock>(
         return complete(engine, job, instance, &claim, outcome, engine.now()).await;
     }
     let started = engine.now();
-    let first = lifecycle::first_attempt_at(claim.attempt, claim.first_attempt_at, started);
     let seed = instance.to_string();
-    let final_attempt = job
-        .config()
-        .retry
-        .is_last(claim.attempt, &seed, started, first);
+    let final_attempt = claim.attempt.is_last(&job.config().retry, &seed, started);
     let input = RunInput {
         hook: HookInput {
             instance: instance.clone(),
@@ -60,7 +50,7 @@ pub(crate) async fn alarm<B: Storage + Clock>(
             next_run_at: None,
             now: started,
         },
-        attempt: claim.attempt,
+        attempt: claim.attempt.number,
         final_attempt,
     };
     let run = UserRun::new(instance, job.config().timeout);
@@ -101,18 +91,20 @@ async fn claim<B: Storage + Clock>(
         step.finish().await?;
         return Ok(None);
     };
-    let attempt = lifecycle::next_attempt(rec.attempt, rec.started.unwrap_or(0));
-    let abandoned = lifecycle::is_beyond(&job.config().retry, attempt);
+    let attempt = NextAttempt::after(
+        &job.config().retry,
+        rec.attempt,
+        rec.started,
+        rec.first_attempt_at,
+    );
     let claim = Claim {
         epoch,
         due_at,
-        attempt: if abandoned { attempt - 1 } else { attempt },
-        abandoned,
-        first_attempt_at: rec.first_attempt_at,
+        attempt,
         state: step.take_extra(0),
     };
-    if engine.records_attempts_at_start() && !abandoned {
-        step.record_mut().started = Some(attempt);
+    if engine.records_attempts_at_start() && !attempt.abandoned {
+        step.record_mut().started = Some(attempt.number);
         step.leave_alarm();
         step.finish().await?;
     }
@@ -182,9 +174,9 @@ fn fail<B: Storage + Clock>(
     started: i64,
 ) {
     let now = step.now();
-    let attempt = claim.attempt;
+    let attempt = claim.attempt.number;
     let seed = step.instance().to_string();
-    let first = lifecycle::first_attempt_at(attempt, claim.first_attempt_at, started);
+    let first = claim.attempt.first_started(started);
     let retry_at = job.config().retry.retry_at(attempt, &seed, now, first);
     step.emit(EventKind::TaskFailed {
         error: error.clone(),
