@@ -527,6 +527,7 @@ function nextAlarm(payload) {
     ['nextRunAt', 'next run'],
     ['flushAt', 'flush'],
     ['retryAt', 'retry'],
+    ['nextDelayedAt', 'delayed event'],
     ['purgeAt', 'purge'],
   ]) {
     const at = payload && payload[field];
@@ -594,6 +595,16 @@ function instancePage(view, id) {
       actionButton('action-pause', 'Pause', { op: 'workerPoolPause' }, null, done('Paused')),
       actionButton('action-resume', 'Resume', { op: 'workerPoolResume' }, null, done('Resumed')),
     ],
+    task: [
+      actionButton('action-trigger', 'Run now', { op: 'taskTrigger' }, null, done('Triggered')),
+      actionButton(
+        'action-terminate',
+        'Terminate',
+        { op: 'taskTerminate' },
+        `Terminate ${id}? Its timer is cancelled and its state deleted.`,
+        (a) => (a.terminated ? `Terminated ${id}.` : 'There was nothing to terminate.'),
+      ),
+    ],
   }[kind] || [];
 
   const field = (idAttr, label) => [h('dt', {}, label), h('dd', { id: idAttr }, '…')];
@@ -604,6 +615,10 @@ function instancePage(view, id) {
     kind === 'workerPool' ? field('pending-count', 'Pending events') : null,
     kind === 'workerPool' ? field('processed-count', 'Processed events') : null,
     kind === 'workerPool' ? field('dead-letter-count', 'Dead letters') : null,
+    kind === 'workerPool' ? field('delayed-count', 'Delayed events') : null,
+    kind === 'task' ? field('task-phase', 'Timer') : null,
+    kind === 'task' ? field('task-event-count', 'Events received') : null,
+    kind === 'task' ? field('execution-count', 'Successful executions') : null,
     kind === 'continuous' ? field('run-count', 'Successful runs') : null,
     kind === 'debounce' ? field('batch-count', 'Events in the open batch') : null,
     kind === 'debounce' ? field('failed-batch-count', 'Failed batches') : null,
@@ -923,6 +938,10 @@ function instancePage(view, id) {
       setText('run-count', String(payload.runCount));
       setText('batch-count', String(payload.eventCount));
       setText('failed-batch-count', String(payload.failedBatches));
+      setText('delayed-count', String(payload.delayed ?? 0));
+      setText('task-phase', payload.phase === 'idle' ? 'none (idle)' : 'set');
+      setText('task-event-count', String(payload.eventCount));
+      setText('execution-count', String(payload.executionCount));
       const alarm = nextAlarm(payload);
       setText('next-alarm', alarm ? `${alarm.label} at ${formatTime(alarm.at)}` : 'none scheduled');
       // Offer what applies now: Pause on a running pool instance, Resume on a paused one.
@@ -936,7 +955,7 @@ function instancePage(view, id) {
         if (document.activeElement === resume && resume.hidden) pause.focus();
       }
       // A stopped Continuous instance neither runs nor stops again.
-      for (const idAttr of ['action-trigger', 'action-stop']) {
+      for (const idAttr of ['action-trigger', 'action-stop', 'action-terminate']) {
         const button = $(idAttr);
         if (!button) continue;
         button.hidden = statusName === 'stopped';
@@ -944,6 +963,14 @@ function instancePage(view, id) {
       }
       const error = payload.lastError || (payload.status.status === 'error' ? payload.status : null);
       setText('last-error', error ? error.message || error.error || JSON.stringify(error) : 'none');
+    } else {
+      // An ended task (or one never created) has nothing to run or end.
+      for (const idAttr of ['action-trigger', 'action-terminate']) {
+        const button = $(idAttr);
+        if (!button) continue;
+        button.hidden = true;
+        if (document.activeElement === button) $('instance-title').focus();
+      }
     }
     changed('status', instance.status, () => {
       statusPre.textContent = JSON.stringify(instance.status, null, 2);

@@ -25,8 +25,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::Request;
 use durable_jobs::inspect::StatusCounts;
 use durable_jobs::{
-    Continuous, ContinuousContext, EnqueueRequest, Registry, RetryPolicy, Schedule, WorkerPool,
-    WorkerPoolContext,
+    Continuous, ContinuousContext, EnqueueRequest, Registry, Rejected, RetryPolicy, Schedule, Task,
+    TaskContext, WorkerPool, WorkerPoolContext,
 };
 use durable_jobs_admin::{serve, Access, Admin, RecentEvents, Token};
 use durable_jobs_local::LocalRuntime;
@@ -69,6 +69,24 @@ impl Continuous for Ticks {
     }
     async fn execute(&self, ctx: &mut ContinuousContext<u64>) -> Result<(), String> {
         *ctx.state_mut() += 1;
+        Ok(())
+    }
+}
+
+/// Counts the events it is sent and runs an hour after each, so the dashboard has a task
+/// with a timer to show, run and end.
+struct Reminders;
+
+impl Task for Reminders {
+    type State = u32;
+    type Event = u32;
+    type Error = String;
+    fn on_event(&self, ctx: &mut TaskContext<u32>, event: u32) -> Result<(), Rejected> {
+        ctx.set_state(ctx.state().copied().unwrap_or(0) + event);
+        ctx.schedule_in(Duration::from_secs(3600));
+        Ok(())
+    }
+    async fn execute(&self, _: &mut TaskContext<u32>) -> Result<(), String> {
         Ok(())
     }
 }
@@ -228,6 +246,7 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
             },
         )
         .continuous("ticks", Ticks)
+        .task("reminders", Reminders)
         .build()
         .unwrap();
     let recent = Arc::new(RecentEvents::default());
@@ -248,6 +267,7 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
         .start("acct-1", &0)
         .await
         .unwrap();
+    jobs.task::<Reminders>().send("order-1", &2).await.unwrap();
     let start = Instant::now();
     loop {
         let status = pool.status().await.unwrap();
@@ -460,6 +480,50 @@ async fn the_dashboard_replays_a_dead_letter_in_a_real_browser() {
         .await
         .unwrap());
     let continuous_png = screenshot(c, "dashboard-continuous").await;
+
+    // A Task: its timer and counts, a run now, and an end that asks first.
+    c.goto(&format!("{base}#/jobs/task/reminders"))
+        .await
+        .unwrap();
+    click_when_shown(c, Locator::LinkText("task:reminders:order-1")).await;
+    eventually("the task's timer and state", || async move {
+        let phase = text_of(c, "task-phase").await?;
+        let events = text_of(c, "task-event-count").await?;
+        let state = text_of(c, "instance-state").await?;
+        (phase == "set" && events == "1" && state == "2").then_some(())
+    })
+    .await;
+    click(c, "action-trigger").await;
+    eventually("the triggered execution", || async move {
+        let runs = text_of(c, "execution-count").await?;
+        let phase = text_of(c, "task-phase").await?;
+        (runs == "1" && phase == "none (idle)").then_some(())
+    })
+    .await;
+    click(c, "action-terminate").await;
+    assert!(c
+        .get_alert_text()
+        .await
+        .unwrap()
+        .contains("Terminate task:reminders:order-1"));
+    c.accept_alert().await.unwrap();
+    eventually("the ended task", || async move {
+        text_of(c, "instance-status-name")
+            .await
+            .filter(|t| t == "not found")
+    })
+    .await;
+    assert!(!c
+        .find(Locator::Id("action-terminate"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap());
+    assert_eq!(
+        jobs.task::<Reminders>().status("order-1").await.unwrap(),
+        None
+    );
 
     // On a phone's width the overview still fits: nothing scrolls sideways.
     client.set_window_size(390, 844).await.unwrap();

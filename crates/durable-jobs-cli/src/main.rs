@@ -127,9 +127,10 @@ enum Command {
         #[arg(long, short)]
         yes: bool,
     },
-    /// Run a Continuous instance now, keeping its schedule.
+    /// Run a Continuous instance now, keeping its schedule, or a Task now, whatever its
+    /// timer.
     Trigger {
-        /// The instance id, continuous:name:key.
+        /// The instance id, continuous:name:key or task:name:key.
         id: String,
     },
     /// Pause a pool instance: it keeps its queue and runs nothing until resumed.
@@ -331,9 +332,20 @@ fn remote(cli: &Cli) -> Result<String, Failure> {
             };
             act(&api, id, &op, json)
         }
-        Command::Trigger { id } => act(&api, id, &Operation::ContinuousTrigger, json),
+        Command::Trigger { id } => act(&api, id, &trigger_of(id)?, json),
         Command::Pause { id } => act(&api, id, &Operation::WorkerPoolPause, json),
         Command::Resume { id } => act(&api, id, &Operation::WorkerPoolResume, json),
+    }
+}
+
+/// The trigger of the instance `id`'s kind: only Continuous instances and Tasks have one.
+fn trigger_of(id: &str) -> Result<Operation, Failure> {
+    match id.split(':').next() {
+        Some("continuous") => Ok(Operation::ContinuousTrigger),
+        Some("task") => Ok(Operation::TaskTrigger),
+        _ => Err(Failure(format!(
+            "{id}: only continuous and task instances can be triggered"
+        ))),
     }
 }
 

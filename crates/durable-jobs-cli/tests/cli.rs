@@ -11,8 +11,8 @@ use std::time::Duration;
 use durable_jobs::inspect::{InstancePage, StatusCounts};
 use durable_jobs::testing::DEFAULT_START;
 use durable_jobs::{
-    Continuous, ContinuousContext, Registry, RetryPolicy, Schedule, Status, WorkerPool,
-    WorkerPoolContext,
+    Continuous, ContinuousContext, Registry, Rejected, RetryPolicy, Schedule, Status, Task,
+    TaskContext, WorkerPool, WorkerPoolContext,
 };
 use durable_jobs_admin::{serve, Access, Admin, Token};
 use durable_jobs_local::LocalRuntime;
@@ -73,6 +73,26 @@ impl Continuous for Ticker {
     }
 }
 
+/// Runs a day after its event, and counts its runs in its state.
+struct Reminder;
+
+impl Task for Reminder {
+    type State = u32;
+    type Event = ();
+    type Error = String;
+
+    fn on_event(&self, ctx: &mut TaskContext<u32>, _: ()) -> Result<(), Rejected> {
+        ctx.set_state(0);
+        ctx.schedule_in(Duration::from_secs(24 * 3600));
+        Ok(())
+    }
+
+    async fn execute(&self, ctx: &mut TaskContext<u32>) -> Result<(), String> {
+        ctx.set_state(ctx.state().copied().unwrap_or(0) + 1);
+        Ok(())
+    }
+}
+
 /// A runtime on a temporary file with a dead-lettered event on one pool instance and a
 /// started Continuous instance, its admin API served on a loopback port.
 struct Service {
@@ -100,6 +120,7 @@ impl Service {
         let registry = Registry::builder()
             .worker_pool("tasks", tasks.clone())
             .continuous("ticker", Ticker)
+            .task("reminder", Reminder)
             .build()
             .unwrap();
         let runtime = LocalRuntime::builder(registry)
@@ -134,6 +155,8 @@ impl Service {
             let ticker = client.continuous::<Ticker>();
             ticker.start("a", &Runs { runs: 0 }).await.unwrap();
             ticker.start("b", &Runs { runs: 5 }).await.unwrap();
+            let reminder = client.task::<Reminder>();
+            reminder.send("standing", &()).await.unwrap();
             runtime.advance(Duration::from_secs(1)).await.unwrap();
             (bad.instance_index, bad.event_id)
         });
@@ -243,6 +266,7 @@ fn jobs_as_a_table_and_as_json() {
         [
             ["KIND", "NAME"],
             ["continuous", "ticker"],
+            ["task", "reminder"],
             ["workerPool", "tasks"]
         ],
         "{table}"
@@ -251,6 +275,7 @@ fn jobs_as_a_table_and_as_json() {
         service.cli(&["jobs", "--json"]).json(),
         json!([
             { "kind": "continuous", "name": "ticker" },
+            { "kind": "task", "name": "reminder" },
             { "kind": "workerPool", "name": "tasks" },
         ])
     );
@@ -360,6 +385,29 @@ fn pause_resume_and_trigger_reach_the_instances() {
     let shown = service.cli(&["show", "continuous:ticker:a"]).ok();
     assert!(shown.contains("run count"), "{shown}");
     assert!(shown.contains("\"runs\": 1"), "{shown}");
+
+    let reminders = client.task::<Reminder>();
+    service
+        .tokio
+        .block_on(reminders.send("order-1", &()))
+        .unwrap();
+    let triggered = service.cli(&["trigger", "task:reminder:order-1"]).ok();
+    assert!(
+        triggered.starts_with("triggered task:reminder:order-1"),
+        "{triggered}"
+    );
+    service.advance();
+    let runs = service.tokio.block_on(reminders.state("order-1")).unwrap();
+    assert_eq!(runs, Some(1), "the trigger ran the task before its timer");
+    let refused = service.cli(&["trigger", "workerPool:tasks:0"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .stderr
+            .contains("only continuous and task instances"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]
@@ -426,7 +474,7 @@ fn an_unreachable_service_and_a_wrong_mount_point_are_explained() {
     let service = Service::start_under("/ops/admin");
     assert!(service.url.ends_with("/ops/admin/"));
     let table = service.cli(&["jobs"]).ok();
-    assert_eq!(rows(&table).len(), 3, "{table}");
+    assert_eq!(rows(&table).len(), 4, "{table}");
     let root = service.url.replace("/ops/admin/", "/");
     let message = run(&["jobs", "--url", &root], None, Some(TOKEN)).failed(1);
     assert!(
