@@ -532,56 +532,6 @@ pub async fn add_many_answers_each_event<R: TestRuntime>() {
     );
 }
 
-/// A transport that counts the events of each add of several it carries, by instance key,
-/// and fails the request numbered `fail_at` (from 0) of key `failing`.
-struct Counting<'t, T> {
-    inner: &'t T,
-    sent: std::sync::Mutex<Vec<(String, usize)>>,
-    failing: &'static str,
-    fail_at: usize,
-}
-
-impl<'t, T: durable_jobs::Transport> Counting<'t, T> {
-    fn new(inner: &'t T, failing: &'static str, fail_at: usize) -> Self {
-        Counting {
-            inner,
-            sent: Default::default(),
-            failing,
-            fail_at,
-        }
-    }
-
-    fn sizes(&self, key: &str) -> Vec<usize> {
-        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        sent.iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, n)| *n)
-            .collect()
-    }
-}
-
-impl<T: durable_jobs::Transport> durable_jobs::Transport for Counting<'_, T> {
-    async fn send(
-        &self,
-        request: durable_jobs::wire::Request,
-    ) -> Result<durable_jobs::wire::Response, JobError> {
-        if let durable_jobs::wire::Operation::DebounceAddMany { events } = &request.op {
-            let key = request.instance.key.clone();
-            let earlier = self.sizes(&key).len();
-            self.sent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((key.clone(), events.len()));
-            if key == self.failing && earlier == self.fail_at {
-                return Err(JobError::Storage {
-                    message: "the transport lost this one".into(),
-                });
-            }
-        }
-        self.inner.send(request).await
-    }
-}
-
 /// An instance's share goes in requests of up to `MAX_EVENTS_PER_REQUEST`, in order, one
 /// per instance when it fits; once one of them fails, the rest of the share is not sent
 /// and fails with it, and what was taken before stays.
@@ -591,7 +541,7 @@ pub async fn add_many_sends_each_share_in_order<R: TestRuntime>() {
     let log = Log::default();
     let rt: R = with(Collector::new(&log)).await;
     let plain = rt.client();
-    let counting = Counting::new(plain.transport(), "lossy", 1);
+    let counting = crate::jobs::Counting::new(plain.transport(), "lossy", 1);
     let client = JobsClient::new(plain.registry().clone(), &counting);
     let hooks = client.debounce::<Collector>();
 

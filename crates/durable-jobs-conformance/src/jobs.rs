@@ -559,3 +559,62 @@ impl durable_jobs::Task for Reminder {
         }
     }
 }
+
+/// A transport that counts the events of each request of several events it carries
+/// (`add_many`, `enqueue_many`), by instance key, and fails the request numbered `fail_at`
+/// (from 0) of key `failing`, as a lost connection would.
+pub struct Counting<'t, T> {
+    inner: &'t T,
+    sent: Mutex<Vec<(String, usize)>>,
+    failing: String,
+    fail_at: usize,
+}
+
+impl<'t, T: durable_jobs::Transport> Counting<'t, T> {
+    /// Over `inner`, failing request `fail_at` of instance key `failing`.
+    pub fn new(inner: &'t T, failing: impl Into<String>, fail_at: usize) -> Self {
+        Counting {
+            inner,
+            sent: Mutex::default(),
+            failing: failing.into(),
+            fail_at,
+        }
+    }
+
+    /// The sizes of the requests of several events sent to instance key `key`, in order.
+    pub fn sizes(&self, key: &str) -> Vec<usize> {
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+impl<T: durable_jobs::Transport> durable_jobs::Transport for Counting<'_, T> {
+    async fn send(
+        &self,
+        request: durable_jobs::wire::Request,
+    ) -> Result<durable_jobs::wire::Response, durable_jobs::JobError> {
+        use durable_jobs::wire::Operation;
+        let size = match &request.op {
+            Operation::DebounceAddMany { events } => Some(events.len()),
+            Operation::WorkerPoolEnqueueMany { events } => Some(events.len()),
+            _ => None,
+        };
+        if let Some(size) = size {
+            let key = request.instance.key.clone();
+            let earlier = self.sizes(&key).len();
+            self.sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((key.clone(), size));
+            if key == self.failing && earlier == self.fail_at {
+                return Err(durable_jobs::JobError::Storage {
+                    message: "the transport lost this one".into(),
+                });
+            }
+        }
+        self.inner.send(request).await
+    }
+}

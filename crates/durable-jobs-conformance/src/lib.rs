@@ -138,6 +138,7 @@ macro_rules! conformance_tests {
             worker_pool::higher_priority_first,
             worker_pool::lists_pending_events_in_queue_order,
             worker_pool::enqueue_many_answers_each_event,
+            worker_pool::enqueue_many_stops_a_share_at_a_failed_request,
             worker_pool::retries_then_dead_letter_then_replay,
             worker_pool::max_duration_ends_an_events_retries,
             worker_pool::pause_and_resume,

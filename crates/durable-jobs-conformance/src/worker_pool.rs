@@ -974,3 +974,44 @@ pub async fn delayed_events_survive_a_restart<R: Restart>() {
         .duplicate
     );
 }
+
+/// An instance's share goes in requests of up to `MAX_EVENTS_PER_REQUEST`, in order; once
+/// one of them fails, the rest of the share is not sent and fails with it, so the instance
+/// never queues later events without the earlier ones, and what it took before stays.
+pub async fn enqueue_many_stops_a_share_at_a_failed_request<R: TestRuntime>() {
+    use durable_jobs::{JobError, JobsClient, MAX_EVENTS_PER_REQUEST};
+
+    let log = Log::default();
+    let rt: R = with(Worker::new(&log, 2)).await;
+    let plain = rt.client();
+    let pool = plain.worker_pool::<Worker>();
+    pool.pause_all().await.unwrap();
+    let on_p = || EnqueueRequest::new().partition_key("p");
+    let probe = pool
+        .enqueue_with(&Task::named("probe"), on_p())
+        .await
+        .unwrap();
+    let key = probe.instance_index.to_string();
+    let counting = crate::jobs::Counting::new(plain.transport(), key.as_str(), 1);
+    let client = JobsClient::new(plain.registry().clone(), &counting);
+
+    let big = 2 * MAX_EVENTS_PER_REQUEST + 500;
+    let events: Vec<(Task, EnqueueRequest)> = (0..big)
+        .map(|i| (Task::named(&format!("t{i}")), on_p()))
+        .collect();
+    let results = client
+        .worker_pool::<Worker>()
+        .enqueue_many(&events)
+        .await
+        .unwrap();
+    assert_eq!(counting.sizes(&key), [1000, 1000], "the third is not sent");
+    assert!(results[..1000].iter().all(Result::is_ok));
+    assert!(results[1000..]
+        .iter()
+        .all(|r| matches!(r, Err(JobError::Storage { .. }))));
+    let status = pool.instance_status(probe.instance_index).await.unwrap();
+    assert_eq!(
+        status.pending, 1001,
+        "the probe and the first request's events"
+    );
+}

@@ -1,6 +1,8 @@
 //! The typed client: `client.continuous::<T>()`, `.debounce::<T>()`,
 //! `.worker_pool::<T>()`, over any [`Transport`].
 
+pub(crate) mod many;
+
 use std::future::Future;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;

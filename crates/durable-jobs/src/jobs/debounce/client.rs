@@ -3,11 +3,8 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use futures::stream::{self, StreamExt};
-
 use super::{AddItem, AddOutcome, Debounce, DebounceStatus, FailedBatch};
-use crate::client::{expect_response, JobsClient, Transport};
-use crate::engine::MAX_EVENTS_PER_REQUEST;
+use crate::client::{expect_response, many, JobsClient, Transport};
 use crate::errors::JobError;
 use crate::ids::JobKind;
 use crate::services::codec;
@@ -162,40 +159,17 @@ impl<'a, J: Debounce, T: Transport> DebounceClient<'a, J, T> {
             .into_iter()
             .map(|(id, (items, positions))| (id.to_string(), items, positions))
             .collect();
-        let sent = shares.into_iter().map(|(id, items, positions)| async move {
-            let mut outcomes = Vec::with_capacity(items.len());
-            let mut items = items.into_iter().peekable();
-            while items.peek().is_some() {
-                let chunk: Vec<AddItem> = items.by_ref().take(MAX_EVENTS_PER_REQUEST).collect();
-                let size = chunk.len();
-                let answer = self
-                    .send(&id, Operation::DebounceAddMany { events: chunk })
-                    .await;
-                match answer.and_then(|response| outcomes_of(size, response)) {
-                    Ok(answered) => outcomes.extend(answered),
-                    Err(error) => {
-                        // This chunk and the rest of the share, which is not sent.
-                        let failed = size + items.len();
-                        outcomes.extend(std::iter::repeat_n(Err(error), failed));
-                        break;
-                    }
-                }
+        let results = many::send_shares(shares, count, PARALLEL_INSTANCES, |id, events| {
+            let size = events.len();
+            async move {
+                let response = self
+                    .send(&id, Operation::DebounceAddMany { events })
+                    .await?;
+                outcomes_of(size, response)
             }
-            (positions, outcomes)
-        });
-        let mut results: Vec<Option<Result<Added, JobError>>> = vec![None; count];
-        let mut answers = stream::iter(sent).buffer_unordered(PARALLEL_INSTANCES);
-        while let Some((positions, outcomes)) = answers.next().await {
-            for (position, result) in positions.into_iter().zip(outcomes) {
-                if let Some(slot) = results.get_mut(position) {
-                    *slot = Some(result);
-                }
-            }
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(JobError::bad_request("an event got no answer"))))
-            .collect())
+        })
+        .await;
+        Ok(results)
     }
 
     /// Flushes the pending batch now and retries failed batches. Returns the number of

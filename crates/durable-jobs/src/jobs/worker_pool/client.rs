@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::routing::jump_hash;
 use super::{DeadLetter, EnqueueItem, EnqueueOutcome, PoolInstanceStatus, QueuedEvent, WorkerPool};
-use crate::client::{expect_response, JobsClient, Transport};
-use crate::engine::MAX_EVENTS_PER_REQUEST;
+use crate::client::{expect_response, many, JobsClient, Transport};
 use crate::errors::JobError;
 use crate::ids::JobKind;
 use crate::services::codec;
@@ -226,8 +225,11 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
     /// together). Answers once every share is committed, with one result per event, in the
     /// order given: a duplicate id is `Ok` with `duplicate`, and an instance whose request
     /// failed fails the results of its events only. An instance gets its events in
-    /// requests of up to [`MAX_EVENTS_PER_REQUEST`], one after the other. The outer `Err`
-    /// is for a pool that is not registered or an event that does not encode.
+    /// requests of up to [`MAX_EVENTS_PER_REQUEST`](crate::MAX_EVENTS_PER_REQUEST), one
+    /// after the other; once one fails, the rest of that instance's events are not sent and
+    /// fail with the same error, so an instance never queues later events without the
+    /// earlier ones. The outer `Err` is for a pool that is not registered or an event that
+    /// does not encode.
     pub async fn enqueue_many(
         &self,
         events: &[(J::Event, EnqueueRequest)],
@@ -248,34 +250,23 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
             share.0.push(item);
             share.1.push(position);
         }
-        // Instances in parallel; one instance's chunks in order, so its events keep the
-        // order they were given in.
-        let sent = shares
+        // A pool has few instances: all of them at once.
+        let shares: Vec<_> = shares
             .into_iter()
-            .map(|(index, (items, positions))| async move {
-                let mut outcomes = Vec::with_capacity(items.len());
-                let mut items = items.into_iter().peekable();
-                while items.peek().is_some() {
-                    let chunk: Vec<EnqueueItem> =
-                        items.by_ref().take(MAX_EVENTS_PER_REQUEST).collect();
-                    let count = chunk.len();
-                    let answer = self
-                        .send(index, Operation::WorkerPoolEnqueueMany { events: chunk })
-                        .await;
-                    outcomes.extend(outcomes_of(index, count, answer));
-                }
-                (positions, outcomes)
-            });
-        let mut results: Vec<Option<Result<Enqueued, JobError>>> = vec![None; events.len()];
-        for (positions, outcomes) in futures::future::join_all(sent).await {
-            for (position, result) in positions.into_iter().zip(outcomes) {
-                results[position] = Some(result);
+            .map(|(index, (items, positions))| (index, items, positions))
+            .collect();
+        let parallel = shares.len();
+        let results = many::send_shares(shares, events.len(), parallel, |index, events| {
+            let size = events.len();
+            async move {
+                let response = self
+                    .send(index, Operation::WorkerPoolEnqueueMany { events })
+                    .await?;
+                outcomes_of(index, size, response)
             }
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(JobError::bad_request("an event got no answer"))))
-            .collect())
+        })
+        .await;
+        Ok(results)
     }
 
     /// Pauses one instance: it keeps its events and processes none.
@@ -446,20 +437,16 @@ impl<'a, J: WorkerPool, T: Transport> WorkerPoolClient<'a, J, T> {
 fn outcomes_of(
     index: u32,
     count: usize,
-    answer: Result<Response, JobError>,
-) -> Vec<Result<Enqueued, JobError>> {
-    match answer {
-        Ok(Response::EnqueuedMany { outcomes, .. }) if outcomes.len() == count => {
-            outcomes.into_iter().map(|o| outcome(index, o)).collect()
+    response: Response,
+) -> Result<Vec<Result<Enqueued, JobError>>, JobError> {
+    match response {
+        Response::EnqueuedMany { outcomes, .. } if outcomes.len() == count => {
+            Ok(outcomes.into_iter().map(|o| outcome(index, o)).collect())
         }
-        Ok(other) => {
-            let error = JobError::Client {
-                status: 0,
-                message: format!("unexpected answer to an enqueue of several: {other:?}"),
-            };
-            vec![Err(error); count]
-        }
-        Err(error) => vec![Err(error); count],
+        other => Err(JobError::Client {
+            status: 0,
+            message: format!("unexpected answer to an enqueue of several: {other:?}"),
+        }),
     }
 }
 
