@@ -12,8 +12,11 @@
 //! beginning when a write finds every frame already copied, which a busy writer, always
 //! a commit ahead of the checkpoint, may never see. So past [`INLINE_PAGES`] the writer
 //! checkpoints itself right after its commit: the background passes have copied all but
-//! the last frames, so this is short, and the next write starts the log over. The log
-//! thus stays under a few megabytes whatever the load.
+//! the last frames, so this is short, and the next write starts the log over. The two
+//! never run at once: SQLite would make the second give up, and a writer that gave up
+//! every time the thread was copying would let the log grow without end. So the writer
+//! waits for a pass under way (it is copying what the writer would copy). The log thus
+//! stays under a few megabytes whatever the load.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -36,6 +39,8 @@ pub(super) const INLINE_PAGES: i32 = 4 * BACKGROUND_PAGES;
 struct Signal {
     state: Mutex<Request>,
     wake: Condvar,
+    /// Held by whoever copies the log, the thread or the writer.
+    copying: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -103,6 +108,10 @@ impl Checkpointer {
         writer
             .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
                 if pages >= INLINE_PAGES {
+                    let _copying = signal
+                        .copying
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     checkpoint("inline", || wal.checkpoint_v2(CheckpointMode::PASSIVE));
                 } else if pages >= BACKGROUND_PAGES {
                     signal.set(|r| r.checkpoint = true);
@@ -125,6 +134,10 @@ impl Drop for Checkpointer {
 
 fn run(conn: &Connection, signal: &Signal) {
     while signal.wait() {
+        let _copying = signal
+            .copying
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         checkpoint("background", || {
             conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)
         });
