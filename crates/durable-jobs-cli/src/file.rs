@@ -141,6 +141,7 @@ pub fn run(path: &Path, command: &Command, json: bool) -> Result<String, Failure
         Command::Replay { .. }
         | Command::Discard { .. }
         | Command::Trigger { .. }
+        | Command::Terminate { .. }
         | Command::Pause { .. }
         | Command::Resume { .. } => Err(Failure(
             "actions need a running service: use --url, not --file".into(),

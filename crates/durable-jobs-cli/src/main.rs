@@ -133,6 +133,14 @@ enum Command {
         /// The instance id, continuous:name:key or task:name:key.
         id: String,
     },
+    /// End a task: cancel its timer and delete its state.
+    Terminate {
+        /// The instance id, task:name:key.
+        id: String,
+        /// Do not ask for confirmation (needed when standard input is not a terminal).
+        #[arg(long, short)]
+        yes: bool,
+    },
     /// Pause a pool instance: it keeps its queue and runs nothing until resumed.
     Pause {
         /// The instance id, workerPool:name:index.
@@ -145,7 +153,7 @@ enum Command {
     },
 }
 
-const KINDS: [&str; 3] = ["continuous", "debounce", "workerPool"];
+const KINDS: [&str; 4] = ["continuous", "debounce", "workerPool", "task"];
 const STATUSES: [&str; 4] = ["active", "paused", "stopped", "error"];
 
 impl Command {
@@ -155,6 +163,7 @@ impl Command {
             Command::Replay { .. } => Some("replay"),
             Command::Discard { .. } => Some("discard"),
             Command::Trigger { .. } => Some("trigger"),
+            Command::Terminate { .. } => Some("terminate"),
             Command::Pause { .. } => Some("pause"),
             Command::Resume { .. } => Some("resume"),
             _ => None,
@@ -333,6 +342,21 @@ fn remote(cli: &Cli) -> Result<String, Failure> {
             act(&api, id, &op, json)
         }
         Command::Trigger { id } => act(&api, id, &trigger_of(id)?, json),
+        Command::Terminate { id, yes } => {
+            if !id.starts_with("task:") {
+                return Err(Failure(format!(
+                    "{id}: only task instances can be terminated"
+                )));
+            }
+            if !yes {
+                confirm(
+                    &format!("Terminate {id}? Its timer is cancelled and its state deleted."),
+                    "terminate deletes the task's state for good",
+                    "nothing terminated",
+                )?;
+            }
+            act(&api, id, &Operation::TaskTerminate, json)
+        }
         Command::Pause { id } => act(&api, id, &Operation::WorkerPoolPause, json),
         Command::Resume { id } => act(&api, id, &Operation::WorkerPoolResume, json),
     }
@@ -379,6 +403,8 @@ fn act(api: &Api, id: &str, op: &Operation, json: bool) -> Result<String, Failur
             format!("{verb} {count} dead letter{plural} of {id}")
         }
         Response::Triggered => format!("triggered {id}: a run is due now"),
+        Response::Terminated { terminated: true } => format!("terminated {id}"),
+        Response::Terminated { terminated: false } => format!("{id} did not exist"),
         Response::Paused => format!("paused {id}"),
         Response::Resumed => format!("resumed {id}"),
         other => return Err(unexpected(&other)),
@@ -388,20 +414,28 @@ fn act(api: &Api, id: &str, op: &Operation, json: bool) -> Result<String, Failur
 
 /// Asks before discarding on a terminal; refuses when nobody can be asked.
 fn confirm_discard(id: &str, event_ids: &[String]) -> Result<(), Failure> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(Failure(
-            "discard deletes dead letters for good: pass --yes to confirm when standard input \
-             is not a terminal"
-                .into(),
-        ));
-    }
     let what = match event_ids.len() {
         0 => "all dead letters".to_string(),
         1 => "1 dead letter".to_string(),
         n => format!("{n} dead letters"),
     };
-    eprint!("Discard {what} of {id} for good? [y/N] ");
+    confirm(
+        &format!("Discard {what} of {id} for good?"),
+        "discard deletes dead letters for good",
+        "nothing discarded",
+    )
+}
+
+/// Asks `question` on a terminal and goes on only on a yes; without a terminal, refuses,
+/// saying that the action (`why`) needs `--yes`.
+fn confirm(question: &str, why: &str, declined: &str) -> Result<(), Failure> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Failure(format!(
+            "{why}: pass --yes to confirm when standard input is not a terminal"
+        )));
+    }
+    eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     stdin
@@ -410,7 +444,7 @@ fn confirm_discard(id: &str, event_ids: &[String]) -> Result<(), Failure> {
         .map_err(|e| Failure(format!("cannot read the answer: {e}")))?;
     match answer.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" => Ok(()),
-        _ => Err(Failure("nothing discarded".into())),
+        _ => Err(Failure(declined.into())),
     }
 }
 

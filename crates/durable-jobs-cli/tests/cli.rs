@@ -399,6 +399,21 @@ fn pause_resume_and_trigger_reach_the_instances() {
     service.advance();
     let runs = service.tokio.block_on(reminders.state("order-1")).unwrap();
     assert_eq!(runs, Some(1), "the trigger ran the task before its timer");
+    let listed = service.cli(&["instances", "task", "reminder"]).ok();
+    assert!(listed.contains("task:reminder:order-1"), "{listed}");
+    let unconfirmed = service.cli(&["terminate", "task:reminder:order-1"]);
+    assert_ne!(unconfirmed.code, 0);
+    assert!(
+        unconfirmed.stderr.contains("--yes"),
+        "{}",
+        unconfirmed.stderr
+    );
+    let ended = service
+        .cli(&["terminate", "task:reminder:order-1", "--yes"])
+        .ok();
+    assert_eq!(ended, "terminated task:reminder:order-1\n");
+    let gone = service.tokio.block_on(reminders.status("order-1")).unwrap();
+    assert_eq!(gone, None);
     let refused = service.cli(&["trigger", "workerPool:tasks:0"]);
     assert_ne!(refused.code, 0);
     assert!(
